@@ -1,0 +1,68 @@
+"""SQS -> processor function. Reports partial batch failures so only failed messages are redelivered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+import transform
+from rtp_pipeline.aws import client
+from rtp_pipeline.processing import Processor
+from rtp_pipeline.settings import current_settings
+from rtp_pipeline.storage import ClaimCheck, PipelineTable, RawStore
+
+logger = Logger()
+tracer = Tracer()
+metrics = Metrics()
+batch = BatchProcessor(event_type=EventType.SQS)
+
+
+def _processor() -> Processor:
+    settings = current_settings()
+    return Processor(
+        settings,
+        RawStore(client("s3"), settings.bucket_name, settings.raw_prefix),
+        PipelineTable(client("dynamodb"), settings.table_name),
+        transform.transform,
+    )
+
+
+@tracer.capture_method
+def process_message(message: SQSRecord) -> None:
+    claim = ClaimCheck.from_json(message.body)
+    logger.set_correlation_id(claim.correlation_id)
+    logger.append_keys(batch_id=claim.batch_id, message_id=message.message_id)
+    processor = _processor()
+    try:
+        result = processor.process(claim)
+    except Exception as error:
+        logger.exception(
+            "batch failed; SQS will redeliver it", receive_count=message.attributes.approximate_receive_count
+        )
+        processor.table.record_failure(claim.batch_id, f"{type(error).__name__}: {error}")
+        raise
+    metrics.add_metric(name="RecordsProcessed", unit=MetricUnit.Count, value=result.processed)
+    metrics.add_metric(name="RecordsRejected", unit=MetricUnit.Count, value=result.rejected)
+    metrics.add_metric(name="IngestToProcessedLatency", unit=MetricUnit.Milliseconds, value=result.latency_ms)
+    logger.info(
+        "batch processed",
+        processed=result.processed,
+        rejected=result.rejected,
+        newly_stored=result.newly_stored,
+        latency_ms=round(result.latency_ms),
+        receive_count=message.attributes.approximate_receive_count,
+    )
+
+
+@logger.inject_lambda_context
+@tracer.capture_lambda_handler
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return process_partial_response(
+        event=event, record_handler=process_message, processor=batch, context=context
+    )

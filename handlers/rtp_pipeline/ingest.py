@@ -1,0 +1,160 @@
+"""Accepting a request: keep the raw body, validate it, enqueue one claim check, answer 202.
+
+Order matters: the raw body is written to S3 before anything can reject it, so even a request that
+fails validation can be inspected later. An `Idempotency-Key` makes a retried request return the
+first answer and enqueue nothing new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from rtp_pipeline.errors import ApiError
+from rtp_pipeline.settings import Settings
+from rtp_pipeline.storage import ClaimCheck, ClaimCheckQueue, PipelineTable, RawStore, ttl
+from rtp_pipeline.validation import validate_request
+
+IDEMPOTENCY_KEY = "idempotency-key"
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+@dataclass(frozen=True)
+class Accepted:
+    response: dict[str, Any]
+    replayed: bool
+
+
+def new_batch_id(now_ms: int | None = None) -> str:
+    """A ULID: 48-bit millisecond time + 80 random bits, Crockford base32. Sorts by arrival time."""
+    value = ((now_ms if now_ms is not None else time.time_ns() // 1_000_000) << 80) | secrets.randbits(80)
+    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+
+
+def check_content_type(headers: dict[str, str]) -> None:
+    content_type = headers.get("content-type", "")
+    media_type = content_type.split(";", 1)[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            f"Content-Type must be application/json, got {content_type or 'nothing'}",
+        )
+
+
+class Ingestor:
+    def __init__(
+        self, settings: Settings, raw: RawStore, table: PipelineTable, queue: ClaimCheckQueue
+    ) -> None:
+        self.settings, self.raw, self.table, self.queue = settings, raw, table, queue
+
+    def accept(
+        self, body: bytes, headers: dict[str, str], correlation_id: str, now: datetime | None = None
+    ) -> Accepted:
+        """`headers` must have lower-case names. Raises ApiError for anything the client must fix."""
+        received = now or datetime.now(UTC)
+        check_content_type(headers)
+        if len(body) > self.settings.max_body_bytes:
+            raise ApiError(
+                413,
+                "PAYLOAD_TOO_LARGE",
+                f"request body is {len(body)} bytes; at most {self.settings.max_body_bytes} bytes per request",
+            )
+        batch_id = new_batch_id(int(received.timestamp() * 1000))
+        key = self.raw.key_for(batch_id, received)
+        self.raw.put(key, body, correlation_id)
+
+        records = self._parse(body)
+        ids = record_ids(batch_id, records)
+        claim = ClaimCheck(
+            batch_id=batch_id,
+            bucket=self.raw.bucket,
+            key=key,
+            correlation_id=correlation_id,
+            received_at=received.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            record_count=len(records),
+        )
+        response = {"batchId": batch_id, "accepted": len(records), "ids": ids}
+        idempotency_key = headers.get(IDEMPOTENCY_KEY, "").strip()
+        if idempotency_key:
+            if len(idempotency_key) > 255:
+                raise ApiError(400, "VALIDATION_ERROR", "Idempotency-Key must be at most 255 characters")
+            earlier = self.table.claim_idempotency_key(
+                idempotency_key,
+                hashlib.sha256(body).hexdigest(),
+                claim,
+                response,
+                ttl(received, hours=self.settings.idempotency_ttl_hours),
+            )
+            if earlier is not None:
+                return self._replay(idempotency_key, earlier, hashlib.sha256(body).hexdigest(), received)
+        self._enqueue(claim, ids, received)
+        if idempotency_key:
+            self.table.mark_enqueued(idempotency_key)
+        return Accepted(response, replayed=False)
+
+    def _replay(self, key: str, earlier: dict[str, Any], request_hash: str, received: datetime) -> Accepted:
+        if earlier["requestHash"] != request_hash:
+            raise ApiError(
+                422,
+                "IDEMPOTENCY_KEY_REUSED",
+                "this Idempotency-Key was already used with a different request body; use a new key",
+            )
+        response: dict[str, Any] = json.loads(earlier["response"])
+        if not earlier.get("enqueued"):
+            # The first attempt stopped between recording the key and enqueueing: finish its work.
+            self._enqueue(ClaimCheck.from_json(earlier["claimCheck"]), response["ids"], received)
+            self.table.mark_enqueued(key)
+        return Accepted(response, replayed=True)
+
+    def _enqueue(self, claim: ClaimCheck, ids: list[str], received: datetime) -> None:
+        self.table.create_batch(claim, ids, ttl(received, days=self.settings.record_ttl_days))
+        self.queue.send(claim)
+
+    def _parse(self, body: bytes) -> list[dict[str, Any]]:
+        try:
+            payload = json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ApiError(400, "INVALID_JSON", f"request body is not valid JSON: {exc}") from exc
+        records, violations = validate_request(payload, self.settings.max_records)
+        if violations:
+            raise ApiError(
+                400,
+                "VALIDATION_ERROR",
+                f"{len(violations)} validation error(s); nothing was accepted",
+                [violation.as_dict() for violation in violations],
+            )
+        duplicates = duplicate_ids(records)
+        if duplicates:
+            raise ApiError(400, "VALIDATION_ERROR", "record ids must be unique within a request", duplicates)
+        return records
+
+
+def record_ids(batch_id: str, records: list[dict[str, Any]]) -> list[str]:
+    """The client's id, or `<batchId>-<index>`: deterministic, so the processor derives the same ids."""
+    return [str(record.get("id") or f"{batch_id}-{index}") for index, record in enumerate(records)]
+
+
+def duplicate_ids(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen: dict[str, int] = {}
+    details = []
+    for index, record in enumerate(records):
+        record_id = record.get("id")
+        if record_id is None:
+            continue
+        if record_id in seen:
+            details.append(
+                {
+                    "index": index,
+                    "field": f"records[{index}].id",
+                    "message": f"duplicates records[{seen[record_id]}].id",
+                }
+            )
+        else:
+            seen[record_id] = index
+    return details

@@ -1,0 +1,37 @@
+"""Runtime settings, read once from the function's environment (set by the stack)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cache
+
+
+@dataclass(frozen=True)
+class Settings:
+    table_name: str
+    bucket_name: str
+    queue_url: str
+    raw_prefix: str
+    max_records: int
+    max_body_bytes: int
+    record_ttl_days: int
+    idempotency_ttl_hours: int = 24
+
+    @classmethod
+    def from_environment(cls, env: dict[str, str] | None = None) -> Settings:
+        source = os.environ if env is None else env
+        return cls(
+            table_name=source["TABLE_NAME"],
+            bucket_name=source.get("BUCKET_NAME", ""),
+            queue_url=source.get("QUEUE_URL", ""),
+            raw_prefix=source.get("RAW_PREFIX", "raw/"),
+            max_records=int(source.get("MAX_RECORDS", "500")),
+            max_body_bytes=int(source.get("MAX_BODY_BYTES", str(5 * 1024 * 1024))),
+            record_ttl_days=int(source.get("RECORD_TTL_DAYS", "90")),
+        )
+
+
+@cache
+def current_settings() -> Settings:
+    return Settings.from_environment()

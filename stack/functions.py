@@ -1,0 +1,242 @@
+"""The three Lambda functions, each with its own least-privilege role and its own log group.
+
+Runtime dependencies come from the AWS-published Powertools layer (no Docker bundling): the asset is
+`handlers/` as it is, runtime code only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_ssm as ssm
+from constructs import Construct
+
+from stack.nag import acknowledge, ref
+from stack.config import EnvironmentConfig, FunctionConfig
+from stack.data import RAW_PREFIX, DataStores
+from stack.queues import WorkQueues
+
+HANDLERS_DIR = Path(__file__).resolve().parent.parent / "handlers"
+RUNTIME = lambda_.Runtime.PYTHON_3_14
+ARCHITECTURE = lambda_.Architecture.ARM_64
+# Must equal the aws-lambda-powertools pin in requirements.txt (a test checks): the tests run the code
+# against exactly the library the layer gives it in AWS.
+POWERTOOLS_VERSION = "3.37.0"
+POWERTOOLS_LAYER_PARAMETER = f"/aws/service/powertools/python/arm64/python3.14/{POWERTOOLS_VERSION}"
+
+XRAY_REASON = (
+    "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions (IAM reference)."
+)
+RAW_OBJECTS_REASON = (
+    "Objects under the raw/ prefix only: keys are generated per request (raw/<date>/<batchId>.json)."
+)
+LOG_STREAM_REASON = "Lambda creates log streams with generated names inside this function's own log group."
+
+
+@dataclass(frozen=True)
+class FunctionSpec:
+    name: str
+    handler: str
+    description: str
+    settings: FunctionConfig
+
+
+class PipelineFunctions(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: EnvironmentConfig,
+        data: DataStores,
+        queues: WorkQueues,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self._config, self._data = config, data
+        layer_arn = ssm.StringParameter.value_for_string_parameter(self, POWERTOOLS_LAYER_PARAMETER)
+        self._layer = lambda_.LayerVersion.from_layer_version_arn(self, "PowertoolsLayer", layer_arn)
+        self._code = lambda_.Code.from_asset(str(HANDLERS_DIR), exclude=["**/__pycache__", "**/*.pyc"])
+        self.log_groups: dict[str, logs.LogGroup] = {}
+
+        common_env = {
+            "TABLE_NAME": data.table.table_name,
+            "POWERTOOLS_METRICS_NAMESPACE": config.stack_name,
+            "POWERTOOLS_LOG_LEVEL": config.log_level,
+            "RECORD_TTL_DAYS": str(config.retention.record_ttl_days),
+        }
+        fns = config.functions
+        self.ingest = self._function(
+            FunctionSpec(
+                "ingest", "api_ingest.handler", "POST /records: keep raw body, validate, enqueue", fns.ingest
+            ),
+            {
+                **common_env,
+                "BUCKET_NAME": data.raw_bucket.bucket_name,
+                "RAW_PREFIX": RAW_PREFIX,
+                "QUEUE_URL": queues.work.queue_url,
+                "MAX_RECORDS": str(config.api.max_records_per_request),
+                "MAX_BODY_BYTES": str(config.api.max_body_bytes),
+            },
+        )
+        self.processor = self._function(
+            FunctionSpec(
+                "processor", "queue_processor.handler", "SQS: validate, transform, store", fns.processor
+            ),
+            {**common_env, "BUCKET_NAME": data.raw_bucket.bucket_name, "RAW_PREFIX": RAW_PREFIX},
+        )
+        self.query = self._function(
+            FunctionSpec(
+                "query", "api_query.handler", "GET /records/{id}, GET /batches/{batchId}", fns.query
+            ),
+            common_env,
+        )
+
+        # Only the actions each function's code (or its event source mapping) calls, on only its resources.
+        raw_objects = data.raw_bucket.arn_for_objects(f"{RAW_PREFIX}*")
+        table = data.table.table_arn
+        self._allow(self.ingest, ["s3:PutObject"], [raw_objects])
+        self._allow(self.ingest, ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"], [table])
+        self._allow(self.ingest, ["sqs:SendMessage"], [queues.work.queue_arn])
+        self._allow(self.ingest, ["kms:GenerateDataKey", "kms:Encrypt", "kms:Decrypt"], [data.key.key_arn])
+
+        self._allow(self.processor, ["s3:GetObject"], [raw_objects])
+        self._allow(self.processor, ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"], [table])
+        self._allow(
+            self.processor,
+            [
+                "sqs:ReceiveMessage",
+                "sqs:DeleteMessage",
+                "sqs:ChangeMessageVisibility",
+                "sqs:GetQueueAttributes",
+            ],
+            [queues.work.queue_arn],
+        )
+        self._allow(self.processor, ["kms:GenerateDataKey", "kms:Encrypt", "kms:Decrypt"], [data.key.key_arn])
+
+        raw_finding = f"AwsSolutions-IAM5[Resource::{ref(data.raw_bucket, 'Arn')}/{RAW_PREFIX}*]"
+        acknowledge(self.ingest.role, raw_finding, RAW_OBJECTS_REASON)  # type: ignore[arg-type]
+        acknowledge(self.processor.role, raw_finding, RAW_OBJECTS_REASON)  # type: ignore[arg-type]
+
+        self._allow(self.query, ["dynamodb:GetItem"], [table])
+        self._allow(self.query, ["kms:Decrypt"], [data.key.key_arn])
+
+        processing = config.processing
+        self.queue_source = self.processor.add_event_source_mapping(
+            "WorkQueueSource",
+            event_source_arn=queues.work.queue_arn,
+            batch_size=processing.batch_size,
+            max_batching_window=Duration.seconds(processing.max_batching_window_seconds),
+            max_concurrency=processing.max_concurrency,
+            report_batch_item_failures=True,
+        )
+        acknowledge(
+            self.queue_source,
+            "Serverless-LambdaEventSourceMappingDestination",
+            "SQS event sources take no on-failure destination; failed messages go to the queue's redrive DLQ.",
+        )
+        # The processor may only start once it can read the queue, or the mapping fails to create.
+        self.queue_source.node.add_dependency(self.processor.role)  # type: ignore[arg-type]
+
+        # API Gateway invokes the ingest function through an alias when provisioned concurrency is asked for.
+        self.ingest_target: lambda_.IFunction = self.ingest
+        if fns.ingest.provisioned_concurrency:
+            self.ingest_target = lambda_.Alias(
+                self,
+                "IngestLive",
+                alias_name="live",
+                version=self.ingest.current_version,
+                provisioned_concurrent_executions=fns.ingest.provisioned_concurrency,
+            )
+
+        for fn in (self.ingest, self.query):
+            acknowledge(
+                fn,
+                "Serverless-LambdaDLQ",
+                "Invoked synchronously by API Gateway: the caller sees the error; a function DLQ only "
+                "applies to asynchronous invocations and would never receive anything.",
+            )
+        acknowledge(
+            self.processor,
+            "Serverless-LambdaDLQ",
+            "Invoked by an SQS event source mapping: failed messages go to the work queue's redrive DLQ.",
+        )
+
+    def _function(self, spec: FunctionSpec, environment: dict[str, str]) -> lambda_.Function:
+        config, key = self._config, self._data.key
+        log_group = logs.LogGroup(
+            self,
+            f"{spec.name.title()}Logs",
+            retention=log_retention(config.retention.log_days),
+            encryption_key=key,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.log_groups[spec.name] = log_group
+        role = iam.Role(
+            self,
+            f"{spec.name.title()}Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"{config.stack_name} {spec.name} function: least privilege, no managed policies",
+        )
+        fn = lambda_.Function(
+            self,
+            spec.name.title(),
+            description=f"{config.stack_name} {spec.name}: {spec.description}",
+            runtime=RUNTIME,
+            architecture=ARCHITECTURE,
+            handler=spec.handler,
+            code=self._code,
+            layers=[self._layer],
+            role=role,
+            memory_size=spec.settings.memory_mb,
+            timeout=Duration.seconds(spec.settings.timeout_seconds),
+            tracing=lambda_.Tracing.ACTIVE,
+            log_group=log_group,
+            environment={**environment, "POWERTOOLS_SERVICE_NAME": spec.name},
+            environment_encryption=key,
+            reserved_concurrent_executions=spec.settings.reserved_concurrency,
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[log_group.log_group_arn],  # the ARN CDK gives ends in ":*": its streams
+            )
+        )
+        _acknowledge_granular(
+            role,
+            {
+                "AwsSolutions-IAM5[Resource::*]": XRAY_REASON,
+                f"AwsSolutions-IAM5[Resource::<{Stack.of(self).get_logical_id(log_group.node.default_child)}.Arn>:*]": (  # type: ignore[arg-type]
+                    LOG_STREAM_REASON
+                ),
+            },
+        )
+        return fn
+
+    def _allow(self, fn: lambda_.Function, actions: list[str], resources: list[str]) -> None:
+        fn.add_to_role_policy(iam.PolicyStatement(actions=actions, resources=resources))
+
+
+def _acknowledge_granular(scope: Construct, reasons: dict[str, str]) -> None:
+    for rule_id, reason in reasons.items():
+        acknowledge(scope, rule_id, reason)
+
+
+_RETENTION = {
+    1: logs.RetentionDays.ONE_DAY, 3: logs.RetentionDays.THREE_DAYS, 5: logs.RetentionDays.FIVE_DAYS,
+    7: logs.RetentionDays.ONE_WEEK, 14: logs.RetentionDays.TWO_WEEKS, 30: logs.RetentionDays.ONE_MONTH,
+    60: logs.RetentionDays.TWO_MONTHS, 90: logs.RetentionDays.THREE_MONTHS, 120: logs.RetentionDays.FOUR_MONTHS,
+    150: logs.RetentionDays.FIVE_MONTHS, 180: logs.RetentionDays.SIX_MONTHS, 365: logs.RetentionDays.ONE_YEAR,
+    400: logs.RetentionDays.THIRTEEN_MONTHS, 545: logs.RetentionDays.EIGHTEEN_MONTHS,
+    731: logs.RetentionDays.TWO_YEARS, 1096: logs.RetentionDays.THREE_YEARS, 1827: logs.RetentionDays.FIVE_YEARS,
+    3653: logs.RetentionDays.TEN_YEARS,
+}  # fmt: skip
+
+
+def log_retention(days: int) -> logs.RetentionDays:
+    """The config's `retention.log_days` (one of CloudWatch's allowed values) as CDK's enum."""
+    return _RETENTION[days]

@@ -1,0 +1,47 @@
+"""The work queue between ingest and processor, and its dead-letter queue."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from stack.config import EnvironmentConfig
+from stack.nag import acknowledge
+
+
+class WorkQueues(Construct):
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: EnvironmentConfig, key: kms.IKey
+    ) -> None:
+        super().__init__(scope, construct_id)
+        self.dead_letters = sqs.Queue(
+            self,
+            "DeadLetterQueue",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=key,
+            data_key_reuse=Duration.hours(1),
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        acknowledge(
+            self.dead_letters,
+            "Serverless-SQSRedrivePolicy",
+            "This is the dead-letter queue itself; its messages go back to the work queue with `rtp dlq redrive`.",
+        )
+        self.work = sqs.Queue(
+            self,
+            "WorkQueue",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=key,
+            data_key_reuse=Duration.hours(1),
+            enforce_ssl=True,
+            visibility_timeout=Duration.seconds(config.queue_visibility_timeout_seconds),
+            retention_period=Duration.days(4),
+            dead_letter_queue=sqs.DeadLetterQueue(
+                max_receive_count=config.processing.max_receive_count, queue=self.dead_letters
+            ),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
