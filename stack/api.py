@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from aws_cdk import CfnOutput, RemovalPolicy
+from aws_cdk import RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
@@ -233,14 +233,6 @@ class IngestApi(Construct):
                 f"config/{config.name}.yaml sets api.waf: false for this non-production environment "
                 "(WAF costs a fixed monthly fee); staging and prod enable it. Requests still need SigV4.",
             )
-
-        for name, value in (
-            ("ApiUrl", self.rest_api.url),
-            ("ProducerPolicyArn", self.producer_policy.managed_policy_arn),
-            ("ReaderPolicyArn", self.reader_policy.managed_policy_arn),
-            ("ApiAccessLogGroup", self.access_logs.log_group_name),
-        ):
-            CfnOutput(self, name, value=value, export_name=f"{config.stack_name}-{name}")
 
 
 def _error_template(code: str, response_type: apigw.ResponseType) -> str:

@@ -18,6 +18,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from stack.config import EnvironmentConfig
+from stack.nag import acknowledge
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,14 @@ class Monitoring(Construct):
             )
         )
         if config.alarms.email:
-            self.topic.add_subscription(subscriptions.EmailSubscription(config.alarms.email))
+            email = subscriptions.EmailSubscription(config.alarms.email)
+            self.topic.add_subscription(email)
+            acknowledge(
+                self.topic,
+                "Serverless-SNSRedrivePolicy",
+                "The only subscription is the on-call e-mail; SNS retries e-mail delivery itself, and the alarm "
+                "state stays visible in CloudWatch and on the dashboard whatever happens to the e-mail.",
+            )
         self._action = actions.SnsAction(self.topic)
         self.alarms: list[cloudwatch.Alarm] = []
         limits = config.alarms

@@ -58,6 +58,10 @@ class PipelineStack(Stack):
     def _outputs(self) -> None:
         """What the `rtp` CLI discovers the environment by: never typed by hand."""
         values = {
+            "ApiUrl": self.api.rest_api.url,
+            "ProducerPolicyArn": self.api.producer_policy.managed_policy_arn,
+            "ReaderPolicyArn": self.api.reader_policy.managed_policy_arn,
+            "ApiAccessLogGroup": self.api.access_logs.log_group_name,
             "TableName": self.data.table.table_name,
             "RawBucketName": self.data.raw_bucket.bucket_name,
             "WorkQueueUrl": self.queues.work.queue_url,
