@@ -1,0 +1,1 @@
+"""The `rtp` command line: synth, check, deploy, diff, destroy, status for every environment."""
