@@ -1,0 +1,215 @@
+"""Reading bulk-load input (JSON Lines or CSV) into records, and cutting them into API-sized batches.
+
+Every input line ends up somewhere a person can see: a record in a batch, or an `InvalidLine` with its
+line number and the reason. Batch boundaries depend only on the input bytes and the limits, so a resumed
+run cuts exactly the same batches (and reuses the same Idempotency-Keys) as the run it continues.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from rtp_cli.day2.api import encode
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+ENVELOPE_OVERHEAD = len(b'{"records":[]}')
+
+
+@dataclass(frozen=True)
+class InvalidLine:
+    line: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Item:
+    line: int
+    record: dict[str, Any]
+    encoded: bytes
+
+
+@dataclass
+class Batch:
+    index: int
+    lines: list[int] = field(default_factory=list)
+    encoded: list[bytes] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.lines)
+
+    def body(self) -> bytes:
+        return b'{"records":[' + b",".join(self.encoded) + b"]}"
+
+    def size_with(self, encoded: bytes) -> int:
+        return ENVELOPE_OVERHEAD + sum(len(e) for e in self.encoded) + len(self.encoded) + len(encoded)
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    fmt: str = "jsonl"  # jsonl | csv
+    record_type: str | None = None  # CSV: the type of every row; JSON Lines: the default when absent
+    id_column: str | None = None  # CSV: the column that holds each row's id (kept in data too)
+    source: str | None = None  # sets `source` on records that have none
+
+    def fingerprint(self) -> dict[str, Any]:
+        return {
+            "format": self.fmt,
+            "type": self.record_type,
+            "idColumn": self.id_column,
+            "source": self.source,
+        }
+
+
+def _validation() -> Any:
+    """The handlers' validator (rtp_pipeline.validation, standard library only): the same rules as the API."""
+    handlers = str(PROJECT_ROOT / "handlers")
+    if handlers not in sys.path:
+        sys.path.append(handlers)
+    import rtp_pipeline.validation as validation
+
+    return validation
+
+
+def file_digest(stream: BinaryIO) -> tuple[str, int]:
+    """sha256 of the whole input and its number of lines (for the progress bar)."""
+    digest, lines = hashlib.sha256(), 0
+    for chunk in iter(lambda: stream.read(1 << 20), b""):
+        digest.update(chunk)
+        lines += chunk.count(b"\n")
+    return digest.hexdigest(), lines
+
+
+def read_items(stream: BinaryIO, options: InputOptions) -> Iterator[Item | InvalidLine]:
+    validation = _validation()
+    seen_ids: dict[str, int] = {}
+    rows = _csv_rows(stream, options) if options.fmt == "csv" else _jsonl_rows(stream)
+    for line, value in rows:
+        if isinstance(value, InvalidLine):
+            yield value
+            continue
+        record = _complete(value, options)
+        problems = validation.validate_record(record)
+        if problems:
+            yield InvalidLine(line, "; ".join(f"{p.field} {p.message}" for p in problems))
+            continue
+        record_id = record.get("id")
+        if record_id is not None:
+            if record_id in seen_ids:
+                yield InvalidLine(line, f"id {record_id!r} was already used on line {seen_ids[record_id]}")
+                continue
+            seen_ids[record_id] = line
+        yield Item(line, record, encode(record))
+
+
+def _complete(record: dict[str, Any], options: InputOptions) -> dict[str, Any]:
+    if options.record_type and "type" not in record:
+        record = {**record, "type": options.record_type}
+    if options.source and "source" not in record:
+        record = {**record, "source": options.source}
+    return record
+
+
+def _jsonl_rows(stream: BinaryIO) -> Iterator[tuple[int, Any]]:
+    for number, raw in enumerate(stream, start=1):
+        text = raw.strip()
+        if not text:
+            continue  # blank lines hold no record
+        try:
+            value = json.loads(text)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            yield number, InvalidLine(number, f"not valid JSON: {error}")
+            continue
+        if not isinstance(value, dict):
+            yield number, InvalidLine(number, f"must be a JSON object (a record), got {type(value).__name__}")
+            continue
+        yield number, value
+
+
+def _csv_rows(stream: BinaryIO, options: InputOptions) -> Iterator[tuple[int, Any]]:
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+    reader = csv.reader(text)
+    try:
+        header = next(reader)
+    except StopIteration:
+        return
+    except (csv.Error, UnicodeDecodeError) as error:
+        yield 1, InvalidLine(1, f"header is not valid CSV: {error}")
+        return
+    if options.id_column and options.id_column not in header:
+        yield (
+            1,
+            InvalidLine(1, f"no column {options.id_column!r} for --id-column (columns: {', '.join(header)})"),
+        )
+        return
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except (csv.Error, UnicodeDecodeError) as error:
+            yield reader.line_num, InvalidLine(reader.line_num, f"not valid CSV: {error}")
+            continue
+        number = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            yield number, InvalidLine(number, f"has {len(row)} columns; the header has {len(header)}")
+            continue
+        data = dict(zip(header, row, strict=True))
+        record: dict[str, Any] = {"data": data}
+        if options.id_column:
+            record["id"] = data[options.id_column]
+        yield number, record
+
+
+def batches(
+    items: Iterator[Item | InvalidLine],
+    max_records: int,
+    max_bytes: int,
+    invalid: list[InvalidLine],
+) -> Iterator[Batch]:
+    """Greedy, deterministic batching within both limits. Invalid lines are appended to `invalid`."""
+    current = Batch(0)
+    for item in items:
+        if isinstance(item, InvalidLine):
+            invalid.append(item)
+            continue
+        if ENVELOPE_OVERHEAD + len(item.encoded) > max_bytes:
+            invalid.append(
+                InvalidLine(
+                    item.line, f"record is {len(item.encoded)} bytes; the API takes at most {max_bytes}"
+                )
+            )
+            continue
+        if current.count and (current.count >= max_records or current.size_with(item.encoded) > max_bytes):
+            yield current
+            current = Batch(current.index + 1)
+        current.lines.append(item.line)
+        current.encoded.append(item.encoded)
+    if current.count:
+        yield current
+
+
+def line_ranges(lines: list[int], limit: int = 12) -> str:
+    """[1,2,3,7,9,10] -> '1-3, 7, 9-10' (at most `limit` ranges, then '... (N more)')."""
+    ranges: list[str] = []
+    ordered = sorted(set(lines))
+    start = prev = None
+    for number in [*ordered, None]:
+        if start is not None and (number is None or prev is None or number != prev + 1):
+            ranges.append(str(start) if start == prev else f"{start}-{prev}")
+            start = None
+        if number is not None and start is None:
+            start = number
+        prev = number
+    shown = ", ".join(ranges[:limit])
+    return shown + (f", ... ({len(ranges) - limit} more ranges)" if len(ranges) > limit else "")
