@@ -16,9 +16,9 @@ from aws_cdk import aws_logs as logs
 from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct
 
-from stack.nag import acknowledge, ref
 from stack.config import EnvironmentConfig
 from stack.functions import HANDLERS_DIR, PipelineFunctions, log_retention
+from stack.nag import acknowledge, ref, skip_checkov
 
 # The one source of truth for what a record is: the same file the functions validate with.
 RECORD_SCHEMA_PATH = HANDLERS_DIR / "rtp_pipeline" / "record.schema.json"
@@ -124,6 +124,15 @@ class IngestApi(Construct):
                 access_log_destination=apigw.LogGroupLogDestination(self.access_logs),
                 access_log_format=apigw.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FIELDS)),
             ),
+        )
+        # RestApi adds an `Endpoint` output with the same URL as the stack's `ApiUrl`; one is enough.
+        self.rest_api.node.try_remove_child("Endpoint")
+        skip_checkov(
+            self.rest_api.deployment_stage,
+            "CKV_AWS_120",
+            "No response caching: POST /records ingests (never cacheable) and the GET routes report "
+            "processing status that changes within seconds; a cache would serve stale status and "
+            "cost hourly.",
         )
         acknowledge(
             self.rest_api,

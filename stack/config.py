@@ -79,7 +79,8 @@ class ProcessingConfig(_Strict):
     def _batch_window(self) -> ProcessingConfig:
         if self.batch_size > 10 and self.max_batching_window_seconds < 1:
             raise ValueError(
-                "batch_size above 10 needs max_batching_window_seconds of at least 1 (an SQS event source rule)"
+                "batch_size above 10 needs max_batching_window_seconds of at least 1 "
+                "(an SQS event source rule)"
             )
         return self
 
@@ -133,7 +134,8 @@ class EnvironmentConfig(_Strict):
         for key, value in tags.items():
             if not TAG_KEY.match(key) or key.lower().startswith("aws:"):
                 raise ValueError(
-                    f"tag key {key!r} must be 1-128 characters of letters, digits, spaces and _.:/=+-@, not aws:"
+                    f"tag key {key!r} must be 1-128 characters of letters, digits, spaces "
+                    "and _.:/=+-@, not aws:"
                 )
             if len(value) > 256:
                 raise ValueError(f"tag {key!r} value is longer than 256 characters")
@@ -158,8 +160,9 @@ class EnvironmentConfig(_Strict):
         grantable = self.account_concurrency_limit - LAMBDA_MIN_UNRESERVED_CONCURRENCY
         if reserved and sum(reserved.values()) > grantable:
             raise ValueError(
-                f"functions.*.reserved_concurrency adds up to {sum(reserved.values())} ({reserved}), but an account "
-                f"with account_concurrency_limit {self.account_concurrency_limit} can reserve at most {max(grantable, 0)} "
+                f"functions.*.reserved_concurrency adds up to {sum(reserved.values())} ({reserved}), "
+                f"but an account with account_concurrency_limit {self.account_concurrency_limit} "
+                f"can reserve at most {max(grantable, 0)} "
                 f"(Lambda keeps {LAMBDA_MIN_UNRESERVED_CONCURRENCY} unreserved)"
             )
         processor = self.functions.processor
@@ -169,7 +172,8 @@ class EnvironmentConfig(_Strict):
         ):
             raise ValueError(
                 f"functions.processor.reserved_concurrency ({processor.reserved_concurrency}) is below "
-                f"processing.max_concurrency ({self.processing.max_concurrency}): the queue would be throttled"
+                f"processing.max_concurrency ({self.processing.max_concurrency}): "
+                "the queue would be throttled"
             )
         ingest = self.functions.ingest
         if (
@@ -184,7 +188,8 @@ class EnvironmentConfig(_Strict):
             if timeout > API_GATEWAY_INTEGRATION_TIMEOUT_SECONDS:
                 raise ValueError(
                     f"functions.{fn}.timeout_seconds is {timeout}, but API Gateway stops waiting after "
-                    f"{API_GATEWAY_INTEGRATION_TIMEOUT_SECONDS}s; use at most {API_GATEWAY_INTEGRATION_TIMEOUT_SECONDS}"
+                    f"{API_GATEWAY_INTEGRATION_TIMEOUT_SECONDS}s; "
+                    f"use at most {API_GATEWAY_INTEGRATION_TIMEOUT_SECONDS}"
                 )
         if self.queue_visibility_timeout_seconds > SQS_MAX_VISIBILITY_TIMEOUT_SECONDS:
             raise ValueError(
@@ -261,8 +266,9 @@ def _lookup(raw: Any, loc: tuple[int | str, ...]) -> Any:
     for part in loc:
         if isinstance(node, dict) and part in node:
             node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            continue
+        if isinstance(node, list) and isinstance(part, int) and part < len(node):
             node = node[part]
-        else:
-            return _MISSING
+            continue
+        return _MISSING
     return node

@@ -59,8 +59,9 @@ class Monitoring(Construct):
             acknowledge(
                 self.topic,
                 "Serverless-SNSRedrivePolicy",
-                "The only subscription is the on-call e-mail; SNS retries e-mail delivery itself, and the alarm "
-                "state stays visible in CloudWatch and on the dashboard whatever happens to the e-mail.",
+                "The only subscription is the on-call e-mail; SNS retries e-mail delivery itself, "
+                "and the alarm state stays visible in CloudWatch and on the dashboard whatever happens "
+                "to the e-mail.",
             )
         self._action = actions.SnsAction(self.topic)
         self.alarms: list[cloudwatch.Alarm] = []
@@ -85,7 +86,8 @@ class Monitoring(Construct):
                 f"{name.title()}DurationP99",
                 fn.metric_duration(period=period, statistic="p99"),
                 round(timeout_ms * limits.duration_p99_ratio_of_timeout),
-                f"{name} function: p99 duration above {limits.duration_p99_ratio_of_timeout:.0%} of its timeout.",
+                f"{name} function: p99 duration above "
+                f"{limits.duration_p99_ratio_of_timeout:.0%} of its timeout.",
             )
         self._alarm(
             "Api5xx",
@@ -105,7 +107,8 @@ class Monitoring(Construct):
                 period=period, statistic="Maximum"
             ),
             1,
-            "Dead-letter queue holds messages that failed processing maxReceiveCount times. Run `rtp dlq peek`.",
+            "Dead-letter queue holds messages that failed processing maxReceiveCount times. "
+            "Run `rtp dlq peek`.",
             evaluation_periods=1,
             datapoints=1,
         )

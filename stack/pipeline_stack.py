@@ -13,7 +13,7 @@ from stack.data import DataStores
 from stack.functions import PipelineFunctions
 from stack.observability import Monitoring, Watched
 from stack.queues import WorkQueues
-from stack.teardown import own_cdk_provider_logs
+from stack.teardown import own_cdk_provider
 
 
 class PipelineStack(Stack):
@@ -49,7 +49,9 @@ class PipelineStack(Stack):
                 table=self.data.table,
             ),
         )
-        own_cdk_provider_logs(self, key=self.data.key, retention_days=config.retention.log_days)
+        own_cdk_provider(
+            self, key=self.data.key, retention_days=config.retention.log_days, tags=config.all_tags
+        )
 
         for key, value in config.all_tags.items():
             Tags.of(self).add(key, value)

@@ -29,7 +29,8 @@ class WorkQueues(Construct):
         acknowledge(
             self.dead_letters,
             "Serverless-SQSRedrivePolicy",
-            "This is the dead-letter queue itself; its messages go back to the work queue with `rtp dlq redrive`.",
+            "This is the dead-letter queue itself; its messages go back to the work queue with "
+            "`rtp dlq redrive`.",
         )
         self.work = sqs.Queue(
             self,

@@ -1,4 +1,5 @@
-"""Synthesize one environment to a cloud assembly and report what cdk-nag found (used by the CLI and tests)."""
+"""Synthesize one environment to a cloud assembly and report what cdk-nag found (used by the CLI
+and tests)."""
 
 from __future__ import annotations
 
