@@ -445,6 +445,7 @@ def _dlq(env: str, profile: str | None) -> DeadLetterQueue:
         target.output("WorkQueueUrl"),
         target.client("dynamodb"),
         target.outputs.get("TableName"),
+        None if target.is_local else target.client("cloudwatch"),
     )
 
 

@@ -76,24 +76,55 @@ class DeadLetterQueue:
         source_url: str,
         dynamodb: Any | None = None,
         table_name: str | None = None,
+        cloudwatch: Any | None = None,
     ) -> None:
         self.sqs, self.url, self.source_url = sqs, dlq_url, source_url
-        self.dynamodb, self.table_name = dynamodb, table_name
+        self.dynamodb, self.table_name, self.cloudwatch = dynamodb, table_name, cloudwatch
 
     # --- list -------------------------------------------------------------------------------------
     def depth(self, url: str | None = None, name: str = "dead-letter queue") -> QueueDepth:
+        """Depth, and the oldest message's age: sampled without consuming on a queue with no redrive
+        policy (the DLQ). A queue with one (the work queue) is never received from here: every receive
+        counts towards its maxReceiveCount and would push messages into the DLQ. Its age comes from the
+        CloudWatch metric ApproximateAgeOfOldestMessage when a CloudWatch client is given."""
         url = url or self.url
         attributes = self.sqs.get_queue_attributes(
             QueueUrl=url,
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+                "RedrivePolicy",
+            ],
         )["Attributes"]
         visible = int(attributes.get("ApproximateNumberOfMessages", 0))
         in_flight = int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0))
         oldest: float | None = None
-        if visible:
+        if visible and "RedrivePolicy" not in attributes:
             ages = [message.age_seconds() for message in self._sample(url, limit=50)]
             oldest = max(ages) if ages else None
+        elif visible and self.cloudwatch is not None:
+            oldest = self._metric_age(url)
         return QueueDepth(name, url, visible, in_flight, oldest)
+
+    def _metric_age(self, url: str) -> float | None:
+        if self.cloudwatch is None:
+            return None
+        now = time.time()
+        try:
+            points = self.cloudwatch.get_metric_statistics(
+                Namespace="AWS/SQS",
+                MetricName="ApproximateAgeOfOldestMessage",
+                Dimensions=[{"Name": "QueueName", "Value": url.rstrip("/").rsplit("/", 1)[-1]}],
+                StartTime=now - 900,
+                EndTime=now,
+                Period=60,
+                Statistics=["Maximum"],
+            ).get("Datapoints", [])
+        except ClientError:
+            return None
+        if not points:
+            return None
+        return float(max(points, key=lambda point: point["Timestamp"])["Maximum"])
 
     # --- peek -------------------------------------------------------------------------------------
     def _sample(self, url: str, limit: int, rounds: int = 5) -> list[PeekedMessage]:
@@ -233,7 +264,7 @@ class DeadLetterQueue:
             ).get("Messages", [])
             if not messages:
                 break
-            for message in messages:
+            for position, message in enumerate(messages):
                 try:
                     extra = {}
                     if message.get("MessageAttributes"):
@@ -242,7 +273,7 @@ class DeadLetterQueue:
                 except ClientError as error:
                     # Not copied: visible again at once; stop (something is wrong with the source).
                     result.errors.append(f"{message['MessageId']}: send to source failed: {error}")
-                    self._release([message])
+                    self._release(messages[position:])  # this one and the rest not yet copied
                     return result
                 self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
                 result.moved += 1
