@@ -1,0 +1,480 @@
+"""`rtp`: one command line for every environment of the pipeline, including the embedded `local` one.
+
+Commands are thin: they parse options, call a service (rtp_cli.gate, .cdk, .status, .local.control),
+and render the result with rich (plain text when the output is not a terminal). Exit codes:
+0 success; 1 the command ran and found something wrong (gate findings, a failed deploy, an unhealthy
+status with --strict); 2 a usage or environment error (unknown environment, bad config, no
+credentials, the environment is not deployed or not running, a refused confirmation).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+
+console = Console()
+err = Console(stderr=True)
+
+app = typer.Typer(
+    name="rtp",
+    help="Real-time pipeline platform: synth, check, deploy, diff, destroy and status for every "
+    "environment in config/, including the embedded `local` one (no AWS account, no Docker).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+EnvOption = Annotated[
+    str,
+    typer.Option(
+        "--env", "-e", envvar="RTP_ENV", help="Environment: config/NAME.yaml (`local` is embedded)."
+    ),
+]
+ProfileOption = Annotated[
+    str | None, typer.Option("--profile", help="AWS profile (default: the standard credential chain).")
+]
+
+# Services, as attributes so tests can inject fakes (a CDK runner, an STS identity, the gate).
+from rtp_cli import cdk as cdk_service  # noqa: E402
+
+run_cdk: cdk_service.Runner = cdk_service.subprocess_runner
+get_identity = cdk_service.caller_identity
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def _config(env: str) -> Any:
+    from stack.config import ConfigError, load_config
+
+    try:
+        return load_config(env)
+    except ConfigError as error:
+        _fail(str(error))
+
+
+def _spinner(message: str) -> Any:
+    import contextlib
+
+    return err.status(message) if err.is_terminal else contextlib.nullcontext()
+
+
+# ---- synth --------------------------------------------------------------------------------------------
+@app.command()
+def synth(
+    env: EnvOption = "dev",
+    outdir: Annotated[Path, typer.Option(help="Cloud assembly directory.")] = Path("cdk.out"),
+) -> None:
+    """Synthesize the environment's one stack with the cdk-nag packs; non-zero on any finding."""
+    _config(env)
+    from stack.synth import synthesize
+
+    with _spinner(f"synthesizing {env}…"):
+        result = synthesize(env, outdir)
+    template = result.template
+    counts = Counter(r["Type"] for r in template.get("Resources", {}).values())
+    console.print(
+        f"[bold]{result.config.stack_name}[/bold]: {sum(counts.values())} resources, "
+        f"{len(template.get('Outputs', {}))} outputs -> {result.template_path}"
+    )
+    if result.findings:
+        _findings_table(
+            [(f.pack, f.rule, f.path, f.description) for f in result.findings],
+            ("pack", "rule", "resource", "finding"),
+            f"cdk-nag: {len(result.findings)} unacknowledged finding(s)",
+        )
+        raise typer.Exit(1)
+    console.print("[green]cdk-nag: 0 unacknowledged findings[/green] (AwsSolutions, Serverless)")
+
+
+def _findings_table(rows: Sequence[tuple[str, ...]], columns: tuple[str, ...], title: str) -> None:
+    table = Table(title=title, title_style="bold red", show_lines=False)
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+
+
+# ---- check --------------------------------------------------------------------------------------------
+@app.command()
+def check(
+    env: EnvOption = "all",
+    report: Annotated[
+        tuple[str, Path] | None,
+        typer.Option(
+            metavar="FORMAT FILE", help="Also write a report for CI: junit|sarif|json and a file path."
+        ),
+    ] = None,
+    outdir: Annotated[Path | None, typer.Option(help="Keep the synthesized templates here.")] = None,
+) -> None:
+    """The CI compliance gate: synth + cdk-nag + cfn-lint (+ checkov when installed); non-zero on any finding.
+
+    `--env all` checks every file in config/."""
+    from rtp_cli import gate
+    from stack.config import available_environments
+
+    if report is not None and report[0] not in ("junit", "sarif", "json"):
+        _fail(f"--report format must be junit, sarif or json (got {report[0]!r})")
+    environments = available_environments() if env == "all" else [env]
+    for name in environments:
+        _config(name)
+    with _spinner("running the gate…") as status:
+
+        def progress(message: str) -> None:
+            if status is not None:
+                status.update(f"gate: {message}")
+            else:
+                err.print(f"gate: {message}", highlight=False)
+
+        result = gate.run_gate(environments, outdir=outdir, progress=progress)
+    table = Table(title=f"rtp check: {', '.join(environments)}")
+    for column in ("environment", "tool", "result", "detail"):
+        table.add_column(column)
+    styles = {"passed": "green", "failed": "bold red", "skipped": "yellow", "error": "bold red"}
+    for run in result.runs:
+        table.add_row(run.env, run.tool, f"[{styles[run.status]}]{run.status}[/]", run.detail)
+    console.print(table)
+    if result.findings:
+        _findings_table(
+            [(f.env, f.tool, f.rule, f.resource, f.message) for f in result.findings],
+            ("env", "tool", "rule", "resource", "finding"),
+            f"{len(result.findings)} finding(s)",
+        )
+    if report is not None:
+        gate.write_report(result, report[0], report[1])
+        console.print(f"{report[0]} report -> {report[1]}")
+    if not result.ok:
+        err.print("[bold red]gate failed[/bold red]")
+        raise typer.Exit(1)
+    console.print("[bold green]gate passed[/bold green]")
+
+
+# ---- deploy -------------------------------------------------------------------------------------------
+@app.command()
+def deploy(
+    env: EnvOption = "local",
+    profile: ProfileOption = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="local: run in the background.")] = False,
+    port: Annotated[int, typer.Option(help="local: API port on 127.0.0.1 (0 = any free port).")] = 8765,
+    aws_port: Annotated[int, typer.Option(help="local: port of the AWS emulation (0 = any free port).")] = 0,
+    transform: Annotated[
+        str | None,
+        typer.Option(
+            envvar="RTP_LOCAL_TRANSFORM", help="local: use module:function as the processor's transform."
+        ),
+    ] = None,
+    template: Annotated[
+        Path | None, typer.Option(help="local: serve this synthesized template (from its cloud assembly).")
+    ] = None,
+    logs: Annotated[bool, typer.Option(help="local, foreground: print function logs as they happen.")] = True,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="local: synthesize even if nothing changed.")
+    ] = False,
+) -> None:
+    """Deploy an environment. AWS: the gate, then the pinned CDK CLI, then the stack outputs.
+    `local`: serve the same template on 127.0.0.1 with an embedded AWS emulation (Ctrl-C stops it)."""
+    if env == "local":
+        _deploy_local(detach, port, aws_port, transform, template, logs, no_cache)
+        return
+    config = _config(env)
+    from rtp_cli.target import TargetError
+
+    try:
+        cdk_service.check_cdk_installed()
+        identity = get_identity(profile, config.region)
+        cdk_service.check_account(config, identity)
+    except (TargetError, cdk_service.CdkError) as error:
+        _fail(str(error))
+    console.print(
+        f"deploying [bold]{config.stack_name}[/bold] to account {identity.account} as {identity.arn}"
+    )
+    _gate_or_exit(env)
+    command = cdk_service.cdk_command("deploy", config, profile)
+    console.print(f"[dim]$ {' '.join(command)}[/dim]")
+    code = run_cdk(command, cdk_service.cdk_environment())
+    if code != 0:
+        _fail(f"cdk deploy failed (exit {code})", 1)
+    outputs_path = cdk_service.outputs_file(env)
+    if outputs_path.is_file():
+        outputs = json.loads(outputs_path.read_text(encoding="utf-8")).get(config.stack_name, {})
+        _kv_table(f"{config.stack_name} outputs", outputs)
+
+
+def _gate_or_exit(env: str) -> None:
+    from rtp_cli import gate
+
+    with _spinner(f"gate: synth + cdk-nag + cfn-lint + checkov for {env}…"):
+        result = gate.run_gate([env])
+    if not result.ok:
+        _findings_table(
+            [(f.tool, f.rule, f.resource, f.message) for f in result.findings]
+            + [(r.tool, "-", "-", r.detail) for r in result.runs if r.status == "error"],
+            ("tool", "rule", "resource", "finding"),
+            "the gate failed: nothing was deployed",
+        )
+        raise typer.Exit(1)
+    skipped = [r.tool for r in result.runs if r.status == "skipped"]
+    note = f" ({', '.join(skipped)} skipped: not installed)" if skipped else ""
+    console.print(f"[green]gate passed[/green]{note}")
+
+
+def _kv_table(title: str, values: dict[str, Any]) -> None:
+    table = Table(title=title, show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+    for key, value in values.items():
+        table.add_row(str(key), str(value))
+    console.print(table)
+
+
+def _deploy_local(
+    detach: bool,
+    port: int,
+    aws_port: int,
+    transform: str | None,
+    template: Path | None,
+    logs: bool,
+    no_cache: bool,
+) -> None:
+    from rtp_cli.local import control
+    from rtp_cli.local.template import TemplateError
+
+    _config("local")
+    if template is not None and not template.is_file():
+        _fail(f"--template {template}: no such file")
+    with _spinner("synthesizing the local environment…"):
+        prepared = control.prepare("local", template, use_cache=not no_cache)
+    if prepared.findings:
+        _findings_table(
+            [(f.pack, f.rule, f.path, f.description) for f in prepared.findings],
+            ("pack", "rule", "resource", "finding"),
+            "cdk-nag findings: the local environment serves only a template that passes the gate",
+        )
+        raise typer.Exit(1)
+    previous = control.stop_local()
+    if previous and previous.get("pid"):
+        err.print(f"replaced the running local environment (pid {previous['pid']}); local data starts empty")
+    if detach:
+        try:
+            with _spinner("starting the local environment…"):
+                state = control.start_detached(prepared, port, aws_port, transform)
+        except (control.LocalStartError, TemplateError) as error:
+            _fail(str(error), 1)
+        _print_local(state, detached=True)
+        return
+
+    def ready(state: dict[str, Any]) -> None:
+        _print_local(state, detached=False)
+
+    try:
+        code = control.start_foreground(
+            prepared, port, aws_port, transform, sys.stdout if logs else None, ready
+        )
+    except OSError as error:
+        _fail(f"cannot serve on 127.0.0.1:{port}: {error} (choose another --port, or 0 for any free port)", 1)
+    if code != 0:
+        raise typer.Exit(1)
+    console.print("local environment stopped; nothing left running")
+
+
+def _print_local(state: dict[str, Any], detached: bool) -> None:
+    from rtp_cli.local.control import curl_example
+
+    lines = [
+        f"[bold]endpoint[/bold]     {state['url']}",
+        f"[bold]region[/bold]       {state['region']}",
+        f"[bold]access key[/bold]   {state['access_key_id']}",
+        f"[bold]secret key[/bold]   {state['secret_access_key']}",
+        f"[bold]AWS emulation[/bold] {state['aws_endpoint_url']}  (moto; AWS_ENDPOINT_URL for boto3/aws cli)",
+        f"[bold]started in[/bold]   {state.get('startup_seconds', '?')} s (pid {state['pid']})",
+    ]
+    if state.get("transform"):
+        lines.append(f"[bold]transform[/bold]    {state['transform']}")
+    console.print(
+        Panel("\n".join(lines), title=f"rtp local: {state['stack_name']} is serving", border_style="green")
+    )
+    console.print("Send a record (SigV4-signed, as in AWS):")
+    console.print(curl_example(state), highlight=False, soft_wrap=True)
+    console.print(
+        f"AWS-only, not emulated: {len(state.get('aws_only', []))} resources (alarms, dashboard, IAM, …)"
+    )
+    if detach_hint := ("stop it with `rtp destroy --env local`" if detached else "Ctrl-C stops it"):
+        console.print(f"Other commands find it through .rtp/local.json; {detach_hint}.")
+
+
+# ---- diff ---------------------------------------------------------------------------------------------
+@app.command()
+def diff(
+    env: EnvOption = "dev",
+    profile: ProfileOption = None,
+    fail: Annotated[bool, typer.Option("--fail", help="Exit 1 when there are differences (for CI).")] = False,
+) -> None:
+    """Show what `rtp deploy` would change in an AWS environment (pinned CDK CLI `cdk diff`)."""
+    if env == "local":
+        _fail("`local` is always served from the current template: `rtp deploy --env local` restarts it")
+    config = _config(env)
+    from rtp_cli.target import TargetError
+
+    try:
+        cdk_service.check_cdk_installed()
+        get_identity(profile, config.region)
+    except (TargetError, cdk_service.CdkError) as error:
+        _fail(str(error))
+    command = cdk_service.cdk_command("diff", config, profile, fail_on_diff=fail)
+    console.print(f"[dim]$ {' '.join(command)}[/dim]")
+    code = run_cdk(command, cdk_service.cdk_environment())
+    if code != 0:
+        raise typer.Exit(1)
+
+
+# ---- destroy ------------------------------------------------------------------------------------------
+@app.command()
+def destroy(
+    env: EnvOption = "local",
+    profile: ProfileOption = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask (automation).")] = False,
+) -> None:
+    """Delete an environment's stack and everything in it (prod asks for its name typed back).
+    `local`: stop the embedded environment; nothing is left running."""
+    if env == "local":
+        from rtp_cli.local.control import stop_local
+
+        state = stop_local()
+        if state is None:
+            console.print("the local environment is not running; nothing to stop")
+        else:
+            console.print(f"stopped the local environment (pid {state.get('pid')}); nothing left running")
+        return
+    config = _config(env)
+    from rtp_cli.target import TargetError
+
+    try:
+        cdk_service.check_cdk_installed()
+        identity = get_identity(profile, config.region)
+        cdk_service.check_account(config, identity)
+    except (TargetError, cdk_service.CdkError) as error:
+        _fail(str(error))
+    if not yes:
+        if not sys.stdin.isatty() and not os.environ.get("RTP_ASSUME_TTY"):
+            _fail(f"refusing to destroy {config.stack_name} without confirmation: pass --yes for automation")
+        if env in cdk_service.APPROVAL_ENVIRONMENTS:
+            typed = typer.prompt(
+                f"This deletes {config.stack_name} in account {identity.account} and ALL its data. "
+                f"Type the environment name ({env}) to confirm"
+            )
+            if typed.strip() != env:
+                _fail("the name did not match; nothing was destroyed")
+        elif not typer.confirm(f"Delete {config.stack_name} in account {identity.account} and all its data?"):
+            _fail("cancelled; nothing was destroyed")
+    command = cdk_service.cdk_command("destroy", config, profile)
+    console.print(f"[dim]$ {' '.join(command)}[/dim]")
+    code = run_cdk(command, cdk_service.cdk_environment())
+    if code != 0:
+        _fail(f"cdk destroy failed (exit {code})", 1)
+    console.print(f"[green]{config.stack_name} destroyed[/green]")
+
+
+# ---- status -------------------------------------------------------------------------------------------
+@app.command()
+def status(
+    identifier: Annotated[
+        str | None, typer.Argument(metavar="[ID]", help="A record or batch id: show that one instead.")
+    ] = None,
+    env: EnvOption = "local",
+    profile: ProfileOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    strict: Annotated[
+        bool, typer.Option(help="Exit 1 when an alarm fires or the DLQ holds messages.")
+    ] = False,
+) -> None:
+    """The first screen in an incident: stack state and outputs, alarms in ALARM, queue and DLQ depth
+    and the age of their oldest message. With an ID: that record or batch."""
+    if identifier is not None:
+        if register_day2 is None:
+            _fail("`rtp status ID` needs the day-2 commands (rtp_cli.day2), which are not installed")
+        from rtp_cli.day2.commands import show_id
+
+        show_id(identifier, env, profile)
+        return
+    from rtp_cli.status import collect_status
+    from rtp_cli.target import TargetError, resolve_target
+    from stack.config import ConfigError
+
+    try:
+        target = resolve_target(env, profile)
+    except (ConfigError, TargetError) as error:
+        _fail(str(error))
+    report = collect_status(target)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        _render_status(report)
+    if strict and not report.healthy:
+        raise typer.Exit(1)
+
+
+def _render_status(report: Any) -> None:
+    console.print(
+        f"[bold]{report.stack_name}[/bold] ({report.env}): "
+        f"[bold]{report.stack_status}[/bold]  {report.api_url}"
+    )
+    if report.alarms is None:
+        console.print(f"[yellow]alarms:[/yellow] {report.alarms_note}")
+    elif report.alarms:
+        table = Table(title=f"{len(report.alarms)} alarm(s) in ALARM", title_style="bold red")
+        for column in ("alarm", "since", "reason"):
+            table.add_column(column, overflow="fold")
+        for alarm in report.alarms:
+            table.add_row(alarm["name"], alarm["since"], alarm["reason"])
+        console.print(table)
+    else:
+        console.print("[green]alarms: none in ALARM[/green]")
+    table = Table(title="queues")
+    for column in ("queue", "visible", "in flight", "delayed", "oldest message"):
+        table.add_column(column)
+    for queue in report.queues:
+        age = "-" if queue.oldest_age_seconds is None else f"{queue.oldest_age_seconds:.0f} s"
+        visible = "?" if queue.visible is None else str(queue.visible)
+        style = "bold red" if queue.label == "dead-letter queue" and queue.visible else ""
+        table.add_row(
+            queue.label,
+            f"[{style}]{visible}[/]" if style else visible,
+            str(queue.in_flight if queue.in_flight is not None else "?"),
+            str(queue.delayed if queue.delayed is not None else "?"),
+            age if not queue.error else f"[red]{queue.error}[/red]",
+        )
+    console.print(table)
+    _kv_table("outputs", report.outputs)
+
+
+# ---- day-2 commands (rtp_cli.day2) --------------------------------------------------------------------
+try:
+    from rtp_cli.day2.commands import register as register_day2
+except ImportError:  # pragma: no cover - the day-2 package is optional at this seam
+    register_day2 = None  # type: ignore[assignment]
+if register_day2 is not None:
+    register_day2(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Deploy, diff and destroy AWS environments through the pinned CDK CLI (package.json).
+
+The command line is built here, in one place, so it can be tested exactly: `npx --no-install cdk ACTION
+STACK -c env=NAME --app 'python3 main.py'` with `--require-approval broadening` for prod (a person must
+approve security-broadening IAM / security-group changes) and `never` elsewhere, `--profile` when given,
+and `--outputs-file` for deploy. `npx --no-install` runs the version pinned in package-lock.json from
+node_modules and never downloads another one. The refusals (unknown environment, no credentials, wrong
+account, gate findings) happen before any CDK process starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stack.config import EnvironmentConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+APPROVAL_ENVIRONMENTS = frozenset({"prod"})  # environments where broadening changes need a person
+
+Runner = Callable[[list[str], dict[str, str]], int]
+
+
+class CdkError(RuntimeError):
+    """The CDK CLI cannot be run (not installed, wrong version)."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    account: str
+    arn: str
+
+
+def pinned_cdk_version() -> str:
+    package = json.loads((PROJECT_ROOT / "package.json").read_text(encoding="utf-8"))
+    return str(package["devDependencies"]["aws-cdk"])
+
+
+def check_cdk_installed() -> None:
+    installed = PROJECT_ROOT / "node_modules" / "aws-cdk" / "package.json"
+    pinned = pinned_cdk_version()
+    if not installed.is_file():
+        raise CdkError(f"the CDK CLI is not installed: run `make install` (npm ci installs aws-cdk {pinned})")
+    version = json.loads(installed.read_text(encoding="utf-8"))["version"]
+    if version != pinned:
+        raise CdkError(f"node_modules has aws-cdk {version} but package.json pins {pinned}: run `npm ci`")
+
+
+def approval_level(env: str) -> str:
+    return "broadening" if env in APPROVAL_ENVIRONMENTS else "never"
+
+
+def outputs_file(env: str) -> Path:
+    return PROJECT_ROOT / ".rtp" / f"outputs-{env}.json"
+
+
+def cdk_command(
+    action: str, config: EnvironmentConfig, profile: str | None = None, *, fail_on_diff: bool = False
+) -> list[str]:
+    """The exact CDK CLI invocation for `action` (deploy | diff | destroy) of one environment."""
+    if action not in ("deploy", "diff", "destroy"):
+        raise ValueError(f"unsupported cdk action {action!r}")
+    command = [
+        "npx",
+        "--no-install",
+        "cdk",
+        action,
+        config.stack_name,
+        "--app",
+        "python3 main.py",
+        "-c",
+        f"env={config.name}",
+    ]
+    if action == "deploy":
+        command += [
+            "--require-approval",
+            approval_level(config.name),
+            "--outputs-file",
+            str(outputs_file(config.name)),
+            "--progress",
+            "events",
+        ]
+    elif action == "diff":
+        if fail_on_diff:
+            command.append("--fail")
+    elif action == "destroy":
+        command.append("--force")  # confirmation is done by `rtp destroy` (env name typed back in prod)
+    if profile:
+        command += ["--profile", profile]
+    return command
+
+
+def subprocess_runner(command: list[str], env: dict[str, str]) -> int:
+    return subprocess.call(command, cwd=PROJECT_ROOT, env={**os.environ, **env})  # noqa: S603
+
+
+def cdk_environment() -> dict[str, str]:
+    return {
+        "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
+        "CDK_DISABLE_VERSION_CHECK": "1",
+        # `python3 main.py` (the CDK app) must run this interpreter: the project virtualenv
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        "PYTHONPATH": str(PROJECT_ROOT),
+    }
+
+
+def caller_identity(profile: str | None, region: str | None) -> Identity:
+    """STS GetCallerIdentity with the standard chain / profile. Raises TargetError when there is none."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ProfileNotFound
+
+    from rtp_cli.target import TargetError
+
+    try:
+        session = boto3.Session(profile_name=profile, region_name=region)
+        if session.get_credentials() is None:
+            raise TargetError(
+                "no AWS credentials found: configure the standard AWS credential chain "
+                "(AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, SSO login) or pass --profile"
+            )
+        identity: dict[str, Any] = session.client(
+            "sts", region_name=region or "us-east-1"
+        ).get_caller_identity()
+    except ProfileNotFound as error:
+        raise TargetError(f"AWS profile {profile!r} not found") from error
+    except NoCredentialsError as error:
+        raise TargetError(
+            "no AWS credentials found: configure the standard chain or pass --profile"
+        ) from error
+    except (ClientError, BotoCoreError) as error:
+        raise TargetError(f"the AWS credentials do not work: {error}") from error
+    return Identity(account=str(identity["Account"]), arn=str(identity["Arn"]))
+
+
+def check_account(config: EnvironmentConfig, identity: Identity) -> None:
+    from rtp_cli.target import TargetError
+
+    if config.account and config.account != identity.account:
+        raise TargetError(
+            f"config/{config.name}.yaml pins account {config.account}, but the credentials are for "
+            f"{identity.account} ({identity.arn}); use the right --profile"
+        )

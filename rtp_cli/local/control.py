@@ -1,0 +1,180 @@
+"""Start and stop the local environment (the service behind `rtp deploy/destroy --env local`)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from rtp_cli.local.process import pid_alive, stop_pid
+from rtp_cli.local.runtime import DEFAULT_API_PORT, DEFAULT_REGION, LocalOptions, remove_state
+from rtp_cli.target import LOCAL_ENV, local_state_path, state_dir
+
+START_TIMEOUT_SECONDS = 90
+
+
+class LocalStartError(RuntimeError):
+    """The local environment did not come up; the message says why (the server's own error)."""
+
+
+@dataclass
+class Prepared:
+    template_path: Path
+    stack_name: str
+    region: str
+    synthesized: bool  # False when the cached cloud assembly was reused
+    findings: list[Any]
+
+
+def prepare(env: str = LOCAL_ENV, template: Path | None = None, use_cache: bool = True) -> Prepared:
+    """Synthesize (or reuse) the environment's template. ConfigError for a bad config file."""
+    from stack.config import load_config
+
+    config = load_config(env)
+    region = config.region or DEFAULT_REGION
+    if template is not None:
+        return Prepared(template.resolve(), config.stack_name, region, False, [])
+    from rtp_cli.synthcache import synthesize_cached
+
+    result = synthesize_cached(env, use_cache=use_cache)
+    return Prepared(result.template_path, result.stack_name, region, not result.cached, result.findings)
+
+
+def running_state() -> dict[str, Any] | None:
+    path = local_state_path()
+    try:
+        state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    pid = state.get("pid")
+    if isinstance(pid, int) and pid_alive(pid):
+        return state
+    return None
+
+
+def stop_local() -> dict[str, Any] | None:
+    """Stop the running local environment, if any; return its state. Leaves no process or state file."""
+    path = local_state_path()
+    try:
+        state: dict[str, Any] | None = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError:
+        state = None
+    pid = state.get("pid") if state else None
+    if isinstance(pid, int) and pid != os.getpid():
+        stop_pid(pid, timeout=15)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    return state
+
+
+def serve_command(
+    prepared: Prepared, port: int, aws_port: int, transform: str | None, state: Path
+) -> list[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "rtp_cli.local.serve",
+        "--template",
+        str(prepared.template_path),
+        "--stack-name",
+        prepared.stack_name,
+        "--region",
+        prepared.region,
+        "--port",
+        str(port),
+        "--aws-port",
+        str(aws_port),
+        "--state",
+        str(state),
+    ]
+    if transform:
+        command += ["--transform", transform]
+    return command
+
+
+def start_detached(
+    prepared: Prepared,
+    port: int = DEFAULT_API_PORT,
+    aws_port: int = 0,
+    transform: str | None = None,
+    timeout: float = START_TIMEOUT_SECONDS,
+) -> dict[str, Any]:
+    """Start the server as a background process (own session); return its state once it is serving."""
+    state_path = local_state_path()
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    remove_state(state_path)
+    log_path = state_dir() / "local.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            serve_command(prepared, port, aws_port, transform, state_path),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            cwd=os.getcwd(),
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code = process.poll()
+        if code is not None:
+            raise LocalStartError(_tail(log_path) or f"the local server exited with code {code}")
+        try:
+            state: dict[str, Any] = json.loads(state_path.read_text(encoding="utf-8"))
+            if state.get("pid") == process.pid:
+                state["log_file"] = str(log_path)
+                return state
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        time.sleep(0.05)
+    stop_pid(process.pid)
+    raise LocalStartError(f"the local server did not start within {timeout:.0f}s; see {log_path}")
+
+
+def start_foreground(
+    prepared: Prepared,
+    port: int,
+    aws_port: int,
+    transform: str | None,
+    echo: TextIO | None,
+    on_ready: Callable[[dict[str, Any]], None],
+) -> int:
+    from rtp_cli.local.serve import serve
+
+    options = LocalOptions(
+        template_path=prepared.template_path,
+        stack_name=prepared.stack_name,
+        region=prepared.region,
+        port=port,
+        aws_port=aws_port,
+        transform=transform,
+        echo_logs=echo,
+    )
+    return serve(options, local_state_path(), on_ready=on_ready)
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except FileNotFoundError:
+        return ""
+    errors = [line for line in text if line.startswith("error:")]
+    return "\n".join(errors[-3:] if errors else text[-lines:])
+
+
+def curl_example(state: dict[str, Any]) -> str:
+    return (
+        f'curl --aws-sigv4 "aws:amz:{state["region"]}:execute-api" '
+        f'--user "{state["access_key_id"]}:{state["secret_access_key"]}" '
+        "-H 'Content-Type: application/json' "
+        '-d \'{"records": [{"type": "click", "data": {"page": "/home"}}]}\' '
+        f"{state['url']}records"
+    )

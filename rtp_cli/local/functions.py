@@ -1,0 +1,342 @@
+"""Run the template's Lambda functions locally: one worker process per execution environment.
+
+Design (why processes): the handlers are written for Lambda, where each function has its own execution
+environment: its own environment variables (TABLE_NAME, QUEUE_URL, POWERTOOLS_SERVICE_NAME... differ per
+function) and its own module-level state (settings, boto3 clients and Powertools objects are created
+once at import and reused). Running all three handlers in one interpreter would share `os.environ`,
+`sys.modules` (`rtp_pipeline.settings.current_settings` is cached on first use) and the transform, so a
+function could silently read another's configuration. Instead each execution environment is a child
+Python process (`rtp_cli.local.worker`) whose environment *is* the function's resolved template
+environment, which imports the handler once (the cold start) and then serves invocations one at a time
+over a pipe, exactly as a Lambda execution environment does. Like Lambda:
+
+- concurrency = number of environments; a function scales up to `ReservedConcurrentExecutions` (or a
+  local cap) on demand, and idle environments are reused (warm starts);
+- the function `Timeout` is enforced: on expiry the environment is killed ("Task timed out after N
+  seconds") and the next invocation gets a fresh one;
+- stdout/stderr (Powertools JSON logs, EMF metrics, tracebacks) plus START/END/REPORT lines go to the
+  function's log group from `LoggingConfig.LogGroup` (or `/aws/lambda/<name>`), one stream per
+  environment, in the local CloudWatch Logs;
+- boto3 inside the handler reaches the local emulation through `AWS_ENDPOINT_URL` and the local
+  credentials, with no code change.
+
+Code comes from the synthesized cloud assembly's staged asset (`asset.<hash>` next to the template), so
+what runs locally is byte for byte what `cdk deploy` would upload.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from rtp_cli.local.logs import LogShipper
+from rtp_cli.local.template import Template, TemplateError
+from rtp_cli.local.worker import read_frame, write_frame
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+LOCAL_CONCURRENCY_CAP = 4  # environments per function when the template does not reserve concurrency
+
+
+@dataclass
+class FunctionSpec:
+    logical_id: str
+    name: str
+    arn: str
+    handler: str
+    runtime: str
+    code_dir: Path
+    timeout: int
+    memory: int
+    environment: dict[str, str]
+    log_group: str
+    max_concurrency: int
+
+
+@dataclass
+class Invocation:
+    request_id: str
+    ok: bool
+    result: Any = None
+    error_type: str = ""
+    error_message: str = ""
+    timed_out: bool = False
+    duration_ms: float = 0.0
+    cold_start: bool = False
+
+
+def function_specs(template: Template) -> dict[str, FunctionSpec]:
+    """The Python functions of the template, with code located and environment resolved."""
+    specs: dict[str, FunctionSpec] = {}
+    custom_providers = {
+        template.referenced_logical_id(res.get("Properties", {}).get("ServiceToken"))
+        for res in template.resources.values()
+        if str(res.get("Type", "")).startswith("Custom::")
+    }
+    for logical_id in template.of_type("AWS::Lambda::Function"):
+        props = template.props(logical_id)
+        runtime = str(props.get("Runtime", ""))
+        if logical_id in custom_providers:
+            continue  # custom-resource providers run only inside CloudFormation deployments
+        if not runtime.startswith("python3"):
+            raise TemplateError(
+                f"{logical_id} (AWS::Lambda::Function): runtime {runtime} is not implemented locally"
+            )
+        resolved = template.resolve({k: v for k, v in props.items() if k not in ("Role", "Layers", "Code")})
+        code_dir = _code_dir(template, logical_id, props.get("Code", {}))
+        variables = {str(k): str(v) for k, v in resolved.get("Environment", {}).get("Variables", {}).items()}
+        name = template.refs[logical_id]
+        log_group = resolved.get("LoggingConfig", {}).get("LogGroup") or f"/aws/lambda/{name}"
+        reserved = resolved.get("ReservedConcurrentExecutions")
+        specs[logical_id] = FunctionSpec(
+            logical_id=logical_id,
+            name=name,
+            arn=template.attrs[(logical_id, "Arn")],
+            handler=str(resolved["Handler"]),
+            runtime=runtime,
+            code_dir=code_dir,
+            timeout=int(resolved.get("Timeout", 3)),
+            memory=int(resolved.get("MemorySize", 128)),
+            environment=variables,
+            log_group=str(log_group),
+            max_concurrency=int(reserved) if reserved else LOCAL_CONCURRENCY_CAP,
+        )
+    return specs
+
+
+def _code_dir(template: Template, logical_id: str, code: dict[str, Any]) -> Path:
+    key = code.get("S3Key")
+    if isinstance(key, str) and key.endswith(".zip") and template.path is not None:
+        staged = template.path.parent / f"asset.{key.removesuffix('.zip')}"
+        if staged.is_dir():
+            return staged
+        raise TemplateError(
+            f"{logical_id} (AWS::Lambda::Function): code asset {staged} not found next to the template "
+            "(serve a template from a complete cloud assembly, e.g. `rtp synth` output)"
+        )
+    raise TemplateError(
+        f"{logical_id} (AWS::Lambda::Function): only asset code (S3Key *.zip) is implemented locally"
+    )
+
+
+class _Environment:
+    """One execution environment (a worker process)."""
+
+    def __init__(self, spec: FunctionSpec, base_env: dict[str, str], shipper: LogShipper, label: str) -> None:
+        self.spec = spec
+        self.stream = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{secrets.token_hex(16)}"
+        self.shipper = shipper
+        self.label = label
+        request_read, request_write = os.pipe()
+        response_read, response_write = os.pipe()
+        env = {
+            **base_env,
+            **spec.environment,
+            "_HANDLER": spec.handler,
+            "LAMBDA_TASK_ROOT": str(spec.code_dir),
+            "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory),
+            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(spec.timeout),
+            "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group,
+            "AWS_LAMBDA_LOG_STREAM_NAME": self.stream,
+            "RTP_LOCAL_FUNCTION_ARN": spec.arn,
+            "PYTHONPATH": os.pathsep.join([str(spec.code_dir), str(PROJECT_ROOT), os.getcwd()]),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "TZ": "UTC",
+        }
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "rtp_cli.local.worker", str(request_read), str(response_write)],
+            env=env,
+            cwd=str(spec.code_dir),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            pass_fds=(request_read, response_write),
+            start_new_session=True,
+        )
+        os.close(request_read)
+        os.close(response_write)
+        self.requests = os.fdopen(request_write, "wb")
+        self.responses = os.fdopen(response_read, "rb")
+        assert self.process.stdout is not None
+        self._reader = threading.Thread(target=self._pump, args=(self.process.stdout,), daemon=True)
+        self._reader.start()
+        self.started = time.monotonic()
+        hello = read_frame(self.responses)
+        if not hello or not hello.get("ready"):
+            self.kill()
+            reason = hello.get("errorMessage") if hello else "the worker exited"
+            raise RuntimeError(f"{spec.logical_id}: handler {spec.handler} failed to initialise: {reason}")
+        self.init_ms = float(hello.get("initMs", 0))
+
+    def _pump(self, stdout: IO[bytes]) -> None:
+        for raw in iter(stdout.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if line:
+                self.shipper.emit(self.spec.log_group, self.stream, line, self.label)
+
+    def log(self, message: str) -> None:
+        self.shipper.emit(self.spec.log_group, self.stream, message, self.label)
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self.requests.close()
+        if self.process.poll() is None:
+            self.process.kill()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.process.wait(timeout=5)
+        with contextlib.suppress(OSError):
+            self.responses.close()
+
+    def invoke(self, event: Any, request_id: str) -> tuple[Any, bool]:
+        """Send one event; return (response frame, timed_out)."""
+        deadline = time.time() + self.spec.timeout
+        box: dict[str, Any] = {}
+
+        def receive() -> None:
+            box["frame"] = read_frame(self.responses)
+
+        write_frame(self.requests, {"event": event, "requestId": request_id, "deadline": deadline})
+        receiver = threading.Thread(target=receive, daemon=True)
+        receiver.start()
+        receiver.join(timeout=self.spec.timeout)
+        if receiver.is_alive():
+            return None, True
+        return box.get("frame"), False
+
+
+@dataclass
+class _Pool:
+    spec: FunctionSpec
+    idle: list[_Environment] = field(default_factory=list)
+    busy: int = 0
+    condition: threading.Condition = field(default_factory=threading.Condition)
+
+
+class FunctionRuntime:
+    """Invoke the template's functions by logical id; scales environments like Lambda, up to a cap."""
+
+    def __init__(self, specs: dict[str, FunctionSpec], base_env: dict[str, str], shipper: LogShipper) -> None:
+        self.specs = specs
+        self._base_env = base_env
+        self._shipper = shipper
+        self._pools = {lid: _Pool(spec) for lid, spec in specs.items()}
+        self._labels = {lid: _label(spec) for lid, spec in specs.items()}
+        self._closed = False
+
+    def warm(self) -> None:
+        """Start one environment per function in parallel (the first requests then skip the cold start)."""
+        errors: list[BaseException] = []
+
+        def start(lid: str) -> None:
+            try:
+                pool = self._pools[lid]
+                env = _Environment(pool.spec, self._base_env, self._shipper, self._labels[lid])
+                with pool.condition:
+                    pool.idle.append(env)
+            except BaseException as error:
+                errors.append(error)
+
+        threads = [threading.Thread(target=start, args=(lid,)) for lid in self._pools]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+
+    def invoke(self, logical_id: str, event: Any) -> Invocation:
+        pool = self._pools[logical_id]
+        request_id = str(uuid.uuid4())
+        cold = False
+        with pool.condition:
+            while not pool.idle and pool.busy >= pool.spec.max_concurrency:
+                pool.condition.wait()
+            env = pool.idle.pop() if pool.idle else None
+            pool.busy += 1
+        try:
+            if env is None or not env.alive():
+                env = _Environment(pool.spec, self._base_env, self._shipper, self._labels[logical_id])
+                cold = True
+                env.log(f"INIT_REPORT Init Duration: {env.init_ms:.2f} ms")
+            env.log(f"START RequestId: {request_id} Version: $LATEST")
+            started = time.monotonic()
+            frame, timed_out = env.invoke(event, request_id)
+            duration = (time.monotonic() - started) * 1000
+            env.log(f"END RequestId: {request_id}")
+            if timed_out:
+                env.log(f"{_now()} {request_id} Task timed out after {pool.spec.timeout:.2f} seconds")
+                env.kill()
+                return Invocation(
+                    request_id,
+                    False,
+                    error_type="Sandbox.Timedout",
+                    timed_out=True,
+                    error_message=f"Task timed out after {pool.spec.timeout:.2f} seconds",
+                    duration_ms=duration,
+                    cold_start=cold,
+                )
+            env.log(
+                f"REPORT RequestId: {request_id}\tDuration: {duration:.2f} ms\t"
+                f"Memory Size: {pool.spec.memory} MB"
+                + (f"\tInit Duration: {env.init_ms:.2f} ms" if cold else "")
+            )
+            if frame is None:  # the process died mid-invocation
+                env.kill()
+                return Invocation(
+                    request_id,
+                    False,
+                    error_type="Runtime.ExitError",
+                    error_message="the execution environment exited",
+                    duration_ms=duration,
+                )
+            if frame.get("ok"):
+                return Invocation(
+                    request_id, True, result=frame.get("result"), duration_ms=duration, cold_start=cold
+                )
+            return Invocation(
+                request_id,
+                False,
+                error_type=str(frame.get("errorType", "")),
+                error_message=str(frame.get("errorMessage", "")),
+                duration_ms=duration,
+                cold_start=cold,
+            )
+        finally:
+            with pool.condition:
+                pool.busy -= 1
+                if env is not None and env.alive() and not self._closed:
+                    pool.idle.append(env)
+                elif env is not None and self._closed:
+                    env.kill()
+                pool.condition.notify()
+
+    def close(self) -> None:
+        self._closed = True
+        for pool in self._pools.values():
+            with pool.condition:
+                for env in pool.idle:
+                    env.kill()
+                pool.idle.clear()
+
+
+def _label(spec: FunctionSpec) -> str:
+    return spec.environment.get("POWERTOOLS_SERVICE_NAME") or spec.handler.split(".")[0]
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"

@@ -1,0 +1,108 @@
+"""One local Lambda execution environment: a child process that imports one function's handler and serves
+invocations sent by the runtime over a pipe (see `rtp_cli.local.functions` for why a process).
+
+Run as ``python -m rtp_cli.local.worker REQUEST_FD RESPONSE_FD``. The process environment *is* the
+function's environment (its template variables, resolved, plus what the Lambda runtime sets). The
+handler's stdout/stderr are captured by the parent and shipped to the function's CloudWatch Logs group.
+Frames on the pipes are a 4-byte big-endian length followed by UTF-8 JSON.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import struct
+import sys
+import time
+import traceback
+from typing import Any, BinaryIO
+
+
+def read_frame(stream: BinaryIO) -> Any:
+    header = stream.read(4)
+    if len(header) < 4:
+        return None
+    (size,) = struct.unpack(">I", header)
+    data = stream.read(size)
+    return json.loads(data.decode("utf-8"))
+
+
+def write_frame(stream: BinaryIO, message: Any) -> None:
+    data = json.dumps(message, default=str).encode("utf-8")
+    stream.write(struct.pack(">I", len(data)) + data)
+    stream.flush()
+
+
+class LocalLambdaContext:
+    """The attributes and method of the Lambda Python runtime's context object."""
+
+    def __init__(self, request_id: str, deadline: float) -> None:
+        name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "local")
+        self.function_name = name
+        self.function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
+        self.invoked_function_arn = os.environ.get("RTP_LOCAL_FUNCTION_ARN", name)
+        self.memory_limit_in_mb = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"))
+        self.aws_request_id = request_id
+        self.log_group_name = os.environ.get("AWS_LAMBDA_LOG_GROUP_NAME", "")
+        self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", "")
+        self.identity = None
+        self.client_context = None
+        self._deadline = deadline
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.time()) * 1000))
+
+
+def _load_handler(spec: str) -> Any:
+    module_name, _, function_name = spec.rpartition(".")
+    module = importlib.import_module(module_name)
+    override = os.environ.get("RTP_LOCAL_TRANSFORM")
+    if override and "transform" in sys.modules:
+        # `rtp deploy --env local --transform module:function`: iterate on a transform without a redeploy.
+        target_module, _, target_name = override.partition(":")
+        replacement = getattr(importlib.import_module(target_module), target_name or "transform")
+        sys.modules["transform"].transform = replacement  # type: ignore[attr-defined]
+    return getattr(module, function_name)
+
+
+def main(argv: list[str]) -> int:
+    requests = os.fdopen(int(argv[1]), "rb")
+    responses = os.fdopen(int(argv[2]), "wb")
+    started = time.monotonic()
+    try:
+        handler = _load_handler(os.environ["_HANDLER"])
+    except Exception as error:
+        traceback.print_exc()
+        write_frame(
+            responses, {"ready": False, "errorType": type(error).__name__, "errorMessage": str(error)}
+        )
+        return 1
+    write_frame(responses, {"ready": True, "initMs": round((time.monotonic() - started) * 1000, 1)})
+    while True:
+        request = read_frame(requests)
+        if request is None:
+            return 0
+        context = LocalLambdaContext(request["requestId"], request["deadline"])
+        try:
+            result = handler(request["event"], context)
+            sys.stdout.flush()
+            write_frame(responses, {"ok": True, "result": result})
+        except Exception as error:
+            # What the Lambda Python runtime prints for an unhandled error, then returns as the result.
+            print(f"[ERROR] {type(error).__name__}: {error}", file=sys.stderr)
+            traceback.print_exc()
+            sys.stderr.flush()
+            write_frame(
+                responses,
+                {
+                    "ok": False,
+                    "errorType": type(error).__name__,
+                    "errorMessage": str(error),
+                    "stackTrace": traceback.format_exception(error)[-10:],
+                },
+            )
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv))
