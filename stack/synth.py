@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from aws_cdk import App
 
 from stack.app import build_app
 from stack.config import EnvironmentConfig, load_config
+from stack.pipeline_stack import PipelineStack
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 
@@ -46,12 +48,21 @@ class SynthResult:
         return loaded
 
 
-def synthesize(env_name: str, outdir: Path, config: EnvironmentConfig | None = None) -> SynthResult:
-    """Synthesize `env_name` into `outdir`. Config errors raise ConfigError; nag findings are returned."""
+def synthesize(
+    env_name: str,
+    outdir: Path,
+    config: EnvironmentConfig | None = None,
+    extend: Callable[[PipelineStack], None] | None = None,
+) -> SynthResult:
+    """Synthesize `env_name` into `outdir`. Config errors raise ConfigError; nag findings are returned.
+
+    `extend` may add to the stack before synthesis (the tests use it to prove the gates can fail)."""
     config = config or load_config(env_name)
     outdir.mkdir(parents=True, exist_ok=True)
     app = App(outdir=str(outdir), context={"env": env_name})
-    build_app(app, env_name, config)
+    stack = build_app(app, env_name, config)
+    if extend is not None:
+        extend(stack)
     result = SynthResult(config, outdir)
     try:
         app.synth()
