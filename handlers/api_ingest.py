@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from rtp_pipeline.aws import client
 from rtp_pipeline.errors import ApiError
 from rtp_pipeline.ingest import Ingestor
@@ -37,9 +39,10 @@ def _ingestor() -> Ingestor:
 @tracer.capture_method
 def post_records() -> Response[str]:
     event = app.current_event
-    body = event.decoded_body or ""
     headers = {name.lower(): value for name, value in (event.headers or {}).items()}
-    accepted = _ingestor().accept(body.encode("utf-8"), headers, event.request_context.request_id)
+    accepted = _ingestor().accept(
+        _raw_body(event.body, bool(event.is_base64_encoded)), headers, event.request_context.request_id
+    )
     if not accepted.replayed:
         metrics.add_metric(name="RecordsAccepted", unit=MetricUnit.Count, value=accepted.response["accepted"])
     logger.info(
@@ -56,9 +59,39 @@ def post_records() -> Response[str]:
     )
 
 
+def _raw_body(body: str | None, is_base64_encoded: bool) -> bytes:
+    """The request body exactly as the client sent it (bytes, undecoded: it is stored before parsing)."""
+    if not body:
+        return b""
+    if not is_base64_encoded:
+        return body.encode("utf-8")
+    try:
+        return base64.b64decode(body, validate=True)
+    except binascii.Error as error:
+        raise ApiError(400, "INVALID_BODY", "request body is not valid base64") from error
+
+
 @app.exception_handler(ApiError)
 def api_error(error: ApiError) -> Response[str]:
     logger.info("request refused", status=error.status, code=error.code, details=error.details[:10])
+    return _error_response(error)
+
+
+@app.not_found
+def not_found(_: NotFoundError) -> Response[str]:
+    event = app.current_event
+    return _error_response(ApiError(404, "NOT_FOUND", f"no route {event.http_method} {event.path}"))
+
+
+@app.exception_handler(Exception)
+def unexpected_error(error: Exception) -> Response[str]:
+    # A real fault (a dependency failed after the SDK's retries): 500 in the API's error shape, with the
+    # request id so the caller's report can be matched to this log line. The client retries with its key.
+    logger.exception("request failed")
+    return _error_response(ApiError(500, "INTERNAL_ERROR", "the request could not be completed; retry it"))
+
+
+def _error_response(error: ApiError) -> Response[str]:
     return Response(
         status_code=error.status,
         content_type="application/json",

@@ -7,9 +7,9 @@ from typing import Any
 
 from aws_lambda_powertools import Logger, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
 from rtp_pipeline.aws import client
 from rtp_pipeline.errors import ApiError
 from rtp_pipeline.query import batch_view, record_view
@@ -39,6 +39,22 @@ def get_batch(batch_id: str) -> dict[str, Any]:
 
 @app.exception_handler(ApiError)
 def api_error(error: ApiError) -> Response[str]:
+    return _error_response(error)
+
+
+@app.not_found
+def not_found(_: NotFoundError) -> Response[str]:
+    event = app.current_event
+    return _error_response(ApiError(404, "NOT_FOUND", f"no route {event.http_method} {event.path}"))
+
+
+@app.exception_handler(Exception)
+def unexpected_error(error: Exception) -> Response[str]:
+    logger.exception("query failed")
+    return _error_response(ApiError(500, "INTERNAL_ERROR", "the query could not be completed; retry it"))
+
+
+def _error_response(error: ApiError) -> Response[str]:
     return Response(
         status_code=error.status,
         content_type="application/json",

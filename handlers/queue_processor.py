@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import transform
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
-import transform
 from rtp_pipeline.aws import client
 from rtp_pipeline.processing import Processor
 from rtp_pipeline.settings import current_settings
@@ -33,7 +33,9 @@ def _processor() -> Processor:
 
 
 @tracer.capture_method
-def process_message(message: SQSRecord) -> None:
+def process_message(record: SQSRecord) -> None:
+    # Powertools calls record_handler(record=...): the parameter must be named `record`.
+    message = record
     claim = ClaimCheck.from_json(message.body)
     logger.set_correlation_id(claim.correlation_id)
     logger.append_keys(batch_id=claim.batch_id, message_id=message.message_id)
@@ -46,14 +48,15 @@ def process_message(message: SQSRecord) -> None:
         )
         processor.table.record_failure(claim.batch_id, f"{type(error).__name__}: {error}")
         raise
-    metrics.add_metric(name="RecordsProcessed", unit=MetricUnit.Count, value=result.processed)
-    metrics.add_metric(name="RecordsRejected", unit=MetricUnit.Count, value=result.rejected)
+    # Count only what this delivery stored: a redelivered message must not inflate the metrics either.
+    metrics.add_metric(name="RecordsProcessed", unit=MetricUnit.Count, value=result.newly_processed)
+    metrics.add_metric(name="RecordsRejected", unit=MetricUnit.Count, value=result.newly_rejected)
     metrics.add_metric(name="IngestToProcessedLatency", unit=MetricUnit.Milliseconds, value=result.latency_ms)
     logger.info(
         "batch processed",
         processed=result.processed,
         rejected=result.rejected,
-        newly_stored=result.newly_stored,
+        newly_stored=result.newly_processed + result.newly_rejected,
         latency_ms=round(result.latency_ms),
         receive_count=message.attributes.approximate_receive_count,
     )
@@ -62,7 +65,7 @@ def process_message(message: SQSRecord) -> None:
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(
         event=event, record_handler=process_message, processor=batch, context=context
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -63,7 +64,7 @@ class Ingestor:
             raise ApiError(
                 413,
                 "PAYLOAD_TOO_LARGE",
-                f"request body is {len(body)} bytes; at most {self.settings.max_body_bytes} bytes per request",
+                f"request body is {len(body)} bytes; at most {self.settings.max_body_bytes} bytes allowed",
             )
         batch_id = new_batch_id(int(received.timestamp() * 1000))
         key = self.raw.key_for(batch_id, received)
@@ -118,8 +119,8 @@ class Ingestor:
 
     def _parse(self, body: bytes) -> list[dict[str, Any]]:
         try:
-            payload = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            payload = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+        except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
             raise ApiError(400, "INVALID_JSON", f"request body is not valid JSON: {exc}") from exc
         records, violations = validate_request(payload, self.settings.max_records)
         if violations:
@@ -133,6 +134,17 @@ class Ingestor:
         if duplicates:
             raise ApiError(400, "VALIDATION_ERROR", "record ids must be unique within a request", duplicates)
         return records
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")  # Python's json accepts NaN/Infinity; JSON does not
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
 
 
 def record_ids(batch_id: str, records: list[dict[str, Any]]) -> list[str]:

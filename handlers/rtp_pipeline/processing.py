@@ -7,18 +7,28 @@ fails on its own, is redelivered, and after maxReceiveCount lands in the dead-le
 
 from __future__ import annotations
 
+import decimal
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
+
+from transform import RejectRecord, TransformContext
 
 from rtp_pipeline.ingest import record_ids
 from rtp_pipeline.settings import Settings
-from rtp_pipeline.storage import PROCESSED, REJECTED, ClaimCheck, Outcome, PipelineTable, RawStore, ttl
+from rtp_pipeline.storage import (
+    PROCESSED,
+    REJECTED,
+    ClaimCheck,
+    Outcome,
+    PipelineTable,
+    RawStore,
+    serialize,
+    ttl,
+)
 from rtp_pipeline.validation import extract_records, parse_rfc3339, validate_record
-from transform import RejectRecord, TransformContext
 
 # DynamoDB items are at most 400 KB; keep room for the keys and bookkeeping attributes.
 MAX_RESULT_BYTES = 350 * 1024
@@ -31,7 +41,8 @@ class BatchResult:
     batch_id: str
     processed: int
     rejected: int
-    newly_stored: int
+    newly_processed: int  # stored by this delivery (0 when an earlier delivery already stored them)
+    newly_rejected: int
     latency_ms: float
 
 
@@ -41,7 +52,9 @@ class Processor:
 
     def process(self, claim: ClaimCheck, now: datetime | None = None) -> BatchResult:
         started = now or datetime.now(UTC)
-        payload = json.loads(self.raw.get(claim.bucket, claim.key), parse_float=Decimal)
+        # Plain floats, as the transform contract promises (JSON-compatible values); they become DynamoDB
+        # numbers when stored. Ingest refused NaN and infinities before accepting the body.
+        payload = json.loads(self.raw.get(claim.bucket, claim.key))
         records, is_batch, envelope = extract_records(payload, max_records=max(claim.record_count, 1))
         if envelope or len(records) != claim.record_count:
             # Ingest validated this body before enqueueing it; a mismatch means the object was replaced.
@@ -58,11 +71,13 @@ class Processor:
             claim.batch_id, outcomes, ttl(started, days=self.settings.record_ttl_days), started
         )
         processed = sum(1 for outcome in outcomes if outcome.status == PROCESSED)
+        newly_processed = sum(1 for outcome in stored if outcome.status == PROCESSED)
         return BatchResult(
             batch_id=claim.batch_id,
             processed=processed,
             rejected=len(outcomes) - processed,
-            newly_stored=stored,
+            newly_processed=newly_processed,
+            newly_rejected=len(stored) - newly_processed,
             latency_ms=(started - received_at).total_seconds() * 1000,
         )
 
@@ -86,7 +101,11 @@ class Processor:
             result = self.transform(record, context)
         except RejectRecord as rejection:
             return Outcome(record_id, REJECTED, record_type, reason=rejection.reason)
-        size = len(json.dumps(result, default=str))
+        try:
+            size = len(json.dumps(result, allow_nan=False))
+            serialize({"result": result})  # what DynamoDB can hold: no NaN, at most 38 significant digits
+        except (TypeError, ValueError, decimal.DecimalException) as error:
+            return Outcome(record_id, REJECTED, record_type, reason=f"result cannot be stored: {error!r}")
         if size > MAX_RESULT_BYTES:
             return Outcome(
                 record_id,

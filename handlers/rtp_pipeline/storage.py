@@ -14,6 +14,7 @@ Every write that counts is conditional, so an SQS redelivery never stores or cou
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -213,19 +214,19 @@ class PipelineTable:
     # --- processing -----------------------------------------------------------------------------
     def store_outcomes(
         self, batch_id: str, outcomes: Sequence[Outcome], expires: datetime, now: datetime
-    ) -> int:
-        """Store outcomes and count them on the batch, exactly once each. Returns how many were new."""
-        stored = 0
+    ) -> list[Outcome]:
+        """Store outcomes and count them on the batch, exactly once each. Returns the ones stored now."""
+        stored: list[Outcome] = []
         for start in range(0, len(outcomes), TRANSACTION_RECORDS):
             chunk = outcomes[start : start + TRANSACTION_RECORDS]
             try:
                 self._transact(batch_id, chunk, expires, now)
-                stored += len(chunk)
+                stored.extend(chunk)
             except ClientError as error:
                 if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
                     raise
                 # Some records were stored by an earlier delivery (or by another batch): go one by one.
-                stored += sum(self._store_one(batch_id, outcome, expires, now) for outcome in chunk)
+                stored.extend(o for o in chunk if self._store_one(batch_id, o, expires, now))
         return stored
 
     def _transact(self, batch_id: str, chunk: Sequence[Outcome], expires: datetime, now: datetime) -> None:
@@ -282,7 +283,9 @@ class PipelineTable:
             "Update": {
                 "TableName": self.name,
                 "Key": {"pk": {"S": f"BATCH#{batch_id}"}},
-                "UpdateExpression": "ADD processed :p, rejected :r, duplicates :d",
+                # `processed` is a DynamoDB reserved word: every name goes through a placeholder.
+                "UpdateExpression": "ADD #p :p, #r :r, #d :d",
+                "ExpressionAttributeNames": {"#p": "processed", "#r": "rejected", "#d": "duplicates"},
                 "ExpressionAttributeValues": {
                     ":p": {"N": str(processed)},
                     ":r": {"N": str(rejected)},
@@ -313,7 +316,8 @@ class PipelineTable:
 
     def record_failure(self, batch_id: str, error: str) -> None:
         """Best effort: note the last processing error on the batch, for `rtp dlq peek` and the status API."""
-        try:
+        # The original failure matters (it is logged and the message redelivered): ignore this one.
+        with contextlib.suppress(ClientError):
             self.db.update_item(
                 TableName=self.name,
                 Key={"pk": {"S": f"BATCH#{batch_id}"}},
@@ -321,8 +325,6 @@ class PipelineTable:
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeValues={":e": {"S": error[:1000]}},
             )
-        except ClientError:
-            pass  # the original failure is what matters; it is logged and the message is redelivered
 
     # --- queries --------------------------------------------------------------------------------
     def get_record(self, record_id: str) -> dict[str, Any] | None:

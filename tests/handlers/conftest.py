@@ -1,0 +1,111 @@
+"""Fixtures for the handler tests: moto in-process, the stack's resources built from the `local` template.
+
+Every handler test also checks its own AWS calls against the calling function's IAM policy in the
+template (`_iam_guard`): a handler that starts calling something its role lacks fails the test that
+exercises it, not only tests/handlers/test_iam_usage.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from tests.handlers import iam
+from tests.handlers.harness import REGION, CallRecorder, Pipeline, deploy, functions_in, reset_clients
+
+TEMPLATE_ENV = "local"
+
+_ENVIRONMENT = {
+    # Fake credentials and region: moto answers everything, nothing can reach AWS.
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+    "AWS_REGION": REGION,
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    # Powertools as in Lambda, minus X-Ray (no daemon here); Metrics needs its namespace at import.
+    "POWERTOOLS_TRACE_DISABLED": "1",
+    "POWERTOOLS_METRICS_NAMESPACE": "rtp-test",
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _lambda_environment() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in _ENVIRONMENT.items():
+            patch.setenv(name, value)
+        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SQS"):
+            patch.delenv(name, raising=False)
+        patch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
+        yield
+
+
+@pytest.fixture(scope="session")
+def local_template(templates: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    return templates[TEMPLATE_ENV]
+
+
+@pytest.fixture(scope="session")
+def recorder() -> CallRecorder:
+    """Every AWS call any handler made in this session, attributed to its function."""
+    return CallRecorder()
+
+
+@pytest.fixture(scope="session")
+def aws_session(recorder: CallRecorder) -> boto3.Session:
+    """One boto3 session for the whole run (its loaded service models make new clients cheap)."""
+    session = boto3.Session(region_name=REGION)
+    recorder.attach(session)
+    return session
+
+
+@pytest.fixture
+def pipeline(
+    local_template: dict[str, Any], recorder: CallRecorder, aws_session: boto3.Session
+) -> Iterator[Pipeline]:
+    """A fresh moto account holding the template's key, table, bucket and queues; handlers wired to it.
+
+    On teardown, every AWS call the test's handlers made is checked against the calling function's IAM
+    policy in the template: a call the role does not allow fails the test.
+    """
+    with mock_aws():
+        previous, boto3.DEFAULT_SESSION = boto3.DEFAULT_SESSION, aws_session  # what `boto3.client()` uses
+        reset_clients()  # rtp_pipeline.aws.client is cached per execution environment: one per test
+        start = len(recorder.calls)
+        built = Pipeline(deploy(local_template, aws_session), aws_session, recorder)
+        try:
+            yield built
+        finally:
+            reset_clients()
+            boto3.DEFAULT_SESSION = previous
+    missing = iam.violations(recorder.since(start), built.resolve, functions_in(built.resolve))
+    if missing:
+        lines = [
+            f"{need.actor}: {need.action} on {need.resource} ({need.via}; {call.service}.{call.operation})"
+            for need, call in missing
+        ]
+        pytest.fail("calls not allowed by the function's IAM policy in the template:\n" + "\n".join(lines))
+
+
+@pytest.fixture
+def function_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    """The JSON log lines the three functions' Powertools Loggers write during the test."""
+    import api_ingest
+    import api_query
+    import queue_processor
+
+    buffer = io.StringIO()
+    handlers = [module.logger.registered_handler for module in (api_ingest, api_query, queue_processor)]
+    previous = [handler.setStream(buffer) for handler in handlers]  # type: ignore[attr-defined]
+    try:
+        yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
+    finally:
+        for handler, stream in zip(handlers, previous, strict=True):
+            handler.setStream(stream)  # type: ignore[attr-defined]

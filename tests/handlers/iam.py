@@ -1,0 +1,253 @@
+"""Check recorded AWS API calls against each function's IAM policy in the synthesized template.
+
+Every call a handler made becomes the IAM action(s) it needs on the resource it touched (ARN built from
+the call's parameters), plus the KMS actions the service then performs with the caller's credentials
+(SSE-KMS on S3 objects and SQS messages). Policy statements are taken from the template (the function's
+`Role` -> the `AWS::IAM::Policy` resources attached to it) and their resources resolved against the
+resources `harness.deploy` created for each logical id: a statement on `Fn::GetAtt [Table, Arn]` matches
+calls on exactly that table, `Fn::Join [Bucket.Arn, "/raw/*"]` exactly that bucket's `raw/` objects.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlparse
+
+from tests.handlers.harness import ACCOUNT, ESM, REGION, ApiCall, FunctionInfo, Resolver
+
+# API operations whose IAM action is not `<prefix>:<operation>`. TransactWriteItems/TransactGetItems have
+# no action of their own: IAM authorizes each item (Put -> PutItem, ...), handled in `needs_of`.
+_ACTION_OF = {
+    ("sqs", "DeleteMessageBatch"): "sqs:DeleteMessage",
+    ("sqs", "SendMessageBatch"): "sqs:SendMessage",
+    ("sqs", "ChangeMessageVisibilityBatch"): "sqs:ChangeMessageVisibility",
+    ("s3", "HeadObject"): "s3:GetObject",
+    ("s3", "ListObjectsV2"): "s3:ListBucket",
+    ("s3", "HeadBucket"): "s3:ListBucket",
+}
+_TRANSACT_ITEM_ACTION = {
+    "Put": "dynamodb:PutItem",
+    "Update": "dynamodb:UpdateItem",
+    "Delete": "dynamodb:DeleteItem",
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+    "Get": "dynamodb:GetItem",
+}
+# What the Lambda service itself calls with the processor's role to run its SQS event source mapping
+# (Lambda developer guide, "Execution role permissions" for Amazon SQS).
+ESM_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+
+
+@dataclass(frozen=True)
+class Need:
+    actor: str  # "ingest", "processor", "query", or "processor [event source mapping]"
+    action: str
+    resource: str
+    via: str  # "handler", "event source mapping", or "S3 SSE-KMS for s3:PutObject" etc.
+
+    @property
+    def function(self) -> str:
+        return self.actor.split(" ", 1)[0]
+
+
+@dataclass(frozen=True)
+class Statement:
+    effect: str
+    actions: tuple[str, ...]
+    resources: tuple[str, ...]  # resolved
+    shown: tuple[str, ...]  # symbolic, for the report
+    has_condition: bool
+
+    def matches(self, action: str, resource: str) -> bool:
+        if self.has_condition:
+            raise AssertionError(
+                f"statement {self.actions} has a Condition: teach tests/handlers/iam.py to evaluate it"
+            )
+        return any(fnmatch.fnmatchcase(action.lower(), pattern.lower()) for pattern in self.actions) and any(
+            fnmatch.fnmatchcase(resource, pattern) for pattern in self.resources
+        )
+
+
+def _listify(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def describe(value: Any) -> str:
+    """A template value written symbolically: `DataTable.Arn`, `DataRawBucket.Arn + "/raw/*"`."""
+    if isinstance(value, dict) and set(value) == {"Ref"}:
+        return f"Ref {value['Ref']}"
+    if isinstance(value, dict) and set(value) == {"Fn::GetAtt"}:
+        return ".".join(value["Fn::GetAtt"])
+    if isinstance(value, dict) and set(value) == {"Fn::Join"}:
+        separator, parts = value["Fn::Join"]
+        return (
+            f" + {separator!r} + ".join(describe(part) for part in parts)
+            if separator
+            else " + ".join(describe(part) if isinstance(part, dict) else repr(part) for part in parts)
+        )
+    return str(value)
+
+
+def role_statements(resolve: Resolver, function: FunctionInfo) -> list[Statement]:
+    """Every statement of every policy attached to the function's role in the template."""
+    documents: list[dict[str, Any]] = []
+    role = resolve.resources[function.role_logical_id]
+    documents.extend(policy["PolicyDocument"] for policy in role.get("Properties", {}).get("Policies", []))
+    for resource in resolve.resources.values():
+        if resource["Type"] not in ("AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
+            continue
+        roles = resource.get("Properties", {}).get("Roles", [])
+        if {"Ref": function.role_logical_id} in roles:
+            documents.append(resource["Properties"]["PolicyDocument"])
+    statements = []
+    for document in documents:
+        for statement in _listify(document["Statement"]):
+            if "NotAction" in statement or "NotResource" in statement:
+                raise AssertionError(f"NotAction/NotResource in {function.name}'s policy: teach the checker")
+            raw_resources = _listify(statement["Resource"])
+            statements.append(
+                Statement(
+                    effect=statement["Effect"],
+                    actions=tuple(_listify(statement["Action"])),
+                    resources=tuple(str(resolve(resource)) for resource in raw_resources),
+                    shown=tuple(describe(resource) for resource in raw_resources),
+                    has_condition="Condition" in statement,
+                )
+            )
+    return statements
+
+
+def is_allowed(statements: Iterable[Statement], action: str, resource: str) -> bool:
+    statements = list(statements)
+    if any(s.effect == "Deny" and s.matches(action, resource) for s in statements):
+        return False
+    return any(s.effect == "Allow" and s.matches(action, resource) for s in statements)
+
+
+def _queue_arn(url: str) -> str:
+    return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{urlparse(url).path.rstrip('/').rsplit('/', 1)[-1]}"
+
+
+def _table_arn(name: str) -> str:
+    return name if name.startswith("arn:") else f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+
+
+def _bucket_key(resolve: Resolver, bucket: str) -> str | None:
+    """The KMS key ARN a bucket encrypts new objects with (its template's default encryption)."""
+    logical_id = resolve.logical_id_of("Ref", bucket)
+    encryption = resolve.resources[logical_id].get("Properties", {}).get("BucketEncryption", {})
+    for rule in encryption.get("ServerSideEncryptionConfiguration", []):
+        default = rule.get("ServerSideEncryptionByDefault", {})
+        if default.get("SSEAlgorithm") in ("aws:kms", "aws:kms:dsse") and "KMSMasterKeyID" in default:
+            return str(resolve(default["KMSMasterKeyID"]))
+    return None
+
+
+def _queue_key(resolve: Resolver, url: str) -> str | None:
+    logical_id = resolve.logical_id_of("Ref", url)
+    key = resolve.resources[logical_id].get("Properties", {}).get("KmsMasterKeyId")
+    return str(resolve(key)) if key is not None else None
+
+
+def needs_of(call: ApiCall, resolve: Resolver) -> list[Need]:
+    """The IAM permissions one recorded call needs: its own action(s) and the KMS use it causes."""
+    via = ESM if ESM in call.actor else "handler"
+    params, service, operation = call.params, call.service, call.operation
+    if service == "dynamodb" and operation in ("TransactWriteItems", "TransactGetItems"):
+        return [
+            Need(call.actor, _TRANSACT_ITEM_ACTION[kind], _table_arn(body["TableName"]), via)
+            for item in params["TransactItems"]
+            for kind, body in item.items()
+        ]
+    action = _ACTION_OF.get((service, operation), f"{service}:{operation}")
+    needs: list[Need] = []
+    if service == "dynamodb":
+        resource = _table_arn(params["TableName"])
+    elif service == "s3":
+        bucket = params["Bucket"]
+        resource = f"arn:aws:s3:::{bucket}/{params['Key']}" if "Key" in params else f"arn:aws:s3:::{bucket}"
+        key = _bucket_key(resolve, bucket)
+        if key and operation == "PutObject":
+            needs.append(Need(call.actor, "kms:GenerateDataKey", key, f"S3 SSE-KMS for s3:{operation}"))
+        if key and operation in ("GetObject", "HeadObject"):
+            needs.append(Need(call.actor, "kms:Decrypt", key, f"S3 SSE-KMS for s3:{operation}"))
+    elif service == "sqs":
+        resource = _queue_arn(params["QueueUrl"])
+        key = _queue_key(resolve, params["QueueUrl"])
+        if key and operation in ("SendMessage", "SendMessageBatch"):
+            needs.append(Need(call.actor, "kms:GenerateDataKey", key, f"SQS SSE-KMS for sqs:{operation}"))
+            needs.append(Need(call.actor, "kms:Decrypt", key, f"SQS SSE-KMS for sqs:{operation}"))
+        if key and operation == "ReceiveMessage":
+            needs.append(Need(call.actor, "kms:Decrypt", key, f"SQS SSE-KMS for sqs:{operation}"))
+    else:
+        resource = "*"
+    return [Need(call.actor, action, resource, via), *needs]
+
+
+def violations(
+    calls: Iterable[ApiCall], resolve: Resolver, functions: dict[str, FunctionInfo]
+) -> list[tuple[Need, ApiCall]]:
+    """Every (permission, call) that the calling function's role does not allow."""
+    policies = {name: role_statements(resolve, info) for name, info in functions.items()}
+    missing = []
+    for call in calls:
+        for need in needs_of(call, resolve):
+            if not is_allowed(policies[need.function], need.action, need.resource):
+                missing.append((need, call))
+    return missing
+
+
+@dataclass(frozen=True)
+class Grant:
+    function: str
+    action: str
+    resource: str  # symbolic
+    used_by: str  # how it was used, or why it is not exercised here
+    uses: int
+
+
+def usage(needs: list[Need], resolve: Resolver, functions: dict[str, FunctionInfo]) -> list[Grant]:
+    """Each granted (action, resource) of each function with what used it in the recorded calls."""
+    rows = []
+    for name, info in sorted(functions.items()):
+        mine = [need for need in needs if need.function == name]
+        for statement in role_statements(resolve, info):
+            if statement.effect != "Allow":
+                continue
+            for action in statement.actions:
+                for pattern, shown in zip(statement.resources, statement.shown, strict=True):
+                    single = Statement("Allow", (action,), (pattern,), (shown,), statement.has_condition)
+                    used = [need for need in mine if single.matches(need.action, need.resource)]
+                    rows.append(Grant(name, action, shown, _used_by(action, used), len(used)))
+    return rows
+
+
+def _used_by(action: str, used: list[Need]) -> str:
+    if used:
+        return ", ".join(sorted({need.via for need in used}))
+    service = action.split(":", 1)[0]
+    if service == "xray":
+        return "not called by code: Lambda sends trace segments (tracing Active; disabled in tests)"
+    if service == "logs":
+        return "not called by code: the Lambda runtime writes the function's log streams"
+    if service == "kms":
+        return "not implied by any recorded call: used by a service on the function's behalf (see notes)"
+    return "UNUSED: granted but never called"
+
+
+def table(rows: list[Grant]) -> str:
+    headers = ("function", "action", "resource", "uses", "used by")
+    cells = [(row.function, row.action, row.resource, str(row.uses), row.used_by) for row in rows]
+    widths = [max(len(headers[i]), *(len(cell[i]) for cell in cells)) for i in range(4)]
+    lines = [
+        "  ".join(text.ljust(width) for text, width in zip(headers[:4], widths, strict=True))
+        + "  "
+        + headers[4]
+    ]
+    lines += [
+        "  ".join(text.ljust(width) for text, width in zip(cell[:4], widths, strict=True)) + "  " + cell[4]
+        for cell in cells
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,276 @@
+"""POST /records: the ingest function against moto, wired from the synthesized `local` template."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from tests.handlers.harness import ApiResponse, Pipeline, fail_calls
+
+ORDER = {"type": "order", "data": {"sku": "A-1", "qty": 2}}
+RAW_KEY = re.compile(r"^raw/\d{4}/\d{2}/\d{2}/\d{2}/(?P<batch>[0-9A-Z]{26})\.json$")
+
+
+def assert_error(response: ApiResponse, status: int, code: str, request_id: str | None = None) -> list[Any]:
+    """The one error shape: {"error": {"code", "message", "details": [...], "requestId"}}."""
+    assert response.status == status, response.body
+    assert response.headers.get("content-type") == "application/json"
+    assert set(response.body) == {"error"}
+    error = response.body["error"]
+    assert set(error) == {"code", "message", "details", "requestId"}
+    assert error["code"] == code
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["details"], list)
+    if request_id is not None:
+        assert error["requestId"] == request_id
+    details: list[Any] = error["details"]
+    return details
+
+
+def claim_checks(pipeline: Pipeline) -> list[dict[str, Any]]:
+    return [json.loads(message["Body"]) for message in pipeline.peek()]
+
+
+def test_single_record_is_stored_raw_enqueued_and_accepted(pipeline: Pipeline) -> None:
+    body = json.dumps(ORDER)
+    response = pipeline.post_records(None, raw=body, request_id="req-single")
+
+    assert response.status == 202
+    assert set(response.body) == {"batchId", "accepted", "ids"}
+    batch_id = response.body["batchId"]
+    assert response.body["accepted"] == 1
+    assert response.body["ids"] == [f"{batch_id}-0"]  # no client id: <batchId>-<index>
+
+    [key] = pipeline.raw_keys()
+    match = RAW_KEY.match(key)
+    assert match and match["batch"] == batch_id
+    stored = pipeline.s3.get_object(Bucket=pipeline.bucket, Key=key)
+    assert stored["Body"].read() == body.encode()  # byte for byte what the client sent
+    assert stored["Metadata"]["correlation-id"] == "req-single"
+
+    [claim] = claim_checks(pipeline)
+    assert claim["batchId"] == batch_id
+    assert claim["key"] == key and claim["bucket"] == pipeline.bucket
+    assert claim["correlationId"] == "req-single"  # the API request id, carried to the processor
+    assert claim["recordCount"] == 1
+    # A claim check: a pointer to the raw object, never the payload.
+    assert set(claim) == {"batchId", "bucket", "key", "correlationId", "receivedAt", "recordCount"}
+
+    batch = pipeline.item(f"BATCH#{batch_id}")
+    assert batch is not None
+    assert (batch["accepted"], batch["processed"], batch["rejected"]) == (1, 0, 0)
+
+
+def test_batch_keeps_client_ids_and_assigns_the_rest(pipeline: Pipeline) -> None:
+    records = [
+        {"id": "ord-1", **ORDER},
+        {**ORDER, "source": "shop", "timestamp": "2024-05-01T10:00:00Z"},
+        {"id": "ord-3", "type": "refund", "data": {"amount": 9.5}},
+    ]
+    response = pipeline.post_records({"records": records})
+
+    assert response.status == 202
+    batch_id = response.body["batchId"]
+    assert response.body["accepted"] == 3
+    assert response.body["ids"] == ["ord-1", f"{batch_id}-1", "ord-3"]
+    assert len(pipeline.raw_keys()) == 1
+    assert len(claim_checks(pipeline)) == 1  # one message per request, not per record
+    assert claim_checks(pipeline)[0]["recordCount"] == 3
+
+
+def test_content_type_with_charset_and_any_header_case_is_accepted(pipeline: Pipeline) -> None:
+    response = pipeline.post_records(ORDER, headers={"CONTENT-TYPE": "Application/JSON; charset=utf-8"})
+    assert response.status == 202
+
+
+def test_base64_encoded_body_is_stored_as_sent(pipeline: Pipeline) -> None:
+    from tests.handlers.harness import api_event
+
+    body = json.dumps({"type": "note", "data": {"text": "café ☕"}}, ensure_ascii=False).encode()
+    event = api_event("POST", "/records", body=body, headers={"content-type": "application/json"})
+    assert event["isBase64Encoded"]
+    response = pipeline.api("ingest", event)
+
+    assert response.status == 202
+    [key] = pipeline.raw_keys()
+    assert pipeline.s3.get_object(Bucket=pipeline.bucket, Key=key)["Body"].read() == body
+
+
+def test_invalid_records_name_index_and_field_and_nothing_is_enqueued(pipeline: Pipeline) -> None:
+    records = [
+        ORDER,
+        {"data": {"x": 1}},  # no type
+        {"type": "order", "data": "not an object"},
+        {"type": "order", "data": {}, "colour": "red"},
+        {"type": "order", "data": {}, "timestamp": "yesterday"},
+    ]
+    response = pipeline.post_records({"records": records}, request_id="req-invalid")
+
+    details = assert_error(response, 400, "VALIDATION_ERROR", "req-invalid")
+    found = {(detail["index"], detail["field"]) for detail in details}
+    assert found == {
+        (1, "records[1].type"),
+        (2, "records[2].data"),
+        (3, "records[3].colour"),
+        (4, "records[4].timestamp"),
+    }
+    assert all(detail["message"] for detail in details)
+    assert pipeline.queued() == 0
+    # The raw body is kept before parsing, so a refused request can still be inspected.
+    [key] = pipeline.raw_keys()
+    assert (
+        pipeline.s3.get_object(Bucket=pipeline.bucket, Key=key)["Body"].read()
+        == json.dumps({"records": records}).encode()
+    )
+
+
+def test_single_invalid_record_names_the_field_without_a_prefix(pipeline: Pipeline) -> None:
+    response = pipeline.post_records({"type": 5, "data": {}})
+    [detail] = assert_error(response, 400, "VALIDATION_ERROR")
+    assert detail == {"index": 0, "field": "type", "message": "must be of type string"}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    ["{not json", '{"type": "order", "data": {"x": NaN}}', '{"type": "t", "data": {"x": 1e999}}', "\xff"],
+    ids=["syntax", "nan", "infinity", "not-utf8"],
+)
+def test_invalid_json_is_400_and_still_kept_raw(pipeline: Pipeline, raw: str) -> None:
+    body = raw.encode("latin-1")
+    from tests.handlers.harness import api_event
+
+    event = api_event("POST", "/records", body=body, headers={"content-type": "application/json"})
+    response = pipeline.api("ingest", event)
+
+    assert_error(response, 400, "INVALID_JSON", event["requestContext"]["requestId"])
+    assert pipeline.queued() == 0
+    [key] = pipeline.raw_keys()
+    assert pipeline.s3.get_object(Bucket=pipeline.bucket, Key=key)["Body"].read() == body
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_wrong_content_type_is_415(pipeline: Pipeline, content_type: str | None) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = pipeline.post_records(ORDER, headers=headers, request_id="req-415")
+    assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE", "req-415")
+    assert pipeline.queued() == 0
+
+
+def test_body_over_the_limit_is_413(pipeline: Pipeline) -> None:
+    limit = int(pipeline.functions["ingest"].environment["MAX_BODY_BYTES"])  # as the stack sets it
+    prefix = '{"type": "blob", "data": {"fill": "'
+    raw = prefix + "x" * (limit - len(prefix) - 3 + 1) + '"}}'
+    assert len(raw) == limit + 1
+    response = pipeline.post_records(None, raw=raw)
+    assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+    assert pipeline.queued() == 0
+    assert pipeline.raw_keys() == []  # refused before storing: too large to keep
+
+
+def test_too_many_records_is_400_on_the_envelope(pipeline: Pipeline) -> None:
+    limit = int(pipeline.functions["ingest"].environment["MAX_RECORDS"])
+    response = pipeline.post_records({"records": [ORDER] * (limit + 1)})
+    [detail] = assert_error(response, 400, "VALIDATION_ERROR")
+    assert detail["field"] == "records" and str(limit) in detail["message"]
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [({"records": []}, "records"), ({"records": {}}, "records"), ([ORDER], "(body)"), ("text", "(body)")],
+    ids=["empty", "not-a-list", "bare-array", "string"],
+)
+def test_bad_envelope_is_400(pipeline: Pipeline, payload: Any, field: str) -> None:
+    [detail] = assert_error(pipeline.post_records(payload), 400, "VALIDATION_ERROR")
+    assert detail["field"] == field
+
+
+def test_duplicate_ids_in_one_request_are_400(pipeline: Pipeline) -> None:
+    records = [{"id": "a", **ORDER}, {"id": "b", **ORDER}, {"id": "a", **ORDER}]
+    details = assert_error(pipeline.post_records({"records": records}), 400, "VALIDATION_ERROR")
+    assert details == [{"index": 2, "field": "records[2].id", "message": "duplicates records[0].id"}]
+    assert pipeline.queued() == 0
+
+
+def test_idempotency_key_replays_the_same_batch_and_enqueues_nothing_new(pipeline: Pipeline) -> None:
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "client-retry-1"}
+    payload = {"records": [ORDER, {"id": "x-2", **ORDER}]}
+    first = pipeline.post_records(payload, headers=headers)
+    again = pipeline.post_records(payload, headers=headers)
+
+    assert first.status == again.status == 202
+    assert again.body == first.body
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert len(claim_checks(pipeline)) == 1
+    assert claim_checks(pipeline)[0]["batchId"] == first.body["batchId"]
+
+
+def test_idempotency_key_with_another_body_is_422(pipeline: Pipeline) -> None:
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "k-422"}
+    assert pipeline.post_records(ORDER, headers=headers).status == 202
+    other = pipeline.post_records({"type": "order", "data": {"sku": "B-2"}}, headers=headers)
+    assert_error(other, 422, "IDEMPOTENCY_KEY_REUSED")
+    assert len(claim_checks(pipeline)) == 1
+
+
+def test_idempotency_key_too_long_is_400(pipeline: Pipeline) -> None:
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "k" * 256}
+    assert_error(pipeline.post_records(ORDER, headers=headers), 400, "VALIDATION_ERROR")
+
+
+def test_failure_after_the_key_is_claimed_is_a_500_and_the_retry_finishes_the_work(
+    pipeline: Pipeline,
+) -> None:
+    """SQS fails once (after the SDK's retries): 500 with the request id; the client retries with its key
+    and the retry enqueues the batch exactly once under the first batch id."""
+    from rtp_pipeline.aws import client
+
+    failed = fail_calls(client("sqs"), "SendMessage", lambda _: not failed, "ServiceUnavailable")
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "k-500"}
+
+    broken = pipeline.post_records(ORDER, headers=headers, request_id="req-500")
+    assert_error(broken, 500, "INTERNAL_ERROR", "req-500")
+    assert len(failed) == 1 and pipeline.queued() == 0
+
+    retried = pipeline.post_records(ORDER, headers=headers)
+    assert retried.status == 202
+    [claim] = claim_checks(pipeline)
+    assert claim["batchId"] == retried.body["batchId"]
+    assert claim["correlationId"] == "req-500"  # the first request's, recorded with the key
+    third = pipeline.post_records(ORDER, headers=headers)
+    assert third.body == retried.body and len(claim_checks(pipeline)) == 1
+
+
+def test_accepted_records_are_counted_in_an_emf_metric(
+    pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pipeline.post_records({"records": [ORDER, ORDER, ORDER]})
+    pipeline.post_records({"records": [ORDER, {}]})  # refused: counts nothing
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    values = [sum(doc["RecordsAccepted"]) for doc in emitted if "RecordsAccepted" in doc]
+    assert values == [3]
+    [directive] = emitted[0]["_aws"]["CloudWatchMetrics"]
+    # The namespace the stack gives the function (POWERTOOLS_METRICS_NAMESPACE in the template).
+    assert directive["Namespace"] == pipeline.functions["ingest"].environment["POWERTOOLS_METRICS_NAMESPACE"]
+    assert {"Name": "RecordsAccepted", "Unit": "Count"} in directive["Metrics"]
+
+
+def test_logs_are_json_with_the_request_id_as_correlation_id(
+    pipeline: Pipeline, function_logs: Callable[[], list[dict[str, Any]]]
+) -> None:
+    pipeline.post_records(ORDER, request_id="req-log")
+    logs = function_logs()
+    accepted = [entry for entry in logs if entry["message"] == "batch accepted"]
+    assert accepted and accepted[0]["correlation_id"] == "req-log"
+    assert "sku" not in json.dumps(logs)  # no payload logging
+
+
+def test_unknown_route_answers_in_the_error_shape(pipeline: Pipeline) -> None:
+    from tests.handlers.harness import api_event
+
+    response = pipeline.api("ingest", api_event("POST", "/nowhere", request_id="req-404"))
+    assert_error(response, 404, "NOT_FOUND", "req-404")
