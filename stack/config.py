@@ -26,6 +26,7 @@ API_GATEWAY_INTEGRATION_TIMEOUT_SECONDS = 29
 
 TAG_KEY = re.compile(r"^[\w.:/=+\-@ ]{1,128}$")
 NAME = re.compile(r"^[a-z][a-z0-9-]{1,20}$")
+EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
 
 class ConfigError(ValueError):
@@ -92,7 +93,7 @@ class RetentionConfig(_Strict):
 
 
 class AlarmsConfig(_Strict):
-    email: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = None
+    email: str | None = None
     period_seconds: Literal[60, 300, 900, 3600] = 60
     evaluation_periods: Annotated[int, Field(ge=1, le=100)] = 3
     datapoints_to_alarm: Annotated[int, Field(ge=1, le=100)] = 2
@@ -103,6 +104,13 @@ class AlarmsConfig(_Strict):
     api_latency_p99_ms: Annotated[int, Field(ge=1, le=29000)] = 2000
     queue_oldest_message_age_seconds: Annotated[int, Field(ge=60)] = 300
     dynamodb_throttles: Annotated[int, Field(ge=1)] = 1
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, email: str | None) -> str | None:
+        if email is not None and not EMAIL.match(email):
+            raise ValueError("must be one e-mail address, like oncall@example.com (or leave it out)")
+        return email
 
     @model_validator(mode="after")
     def _datapoints(self) -> AlarmsConfig:
@@ -147,7 +155,10 @@ class EnvironmentConfig(_Strict):
     @model_validator(mode="after")
     def _cross_field(self) -> EnvironmentConfig:
         if (self.account is None) != (self.region is None):
-            raise ValueError("account and region go together: set both to pin the stack, or neither")
+            raise ValueError(
+                f"account = {self.account!r} and region = {self.region!r}: they go together; "
+                "set both to pin the stack to one account and region, or neither"
+            )
         reserved = {
             fn: cfg.reserved_concurrency
             for fn, cfg in (
@@ -245,17 +256,37 @@ def load_config(name: str, config_dir: Path = CONFIG_DIR) -> EnvironmentConfig:
 def _describe(path: Path, raw: dict[str, Any], exc: ValidationError) -> str:
     lines = [f"{path}: {exc.error_count()} invalid setting(s)"]
     for error in exc.errors():
-        location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        loc = error["loc"]
+        location = ".".join(str(part) for part in loc)
+        value = _lookup(raw, loc)
         if error["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed_keys(loc[:-1])) or "none"
             lines.append(
-                f"  {location}: unknown key (check the spelling; see README 'Configuration reference')"
+                f"  {location} = {value!r}: unknown key; allowed here: {allowed} "
+                "(see README 'Configuration reference')"
             )
             continue
-        value = _lookup(raw, error["loc"])
-        shown = f" = {value!r}" if value is not _MISSING else ""
         message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "value_error" and (value is _MISSING or isinstance(value, dict)):
+            # A rule across several keys: the message names them and their values.
+            lines.append(f"  {location}: {message}" if location else f"  {message}")
+            continue
+        shown = f" = {value!r}" if value is not _MISSING else ""
         lines.append(f"  {location}{shown}: {message}")
     return "\n".join(lines)
+
+
+def _allowed_keys(loc: tuple[int | str, ...]) -> list[str]:
+    """The keys a section of the file accepts (the fields of the model at `loc`)."""
+    model: Any = EnvironmentConfig
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None or not (
+            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        ):
+            return []
+        model = field.annotation
+    return list(model.model_fields)
 
 
 _MISSING = object()

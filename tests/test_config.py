@@ -1,0 +1,210 @@
+"""Config gate: every kind of bad YAML fails with a message naming the file, the key, the bad value and
+what is allowed. Each case writes a small file into a temporary config directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stack.config import (
+    CONFIG_DIR,
+    ConfigError,
+    EnvironmentConfig,
+    available_environments,
+    load_config,
+)
+from stack.synth import synthesize
+
+
+def write(config_dir: Path, name: str, text: str) -> Path:
+    path = config_dir / f"{name}.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def error_for(config_dir: Path, name: str, text: str) -> str:
+    path = write(config_dir, name, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(name, config_dir=config_dir)
+    message = str(caught.value)
+    assert str(path) in message, "the message names the file"
+    return message
+
+
+def test_shipped_environments_load() -> None:
+    assert set(available_environments()) >= {"dev", "staging", "prod", "local"}
+    for env in available_environments():
+        config = load_config(env)
+        assert config.name == env
+        assert config.stack_name == f"{config.project}-{env}"
+
+
+def test_empty_file_means_all_defaults(tmp_path: Path) -> None:
+    write(tmp_path, "blank", "")
+    config = load_config("blank", config_dir=tmp_path)
+    assert config == EnvironmentConfig(name="blank")
+    assert config.tags == {} and config.all_tags == {"Project": "rtp", "Environment": "blank"}
+    assert config.functions.processor.reserved_concurrency is None
+    assert config.api.waf is False and config.alarms.email is None
+
+
+def test_comment_only_file_means_all_defaults(tmp_path: Path) -> None:
+    write(tmp_path, "comments", "# nothing set here\n")
+    assert load_config("comments", config_dir=tmp_path) == EnvironmentConfig(name="comments")
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "typo", "projct: rtp\n")
+    assert "projct = 'rtp': unknown key" in message
+    assert "allowed here: name, project, account" in message
+
+
+def test_unknown_nested_key(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "typo", "api:\n  throttle_rate_limt: 5\n")
+    assert "api.throttle_rate_limt = 5: unknown key" in message
+    assert "throttle_rate_limit" in message  # the allowed keys, so the typo is obvious
+
+
+def test_unknown_deeply_nested_key(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "typo", "functions:\n  ingest:\n    memroy_mb: 512\n")
+    assert "functions.ingest.memroy_mb = 512: unknown key" in message
+    assert "memory_mb" in message and "provisioned_concurrency" in message
+
+
+def test_wrong_type(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "types", "api:\n  throttle_burst_limit: lots\n")
+    assert "api.throttle_burst_limit = 'lots'" in message
+    assert "valid integer" in message
+
+
+def test_wrong_type_for_a_section(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "types", "retention: 30\n")
+    assert "retention = 30" in message and "dictionary" in message
+
+
+def test_out_of_range(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "range", "processing:\n  max_concurrency: 1\n")
+    assert "processing.max_concurrency = 1" in message
+    assert "greater than or equal to 2" in message
+
+
+def test_value_not_in_allowed_set(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "logs", "retention:\n  log_days: 8\n")
+    assert "retention.log_days = 8" in message
+    assert "1, 3, 5, 7, 14, 30" in message
+
+
+def test_every_error_is_reported_at_once(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "many", "api:\n  waf: maybe\nprocessing:\n  batch_size: 0\nbogus: 1\n")
+    assert message.splitlines()[0].endswith("3 invalid setting(s)")
+    assert "api.waf = 'maybe'" in message
+    assert "processing.batch_size = 0" in message
+    assert "bogus = 1: unknown key" in message
+
+
+def test_bad_email(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "mail", "alarms:\n  email: oncall-at-example\n")
+    assert "alarms.email = 'oncall-at-example'" in message
+    assert "e-mail address, like oncall@example.com" in message
+
+
+def test_reserved_concurrency_beyond_account_quota(tmp_path: Path) -> None:
+    text = "account_concurrency_limit: 10\nfunctions:\n  query:\n    reserved_concurrency: 5\n"
+    message = error_for(tmp_path, "quota", text)
+    assert "functions.*.reserved_concurrency adds up to 5" in message
+    assert "account_concurrency_limit 10" in message and "at most 0" in message
+    assert "100 unreserved" in message
+
+
+def test_reserved_concurrency_sum_counts_every_function(tmp_path: Path) -> None:
+    text = (
+        "account_concurrency_limit: 200\n"
+        "functions:\n  ingest:\n    reserved_concurrency: 60\n  query:\n    reserved_concurrency: 50\n"
+    )
+    message = error_for(tmp_path, "quota", text)
+    assert "adds up to 110" in message and "at most 100" in message
+    write(tmp_path, "quota", text.replace("50", "40"))
+    assert load_config("quota", config_dir=tmp_path).functions.query.reserved_concurrency == 40
+
+
+def test_processor_reservation_below_event_source_concurrency(tmp_path: Path) -> None:
+    text = "functions:\n  processor:\n    reserved_concurrency: 3\nprocessing:\n  max_concurrency: 5\n"
+    message = error_for(tmp_path, "starved", text)
+    assert "functions.processor.reserved_concurrency (3)" in message
+    assert "processing.max_concurrency (5)" in message
+
+
+@pytest.mark.parametrize("function", ["ingest", "query"])
+def test_api_function_timeout_beyond_api_gateway_limit(tmp_path: Path, function: str) -> None:
+    message = error_for(tmp_path, "slow", f"functions:\n  {function}:\n    timeout_seconds: 30\n")
+    assert f"functions.{function}.timeout_seconds is 30" in message
+    assert "at most 29" in message
+
+
+def test_api_function_timeout_at_the_limit_is_fine(tmp_path: Path) -> None:
+    write(tmp_path, "edge", "functions:\n  ingest:\n    timeout_seconds: 29\n")
+    assert load_config("edge", config_dir=tmp_path).functions.ingest.timeout_seconds == 29
+
+
+def test_account_without_region(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "pinned", 'account: "123456789012"\n')
+    assert "account = '123456789012' and region = None" in message
+    assert "set both" in message
+
+
+def test_account_and_region_together(tmp_path: Path) -> None:
+    write(tmp_path, "pinned", 'account: "123456789012"\nregion: eu-west-1\n')
+    config = load_config("pinned", config_dir=tmp_path)
+    assert (config.account, config.region) == ("123456789012", "eu-west-1")
+
+
+def test_name_mismatch(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "staging", "name: prod\n")
+    assert "name = 'prod'" in message and "'staging'" in message
+
+
+def test_invalid_yaml(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "broken", "api: [\n  waf: true\n")
+    assert "not valid YAML" in message and "line" in message
+
+
+def test_top_level_must_be_a_mapping(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "listy", "- dev\n- prod\n")
+    assert "must be a mapping" in message and "list" in message
+
+
+def test_reserved_tag_keys_come_from_name_and_project(tmp_path: Path) -> None:
+    message = error_for(tmp_path, "tags", "tags:\n  Environment: other\n")
+    assert "Environment" in message and "remove them from tags" in message
+
+
+def test_missing_file_lists_known_environments(tmp_path: Path) -> None:
+    write(tmp_path, "dev", "")
+    write(tmp_path, "prod", "")
+    with pytest.raises(ConfigError) as caught:
+        load_config("qa", config_dir=tmp_path)
+    message = str(caught.value)
+    assert str(tmp_path / "qa.yaml") in message
+    assert "known environments: dev, prod" in message
+
+
+def test_bad_environment_name() -> None:
+    with pytest.raises(ConfigError, match="environment name 'Prod_1' must match"):
+        load_config("Prod_1")
+
+
+def test_config_error_fails_synth_before_any_template(tmp_path: Path) -> None:
+    """main.py and the CLI synthesize through stack.synth: a bad config stops it with the message."""
+    with pytest.raises(ConfigError, match="no such environment file"):
+        synthesize("nonexistent-env", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_defaults_the_issue_names() -> None:
+    """Defaults fixed by the requirements: maxReceiveCount 3, at most 500 records and 5 MB per request."""
+    defaults = EnvironmentConfig(name="x")
+    assert defaults.processing.max_receive_count == 3
+    assert defaults.api.max_records_per_request == 500
+    assert defaults.api.max_body_bytes == 5 * 1024 * 1024
+    assert sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) == available_environments()
