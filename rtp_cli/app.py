@@ -258,8 +258,11 @@ def _deploy_local(
     _config("local")
     if template is not None and not template.is_file():
         _fail(f"--template {template}: no such file")
-    with _spinner("synthesizing the local environment…"):
-        prepared = control.prepare("local", template, use_cache=not no_cache)
+    try:
+        with _spinner("synthesizing the local environment…"):
+            prepared = control.prepare("local", template, use_cache=not no_cache)
+    except TemplateError as error:
+        _fail(str(error), 1)
     if prepared.findings:
         _findings_table(
             [(f.pack, f.rule, f.path, f.description) for f in prepared.findings],

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from rtp_cli.local.process import pid_alive, stop_pid
 from rtp_cli.local.runtime import DEFAULT_API_PORT, DEFAULT_REGION, LocalOptions, remove_state
+from rtp_cli.local.template import Template
 from rtp_cli.target import LOCAL_ENV, local_state_path, state_dir
 
 START_TIMEOUT_SECONDS = 90
@@ -40,11 +41,17 @@ def prepare(env: str = LOCAL_ENV, template: Path | None = None, use_cache: bool 
     config = load_config(env)
     region = config.region or DEFAULT_REGION
     if template is not None:
-        return Prepared(template.resolve(), config.stack_name, region, False, [])
-    from rtp_cli.synthcache import synthesize_cached
+        prepared = Prepared(template.resolve(), config.stack_name, region, False, [])
+    else:
+        from rtp_cli.synthcache import synthesize_cached
 
-    result = synthesize_cached(env, use_cache=use_cache)
-    return Prepared(result.template_path, result.stack_name, region, not result.cached, result.findings)
+        result = synthesize_cached(env, use_cache=use_cache)
+        fresh = not result.cached
+        prepared = Prepared(result.template_path, result.stack_name, region, fresh, result.findings)
+    if not prepared.findings:
+        # Refuse what the runtime cannot honour before starting anything (the server checks again).
+        Template.load(prepared.template_path, prepared.stack_name, region).check_supported()
+    return prepared
 
 
 def running_state() -> dict[str, Any] | None:
@@ -166,8 +173,10 @@ def _tail(path: Path, lines: int = 15) -> str:
         text = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
     except FileNotFoundError:
         return ""
-    errors = [line for line in text if line.startswith("error:")]
-    return "\n".join(errors[-3:] if errors else text[-lines:])
+    starts = [index for index, line in enumerate(text) if line.startswith("error:")]
+    if starts:  # the server's own error message (may span lines), without the "error:" prefix
+        return "\n".join(text[starts[-1] :]).removeprefix("error:").strip()
+    return "\n".join(text[-lines:])
 
 
 def curl_example(state: dict[str, Any]) -> str:

@@ -1,0 +1,179 @@
+"""Units of the local runtime: what it honours in a template, SigV4 verification, the event source
+mapping's partial-batch semantics, API routing and throttling."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from rtp_cli.local.api import TokenBucket, _match, _schema_errors
+from rtp_cli.local.esm import _reported_failures
+from rtp_cli.local.sigv4 import AuthFailure, Caller, verify
+from rtp_cli.local.template import SUPPORT, Template, TemplateError
+
+KEY, SECRET, REGION = "AKIALOCALTEST0000001", "local-secret", "us-east-1"
+
+
+def _template(document: dict[str, Any]) -> Template:
+    return Template(copy.deepcopy(document), Path("/nonexistent/t.json"), "rtp-local", REGION)
+
+
+# ---- template support ---------------------------------------------------------------------------------
+def test_every_resource_type_of_every_environment_is_accounted_for(templates: Any) -> None:
+    """Each shipped environment's resource types are implemented or knowingly AWS-only (never unknown)."""
+    for env in templates:
+        types = {resource["Type"] for resource in templates[env]["Resources"].values()}
+        assert types <= set(SUPPORT), f"{env}: {sorted(types - set(SUPPORT))}"
+
+
+def test_local_template_is_honoured_and_aws_only_parts_are_reported(templates: Any) -> None:
+    notes = _template(templates["local"]).check_supported()
+    aws_only = {note.type for note in notes if note.message.startswith("AWS-only")}
+    assert {"AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard", "AWS::IAM::Role"} <= aws_only
+    assert any("X-Ray" in note.message for note in notes)  # TracingConfig is reported, not silently dropped
+
+
+def test_unknown_types_and_properties_are_refused_by_name(templates: Any) -> None:
+    document = copy.deepcopy(templates["local"])
+    document["Resources"]["Fire"] = {"Type": "AWS::Kinesis::Firehose::DeliveryStream", "Properties": {}}
+    table = next(lid for lid, r in document["Resources"].items() if r["Type"] == "AWS::DynamoDB::Table")
+    document["Resources"][table]["Properties"]["KinesisStreamSpecification"] = {"StreamArn": "x"}
+    method = next(lid for lid, r in document["Resources"].items() if r["Type"] == "AWS::ApiGateway::Method")
+    document["Resources"][method]["Properties"]["AuthorizationType"] = "COGNITO_USER_POOLS"
+    with pytest.raises(TemplateError) as raised:
+        _template(document).check_supported()
+    message = str(raised.value)
+    assert "Fire (AWS::Kinesis::Firehose::DeliveryStream): resource type not implemented locally" in message
+    assert (
+        f"{table} (AWS::DynamoDB::Table): property KinesisStreamSpecification is not implemented" in message
+    )
+    assert f"{method}: AuthorizationType COGNITO_USER_POOLS is not implemented locally" in message
+
+
+def test_intrinsics_resolve_to_local_values() -> None:
+    template = _template({"Parameters": {"P": {"Type": "String", "Default": "dflt"}}, "Resources": {}})
+    template.refs["Q"] = "http://127.0.0.1:1/123456789012/q"
+    template.attrs[("Q", "Arn")] = "arn:aws:sqs:us-east-1:123456789012:q"
+    assert (
+        template.resolve({"Fn::Join": ["/", [{"Ref": "Q"}, {"Ref": "P"}]]})
+        == "http://127.0.0.1:1/123456789012/q/dflt"
+    )
+    assert (
+        template.resolve({"Fn::Sub": "${AWS::Region}/${Q}"}) == "us-east-1/http://127.0.0.1:1/123456789012/q"
+    )
+    assert template.resolve({"Fn::Sub": ["${AWS::Partition}-${Q.Arn}-${V}", {"V": "v"}]}) == (
+        "aws-arn:aws:sqs:us-east-1:123456789012:q-v"
+    )
+    with pytest.raises(TemplateError, match="Ref Missing"):
+        template.resolve({"Ref": "Missing"})
+
+
+# ---- SigV4 ---------------------------------------------------------------------------------------------
+def _signed(
+    method: str = "POST", body: bytes = b'{"a": 1}', secret: str = SECRET, region: str = REGION
+) -> AWSRequest:
+    request = AWSRequest(
+        method=method,
+        url="http://127.0.0.1:8765/v1/records?x=1&a=b",
+        data=body,
+        headers={"Content-Type": "application/json"},
+    )
+    SigV4Auth(Credentials(KEY, secret), "execute-api", region).add_auth(request)
+    return request
+
+
+def _verify(
+    request: AWSRequest, body: bytes = b'{"a": 1}', now: datetime | None = None
+) -> Caller | AuthFailure:
+    headers = [(k, v) for k, v in request.headers.items()] + [("Host", "127.0.0.1:8765")]
+    return verify(
+        str(request.method),
+        str(request.url),
+        headers,
+        body,
+        access_key=KEY,
+        secret_key=SECRET,
+        region=REGION,
+        now=now,
+    )
+
+
+def test_sigv4_valid_signature_is_accepted() -> None:
+    assert _verify(_signed()) == Caller(KEY)
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "body", "expected_type", "expected_text"),
+    [
+        ({"secret": "wrong"}, b'{"a": 1}', "INVALID_SIGNATURE", "does not match"),
+        ({}, b'{"a": 2}', "INVALID_SIGNATURE", "does not match"),  # body changed after signing
+        ({"region": "eu-west-1"}, b'{"a": 1}', "DEFAULT_4XX", "scoped to a valid region"),
+    ],
+)
+def test_sigv4_refusals(
+    request_kwargs: dict[str, Any], body: bytes, expected_type: str, expected_text: str
+) -> None:
+    outcome = _verify(_signed(**request_kwargs), body)
+    assert isinstance(outcome, AuthFailure)
+    assert outcome.response_type == expected_type and expected_text in outcome.message
+
+
+def test_sigv4_missing_and_stale() -> None:
+    missing = verify(
+        "GET",
+        "http://127.0.0.1/v1/x",
+        [("Host", "127.0.0.1")],
+        b"",
+        access_key=KEY,
+        secret_key=SECRET,
+        region=REGION,
+    )
+    assert isinstance(missing, AuthFailure) and missing.message == "Missing Authentication Token"
+    stale = _verify(_signed(), now=datetime.now(UTC) + timedelta(minutes=6))
+    assert isinstance(stale, AuthFailure) and stale.message.startswith("Signature expired")
+    fresh = _verify(_signed(), now=datetime.now(UTC) + timedelta(minutes=4))
+    assert fresh == Caller(KEY)
+
+
+# ---- event source mapping: partial batch responses -----------------------------------------------------
+def test_reported_failures_follow_lambda_rules() -> None:
+    ids = {"m1", "m2"}
+    assert _reported_failures({"batchItemFailures": []}, ids) == set()
+    assert _reported_failures(None, ids) == set()
+    assert _reported_failures({"batchItemFailures": [{"itemIdentifier": "m2"}]}, ids) == {"m2"}
+    assert _reported_failures({"batchItemFailures": [{"itemIdentifier": "other"}]}, ids) is None
+    assert _reported_failures({"batchItemFailures": [{"itemIdentifier": ""}]}, ids) is None
+    assert _reported_failures("not a dict", ids) is None
+
+
+# ---- API routing, throttling, body validation ----------------------------------------------------------
+def test_routes_match_path_parameters() -> None:
+    assert _match("/records/{id}", ["records", "abc"]) == {"id": "abc"}
+    assert _match("/records/{id}", ["records"]) is None
+    assert _match("/records", ["records", "x"]) is None
+    assert _match("/files/{path+}", ["files", "a", "b"]) == {"path": "a/b"}
+
+
+def test_token_bucket_burst_then_rate() -> None:
+    bucket = TokenBucket(rate=10, burst=3)
+    assert [bucket.take() for _ in range(4)] == [True, True, True, False]
+    time.sleep(0.15)
+    assert bucket.take()
+
+
+def test_schema_errors_like_api_gateway(templates: Any) -> None:
+    model = next(r for r in templates["local"]["Resources"].values() if r["Type"] == "AWS::ApiGateway::Model")
+    schema = model["Properties"]["Schema"]
+    assert _schema_errors(schema, json.dumps({"records": [{"type": "t", "data": {}}]}).encode()) == []
+    errors = _schema_errors(schema, json.dumps({"records": [{"type": "t"}]}).encode())
+    assert errors == ["instance failed to match exactly one schema (matched 0 out of 2)"]
+    assert _schema_errors(schema, b"{not json")[0].startswith("Invalid JSON")
