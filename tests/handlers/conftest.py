@@ -95,17 +95,13 @@ def pipeline(
 
 
 @pytest.fixture
-def function_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+def function_logs(pipeline: Pipeline) -> Iterator[Callable[[], list[dict[str, Any]]]]:
     """The JSON log lines the three functions' Powertools Loggers write during the test."""
-    import api_ingest
-    import api_query
-    import queue_processor
-
     buffer = io.StringIO()
-    handlers = [module.logger.registered_handler for module in (api_ingest, api_query, queue_processor)]
-    previous = [handler.setStream(buffer) for handler in handlers]  # type: ignore[attr-defined]
+    handlers = [pipeline.module(name).logger.registered_handler for name in sorted(pipeline.functions)]
+    previous = [handler.setStream(buffer) for handler in handlers]
     try:
         yield lambda: [json.loads(line) for line in buffer.getvalue().splitlines() if line.strip()]
     finally:
         for handler, stream in zip(handlers, previous, strict=True):
-            handler.setStream(stream)  # type: ignore[attr-defined]
+            handler.setStream(stream)

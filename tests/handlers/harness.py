@@ -321,25 +321,35 @@ class Pipeline:
         return self.functions["ingest"].environment["BUCKET_NAME"]
 
     # --- invoking ---
-    def invoke(self, function: str, event: dict[str, Any]) -> Any:
-        """Run one function's handler as Lambda would: its environment, a context, calls attributed."""
+    @contextmanager
+    def environment_of(self, function: str) -> Iterator[FunctionInfo]:
+        """The function's environment variables (as the template sets them), for the block's duration."""
         info = self.functions[function]
-        module_name, attribute = info.handler.rsplit(".", 1)
         saved = {key: os.environ.get(key) for key in info.environment}
         os.environ.update(info.environment)
         _reset_caches()
         try:
-            handler: Callable[[dict[str, Any], Any], Any] = getattr(
-                importlib.import_module(module_name), attribute
-            )
-            with self.recorder.acting(function):
-                return handler(event, FakeLambdaContext(function_name=info.logical_id))
+            yield info
         finally:
             for key, value in saved.items():
                 if value is None:
                     os.environ.pop(key, None)
                 else:
                     os.environ[key] = value
+
+    def module(self, function: str) -> Any:
+        """The function's handler module, imported (first time) under its own environment, as in Lambda:
+        Powertools reads POWERTOOLS_SERVICE_NAME and friends when the module creates its Logger."""
+        with self.environment_of(function) as info:
+            return importlib.import_module(info.handler.rsplit(".", 1)[0])
+
+    def invoke(self, function: str, event: dict[str, Any]) -> Any:
+        """Run one function's handler as Lambda would: its environment, a context, calls attributed."""
+        module = self.module(function)
+        with self.environment_of(function) as info:
+            handler: Callable[[dict[str, Any], Any], Any] = getattr(module, info.handler.rsplit(".", 1)[1])
+            with self.recorder.acting(function):
+                return handler(event, FakeLambdaContext(function_name=info.logical_id))
 
     def api(self, function: str, event: dict[str, Any]) -> ApiResponse:
         result = self.invoke(function, event)
@@ -474,6 +484,22 @@ class Pipeline:
 
         found = self.dynamodb.get_item(TableName=self.table_name, Key={"pk": {"S": pk}}, ConsistentRead=True)
         return deserialize(found["Item"]) if "Item" in found else None
+
+
+def assert_error(response: ApiResponse, status: int, code: str, request_id: str | None = None) -> list[Any]:
+    """The one error shape: {"error": {"code", "message", "details": [...], "requestId"}}."""
+    assert response.status == status, response.body
+    assert response.headers.get("content-type") == "application/json"
+    assert set(response.body) == {"error"}
+    error = response.body["error"]
+    assert set(error) == {"code", "message", "details", "requestId"}
+    assert error["code"] == code
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["details"], list)
+    if request_id is not None:
+        assert error["requestId"] == request_id
+    details: list[Any] = error["details"]
+    return details
 
 
 def _reset_caches() -> None:

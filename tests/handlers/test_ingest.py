@@ -9,26 +9,10 @@ from typing import Any
 
 import pytest
 
-from tests.handlers.harness import ApiResponse, Pipeline, fail_calls
+from tests.handlers.harness import Pipeline, assert_error, fail_calls
 
 ORDER = {"type": "order", "data": {"sku": "A-1", "qty": 2}}
 RAW_KEY = re.compile(r"^raw/\d{4}/\d{2}/\d{2}/\d{2}/(?P<batch>[0-9A-Z]{26})\.json$")
-
-
-def assert_error(response: ApiResponse, status: int, code: str, request_id: str | None = None) -> list[Any]:
-    """The one error shape: {"error": {"code", "message", "details": [...], "requestId"}}."""
-    assert response.status == status, response.body
-    assert response.headers.get("content-type") == "application/json"
-    assert set(response.body) == {"error"}
-    error = response.body["error"]
-    assert set(error) == {"code", "message", "details", "requestId"}
-    assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
-    assert isinstance(error["details"], list)
-    if request_id is not None:
-        assert error["requestId"] == request_id
-    details: list[Any] = error["details"]
-    return details
 
 
 def claim_checks(pipeline: Pipeline) -> list[dict[str, Any]]:
