@@ -113,6 +113,20 @@ def function_specs(template: Template) -> dict[str, FunctionSpec]:
     return specs
 
 
+def python_function_count(template: Template) -> int:
+    """How many functions the runtime will serve (a template-only count, before any resource exists)."""
+    providers = {
+        template.referenced_logical_id(res.get("Properties", {}).get("ServiceToken"))
+        for res in template.resources.values()
+        if str(res.get("Type", "")).startswith("Custom::")
+    }
+    return sum(
+        1
+        for lid, res in template.of_type("AWS::Lambda::Function").items()
+        if lid not in providers and str(res.get("Properties", {}).get("Runtime", "")).startswith("python3")
+    )
+
+
 def _code_dir(template: Template, logical_id: str, code: dict[str, Any]) -> Path:
     key = code.get("S3Key")
     if isinstance(key, str) and key.endswith(".zip") and template.path is not None:
@@ -128,16 +142,70 @@ def _code_dir(template: Template, logical_id: str, code: dict[str, Any]) -> Path
     )
 
 
-class _Environment:
-    """One execution environment (a worker process)."""
+class _Worker:
+    """A worker process that has preloaded the runtime libraries and waits to become an environment."""
 
-    def __init__(self, spec: FunctionSpec, base_env: dict[str, str], shipper: LogShipper, label: str) -> None:
+    def __init__(self) -> None:
+        request_read, request_write = os.pipe()
+        response_read, response_write = os.pipe()
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": os.environ.get("HOME", "/tmp"),  # noqa: S108 - fallback only
+            "LANG": "C.UTF-8",
+            "PYTHONPATH": str(PROJECT_ROOT),
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "rtp_cli.local.worker", str(request_read), str(response_write)],
+            env=env,
+            cwd=str(PROJECT_ROOT),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            pass_fds=(request_read, response_write),
+            start_new_session=True,
+        )
+        os.close(request_read)
+        os.close(response_write)
+        self.requests = os.fdopen(request_write, "wb")
+        self.responses = os.fdopen(response_read, "rb")
+
+    def wait_preloaded(self) -> bool:
+        hello = read_frame(self.responses)
+        return bool(hello and hello.get("preloaded"))
+
+
+def prespawn(count: int) -> list[_Worker]:
+    """Start `count` generic workers now (they preload while the emulation and resources come up)."""
+    return [_Worker() for _ in range(count)]
+
+
+class _Environment:
+    """One execution environment: a worker process configured as one function."""
+
+    def __init__(
+        self,
+        spec: FunctionSpec,
+        base_env: dict[str, str],
+        shipper: LogShipper,
+        label: str,
+        worker: _Worker | None = None,
+    ) -> None:
         self.spec = spec
         self.stream = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{secrets.token_hex(16)}"
         self.shipper = shipper
         self.label = label
-        request_read, request_write = os.pipe()
-        response_read, response_write = os.pipe()
+        worker = worker or _Worker()
+        self.process = worker.process
+        self.requests = worker.requests
+        self.responses = worker.responses
+        assert self.process.stdout is not None
+        self._reader = threading.Thread(target=self._pump, args=(self.process.stdout,), daemon=True)
+        self._reader.start()
+        if not worker.wait_preloaded():
+            self.kill()
+            raise RuntimeError(f"{spec.logical_id}: the execution environment failed to start")
         env = {
             **base_env,
             **spec.environment,
@@ -150,28 +218,13 @@ class _Environment:
             "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group,
             "AWS_LAMBDA_LOG_STREAM_NAME": self.stream,
             "RTP_LOCAL_FUNCTION_ARN": spec.arn,
+            # the code root, then the project (so --transform can name a module of the working tree)
             "PYTHONPATH": os.pathsep.join([str(spec.code_dir), str(PROJECT_ROOT), os.getcwd()]),
             "PYTHONUNBUFFERED": "1",
             "PYTHONDONTWRITEBYTECODE": "1",
             "TZ": "UTC",
         }
-        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and module
-            [sys.executable, "-m", "rtp_cli.local.worker", str(request_read), str(response_write)],
-            env=env,
-            cwd=str(spec.code_dir),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            pass_fds=(request_read, response_write),
-            start_new_session=True,
-        )
-        os.close(request_read)
-        os.close(response_write)
-        self.requests = os.fdopen(request_write, "wb")
-        self.responses = os.fdopen(response_read, "rb")
-        assert self.process.stdout is not None
-        self._reader = threading.Thread(target=self._pump, args=(self.process.stdout,), daemon=True)
-        self._reader.start()
+        write_frame(self.requests, {"env": env})
         self.started = time.monotonic()
         hello = read_frame(self.responses)
         if not hello or not hello.get("ready"):
@@ -238,14 +291,19 @@ class FunctionRuntime:
         self._labels = {lid: _label(spec) for lid, spec in specs.items()}
         self._closed = False
 
-    def warm(self) -> None:
-        """Start one environment per function in parallel (the first requests then skip the cold start)."""
+    def warm(self, workers: list[_Worker] | None = None) -> None:
+        """Start one environment per function in parallel (the first requests then skip the cold start),
+        using prespawned workers when given."""
         errors: list[BaseException] = []
+        spare = list(workers or [])
+        assigned = {lid: (spare.pop() if spare else None) for lid in self._pools}
+        for worker in spare:  # more workers than functions: not needed
+            worker.process.kill()
 
         def start(lid: str) -> None:
             try:
                 pool = self._pools[lid]
-                env = _Environment(pool.spec, self._base_env, self._shipper, self._labels[lid])
+                env = _Environment(pool.spec, self._base_env, self._shipper, self._labels[lid], assigned[lid])
                 with pool.condition:
                     pool.idle.append(env)
             except BaseException as error:

@@ -26,7 +26,7 @@ from botocore.config import Config as BotoConfig
 
 from rtp_cli.local.api import LocalApi
 from rtp_cli.local.esm import EventSourcePoller, mapping_specs
-from rtp_cli.local.functions import FunctionRuntime, function_specs
+from rtp_cli.local.functions import FunctionRuntime, function_specs, prespawn, python_function_count
 from rtp_cli.local.logs import LogShipper
 from rtp_cli.local.resources import provision
 from rtp_cli.local.template import Note, Template, TemplateError
@@ -67,6 +67,7 @@ class LocalEnvironment:
     _functions: FunctionRuntime | None = None
     _api: LocalApi | None = None
     _pollers: list[EventSourcePoller] = field(default_factory=list)
+    _workers: list[Any] = field(default_factory=list)
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> dict[str, Any]:
@@ -76,6 +77,8 @@ class LocalEnvironment:
             opts.access_key_id, opts.secret_access_key = new_credentials()
         template = Template.load(opts.template_path, opts.stack_name, opts.region)
         self.notes = template.check_supported()  # refuses anything it cannot honour, before starting
+        # Workers preload the runtime libraries while the emulation and the resources come up.
+        self._workers = prespawn(python_function_count(template))
         from moto.server import ThreadedMotoServer  # heavy import: only when we start
 
         logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines from the emulation
@@ -132,7 +135,8 @@ class LocalEnvironment:
             host=opts.host,
             port=opts.port,
         )
-        self._functions.warm()
+        self._functions.warm(self._workers)
+        self._workers = []
         sqs = client("sqs")
         self._pollers = [
             EventSourcePoller(spec, sqs, self._functions, opts.region) for spec in mapping_specs(template)
@@ -221,6 +225,9 @@ class LocalEnvironment:
         if self._shipper is not None:
             with contextlib.suppress(Exception):
                 self._shipper.close()
+        for worker in self._workers:
+            with contextlib.suppress(Exception):
+                worker.process.kill()
         if self._moto is not None:
             with contextlib.suppress(Exception):
                 self._moto.stop()

@@ -1,8 +1,10 @@
 """One local Lambda execution environment: a child process that imports one function's handler and serves
 invocations sent by the runtime over a pipe (see `rtp_cli.local.functions` for why a process).
 
-Run as ``python -m rtp_cli.local.worker REQUEST_FD RESPONSE_FD``. The process environment *is* the
-function's environment (its template variables, resolved, plus what the Lambda runtime sets). The
+Run as ``python -m rtp_cli.local.worker REQUEST_FD RESPONSE_FD``. A worker starts generic (it preloads
+the runtime libraries), then receives one configuration frame that makes it one function's execution
+environment: from then on the process environment *is* the function's environment (its template
+variables, resolved, plus what the Lambda runtime sets), and the handler module is imported (cold start). The
 handler's stdout/stderr are captured by the parent and shipped to the function's CloudWatch Logs group.
 Frames on the pipes are a 4-byte big-endian length followed by UTF-8 JSON.
 """
@@ -66,9 +68,46 @@ def _load_handler(spec: str) -> Any:
     return getattr(module, function_name)
 
 
+PRELOAD = (
+    "boto3",
+    "botocore.client",
+    "aws_lambda_powertools.logging",
+    "aws_lambda_powertools.metrics",
+    "aws_lambda_powertools.tracing",
+    "aws_lambda_powertools.event_handler",
+    "aws_lambda_powertools.utilities.batch",
+)
+
+
+def _preload() -> None:
+    """Import the runtime's libraries (what the Powertools layer and the Lambda runtime provide) before the
+    function is assigned, so a fresh environment only pays for the function's own init."""
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: S112 - a missing library surfaces when the handler imports it
+            continue
+
+
+def _configure(frame: dict[str, Any]) -> None:
+    """Become one function's environment: exactly its environment variables, code root first on sys.path."""
+    os.environ.clear()
+    os.environ.update(frame["env"])
+    os.chdir(frame["env"]["LAMBDA_TASK_ROOT"])
+    for path in reversed(frame["env"].get("PYTHONPATH", "").split(os.pathsep)):
+        if path:
+            sys.path.insert(0, path)  # the code root ends up first, as LAMBDA_TASK_ROOT is in Lambda
+
+
 def main(argv: list[str]) -> int:
     requests = os.fdopen(int(argv[1]), "rb")
     responses = os.fdopen(int(argv[2]), "wb")
+    _preload()
+    write_frame(responses, {"preloaded": True})
+    configuration = read_frame(requests)
+    if configuration is None:
+        return 0
+    _configure(configuration)
     started = time.monotonic()
     try:
         handler = _load_handler(os.environ["_HANDLER"])
