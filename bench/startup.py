@@ -83,6 +83,7 @@ def main(argv: list[str]) -> int:
             print(f"run {index + 1}: {seconds:.2f} s", flush=True)
     print(
         "startup (rtp deploy --env local --detach -> signed request answered): "
-        f"median {statistics.median(timings):.2f} s, min {min(timings):.2f} s, max {max(timings):.2f} s over {len(timings)} runs"
+        f"median {statistics.median(timings):.2f} s, min {min(timings):.2f} s, "
+        f"max {max(timings):.2f} s over {len(timings)} runs"
     )
     return 0
