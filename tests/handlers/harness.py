@@ -24,6 +24,7 @@ from typing import Any
 
 import boto3
 from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
@@ -125,8 +126,10 @@ def _props(resource: dict[str, Any]) -> dict[str, Any]:
 def deploy(template: dict[str, Any], session: boto3.Session) -> Resolver:
     """Create the template's keys, tables, buckets and queues in moto (mock must be active)."""
     resolve = Resolver(template)
-    kms, ddb = session.client("kms"), session.client("dynamodb")
-    s3, sqs = session.client("s3"), session.client("sqs")
+    kms: Any = session.client("kms")
+    ddb: Any = session.client("dynamodb")
+    s3: Any = session.client("s3")
+    sqs: Any = session.client("sqs")
     for logical_id in resolve.of_type("AWS::KMS::Key"):
         key = kms.create_key(Description=logical_id)["KeyMetadata"]
         resolve.physical[logical_id] = {"Ref": key["KeyId"], "Arn": key["Arn"]}
@@ -173,7 +176,7 @@ def deploy(template: dict[str, Any], session: boto3.Session) -> Resolver:
     # Dead-letter queues first: a redrive policy names its DLQ's ARN.
     for logical_id in sorted(queues, key=lambda lid: "RedrivePolicy" in _props(queues[lid])):
         props = _props(queues[logical_id])
-        attributes = {
+        attributes: dict[str, str] = {
             name: str(resolve(props[name]))
             for name in (
                 "VisibilityTimeout",
@@ -298,8 +301,9 @@ class Pipeline:
     def __init__(self, resolve: Resolver, session: boto3.Session, recorder: CallRecorder) -> None:
         self.resolve, self.session, self.recorder = resolve, session, recorder
         self.functions = functions_in(resolve)
-        self.s3, self.sqs = session.client("s3"), session.client("sqs")
-        self.dynamodb = session.client("dynamodb")
+        self.s3: Any = session.client("s3")
+        self.sqs: Any = session.client("sqs")
+        self.dynamodb: Any = session.client("dynamodb")
         mapping = next(iter(resolve.of_type("AWS::Lambda::EventSourceMapping").values()))
         self.esm = _props(mapping)
         self.queue_logical_id = self.esm["EventSourceArn"]["Fn::GetAtt"][0]
@@ -534,7 +538,7 @@ def fail_calls(
             "Error": {"Code": code, "Message": f"injected {code}"},
             "ResponseMetadata": {"HTTPStatusCode": status},
         }
-        return AWSResponse("https://fault.invalid", status, {}, None), parsed
+        return AWSResponse("https://fault.invalid", status, HTTPHeaders(), None), parsed
 
     client.meta.events.register(f"provide-client-params.*.{operation}", mark)
     client.meta.events.register(f"before-call.*.{operation}", before_call)
