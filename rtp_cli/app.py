@@ -23,6 +23,9 @@ from rich.panel import Panel
 from rich.table import Table
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+# jsii prints a multi-line banner for an end-of-life Node major on every synth; the Node version is the
+# machine's choice, not something `rtp` output should repeat on each command.
+os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "18,20")
 
 console = Console()
 err = Console(stderr=True)
@@ -314,11 +317,14 @@ def _print_local(state: dict[str, Any], detached: bool) -> None:
     )
     console.print("Send a record (SigV4-signed, as in AWS):")
     console.print(curl_example(state), highlight=False, soft_wrap=True)
-    console.print(
-        f"AWS-only, not emulated: {len(state.get('aws_only', []))} resources (alarms, dashboard, IAM, …)"
-    )
-    if detach_hint := ("stop it with `rtp destroy --env local`" if detached else "Ctrl-C stops it"):
-        console.print(f"Other commands find it through .rtp/local.json; {detach_hint}.")
+    aws_only = state.get("aws_only", [])
+    if aws_only:
+        summary = ", ".join(f"{entry['type'].removeprefix('AWS::')} x{entry['count']}" for entry in aws_only)
+        console.print(f"[dim]AWS-only, not emulated locally: {summary}[/dim]")
+    from rtp_cli.target import local_state_path
+
+    stop_hint = "stop it with `rtp destroy --env local`" if detached else "Ctrl-C stops it"
+    console.print(f"Other commands find it through {local_state_path()}; {stop_hint}.")
 
 
 # ---- diff ---------------------------------------------------------------------------------------------

@@ -103,6 +103,7 @@ def subprocess_runner(command: list[str], env: dict[str, str]) -> int:
 def cdk_environment() -> dict[str, str]:
     return {
         "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1",
+        "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "18,20",
         "CDK_DISABLE_VERSION_CHECK": "1",
         # `python3 main.py` (the CDK app) must run this interpreter: the project virtualenv
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),

@@ -173,9 +173,7 @@ class LocalEnvironment:
                 }
                 for p in self._pollers
             ],
-            "aws_only": sorted(
-                {f"{n.type}: {n.message}" for n in self.notes if n.message.startswith("AWS-only")}
-            ),
+            "aws_only": _aws_only(self.notes),
         }
         return self.state
 
@@ -232,6 +230,18 @@ class LocalEnvironment:
             with contextlib.suppress(Exception):
                 self._moto.stop()
             self._moto = None
+
+
+def _aws_only(notes: list[Note]) -> list[dict[str, Any]]:
+    """Resource types that exist only in AWS, with how many the template has and why."""
+    grouped: dict[str, dict[str, Any]] = {}
+    for note in notes:
+        if note.message.startswith("AWS-only"):
+            entry = grouped.setdefault(
+                note.type, {"type": note.type, "count": 0, "reason": note.message[10:]}
+            )
+            entry["count"] += 1
+    return sorted(grouped.values(), key=lambda entry: str(entry["type"]))
 
 
 def queue_ages(region: str) -> dict[str, Any]:
