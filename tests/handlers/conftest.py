@@ -36,15 +36,17 @@ _ENVIRONMENT = {
 }
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _lambda_environment() -> Iterator[None]:
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in _ENVIRONMENT.items():
-            patch.setenv(name, value)
-        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SQS"):
-            patch.delenv(name, raising=False)
-        patch.delenv("AWS_ENDPOINT_URL_DYNAMODB", raising=False)
-        yield
+@pytest.fixture(autouse=True)
+def _lambda_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Per test, so nothing leaks into the rest of the suite."""
+    for name, value in _ENVIRONMENT.items():
+        monkeypatch.setenv(name, value)
+    for name in (
+        "AWS_PROFILE",
+        "AWS_ENDPOINT_URL",
+        *(f"AWS_ENDPOINT_URL_{s}" for s in ("S3", "SQS", "DYNAMODB")),
+    ):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture(scope="session")
