@@ -218,7 +218,11 @@ class DeadLetterQueue:
             try:
                 return self._native(wait_seconds, sleep)
             except ClientError as error:
-                if native or error.response.get("Error", {}).get("Code") not in _UNSUPPORTED:
+                code = error.response.get("Error", {}).get("Code")
+                status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+                # Endpoints without the action (moto answers 500 or an unknown-action code): the copy loop,
+                # which is as safe, only slower.
+                if native or (code not in _UNSUPPORTED and status < 500):
                     raise
             except NotImplementedError:
                 if native:
