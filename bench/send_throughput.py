@@ -73,10 +73,12 @@ def main(argv: list[str] | None = None) -> int:
                 inner = float(match.group(1).replace(",", "")) if match else 0.0
                 rates.append(inner)
                 print(
-                    f"run {run + 1}: {inner:,.0f} records/s (send phase), {args.records / wall:,.0f} records/s wall incl. CLI start"
+                    f"run {run + 1}: {inner:,.0f} records/s (send phase), "
+                    f"{args.records / wall:,.0f} records/s wall incl. CLI start"
                 )
             print(
-                f"median: {statistics.median(rates):,.0f} records/s over {args.runs} runs of {args.records} records "
+                f"median: {statistics.median(rates):,.0f} records/s over {args.runs} runs "
+                f"of {args.records} records "
                 f"(concurrency {args.concurrency}, processor {'running' if args.processor else 'stopped'})"
             )
         finally:
