@@ -123,14 +123,10 @@ class PipelineFunctions(Construct):
 
         self._allow(self.processor, ["s3:GetObject"], [raw_objects])
         self._allow(self.processor, ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"], [table])
+        # What Lambda's queue poller calls with the function's role (as in AWSLambdaSQSQueueExecutionRole).
         self._allow(
             self.processor,
-            [
-                "sqs:ReceiveMessage",
-                "sqs:DeleteMessage",
-                "sqs:ChangeMessageVisibility",
-                "sqs:GetQueueAttributes",
-            ],
+            ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
             [queues.work.queue_arn],
         )
         self._allow(self.processor, ["kms:GenerateDataKey", "kms:Encrypt", "kms:Decrypt"], [data.key.key_arn])

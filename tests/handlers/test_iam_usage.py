@@ -122,11 +122,7 @@ def test_usage_table(pipeline: Pipeline, recorded: list[ApiCall], capsys: pytest
 
 
 # Granted, not exercised here, and why that is right.
-ALLOWED_UNUSED = {
-    # Granted with the other event source mapping actions (as CDK's SqsEventSource does); Lambda's docs
-    # list only Receive/Delete/GetQueueAttributes, so this one may be dropped by the stack's owner.
-    "sqs:ChangeMessageVisibility",
-}
+ALLOWED_UNUSED: set[str] = set()
 
 NOTES = """
 notes: KMS actions are performed by S3 (SSE-KMS objects), SQS (SSE-KMS queues) and DynamoDB (table key)
