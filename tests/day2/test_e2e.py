@@ -119,14 +119,15 @@ def test_a_killed_run_resumes_without_duplicates(stopped_stack: LocalStack, rtp:
         tmp_path / "kill.jsonl", 10_000, lambda n: {"type": "resume", "data": {"run": "kill", "n": n}}
     )
     argv = [*rtp_argv(), "send", "--file", str(path), "--batch-size", "100", "--concurrency", "2"]
+    journals = stopped_stack.state_dir / "send-journals"
+    earlier = set(journals.glob("*.jsonl"))  # other tests' journals in this state directory
     process = subprocess.Popen(
         argv, cwd=ROOT, env=stopped_stack.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
-    journals = stopped_stack.state_dir / "send-journals"
 
     def accepted_batches() -> int:
         total = 0
-        for journal in journals.glob("*.jsonl"):
+        for journal in set(journals.glob("*.jsonl")) - earlier:
             total += sum('"kind":"accepted"' in line for line in journal.read_text().splitlines())
         return total
 
