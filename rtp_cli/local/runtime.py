@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import secrets
 import string
@@ -79,12 +78,9 @@ class LocalEnvironment:
         self.notes = template.check_supported()  # refuses anything it cannot honour, before starting
         # Workers preload the runtime libraries while the emulation and the resources come up.
         self._workers = prespawn(python_function_count(template))
-        from moto.server import ThreadedMotoServer  # heavy import: only when we start
+        from rtp_cli.local.emulation import start_emulation  # heavy import (moto): only when we start
 
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines from the emulation
-
-        self._moto = ThreadedMotoServer(ip_address=opts.host, port=opts.aws_port, verbose=False)
-        self._moto.start()
+        self._moto = start_emulation(opts.host, opts.aws_port)
         try:
             return self._start(template, started)
         except BaseException:

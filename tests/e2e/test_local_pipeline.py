@@ -324,3 +324,25 @@ def test_over_the_throttle_gets_429(tuned_env: LocalInstance) -> None:
     assert throttled, [r.status_code for r in responses]
     assert throttled[0].json()["error"]["code"] == gateway_code(tuned_env, "THROTTLED")
     assert len(served) <= 5 + 5 * elapsed + 1  # burst 5 + 5 requests/s, as the tuned stage says
+
+
+def test_dynamodb_transactions_roll_back_exactly(local_env: LocalInstance) -> None:
+    """The emulation's faster transaction snapshot (rtp_cli.local.emulation) keeps all-or-nothing writes."""
+    ddb = local_env.aws("dynamodb")
+    table = local_env.output("TableName")
+    a, b = f"TXTEST#{_uid()}", f"TXTEST#{_uid()}"
+    ddb.put_item(TableName=table, Item={"pk": {"S": a}, "v": {"N": "1"}, "tags": {"L": [{"S": "x"}]}})
+    failing = [
+        {"Update": {"TableName": table, "Key": {"pk": {"S": a}}, "UpdateExpression": "SET v = :two",
+                    "ExpressionAttributeValues": {":two": {"N": "2"}}}},
+        {"Put": {"TableName": table, "Item": {"pk": {"S": b}, "v": {"N": "9"}}}},
+        {"Put": {"TableName": table, "Item": {"pk": {"S": a + "-other"}},
+                 "ConditionExpression": "attribute_exists(pk)"}},
+    ]  # fmt: skip
+    with pytest.raises(ddb.exceptions.TransactionCanceledException):
+        ddb.transact_write_items(TransactItems=failing)
+    assert ddb.get_item(TableName=table, Key={"pk": {"S": a}})["Item"]["v"] == {"N": "1"}
+    assert "Item" not in ddb.get_item(TableName=table, Key={"pk": {"S": b}})
+    ddb.transact_write_items(TransactItems=failing[:2])
+    assert ddb.get_item(TableName=table, Key={"pk": {"S": a}})["Item"]["v"] == {"N": "2"}
+    assert ddb.get_item(TableName=table, Key={"pk": {"S": b}})["Item"]["v"] == {"N": "9"}

@@ -1,0 +1,103 @@
+"""The embedded AWS emulation (moto server in this process), with two DynamoDB transaction fixes.
+
+moto's `TransactWriteItems` snapshots the *whole table* with `copy.deepcopy` once per item of the
+transaction, for rollback. A 99-item transaction on a table of N items deep-copies 99 x N items, so local
+processing slowed to minutes for a few thousand records (and the processor then hit its timeout). Here
+the rollback snapshot is a shallow copy of the table's item index with deep copies of only the items the
+transaction touches (the only ones it can change), taken before any write: rollback restores exactly the
+same state as before, at a cost proportional to the transaction instead of the table.
+moto also runs concurrent transactions interleaved; DynamoDB transactions are isolated, so they are
+serialized here with a lock.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from typing import Any
+
+_state = threading.local()
+_transactions = threading.Lock()
+_patched = False
+
+
+class _SnapshotOncePerTable:
+    """Stands in for the `copy` module inside moto.dynamodb.models."""
+
+    def __init__(self, table_type: type) -> None:
+        self._table_type = table_type
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(copy, name)
+
+    def deepcopy(self, value: Any, memo: dict[int, Any] | None = None) -> Any:
+        snapshots: dict[int, Any] | None = getattr(_state, "snapshots", None)
+        if snapshots is not None and isinstance(value, self._table_type) and id(value) in snapshots:
+            return snapshots[id(value)]
+        return copy.deepcopy(value, memo)
+
+
+def _snapshot(table: Any, hash_values: list[Any]) -> Any:
+    """The table as it is now, for rollback: shared untouched items, private copies of touched ones."""
+    from collections import defaultdict
+
+    snapshot = copy.copy(table)
+    items: Any = defaultdict(dict)
+    if table.has_range_key:
+        items.update({key: dict(partition) for key, partition in table.items.items()})
+    else:
+        items.update(table.items)
+    for value in hash_values:
+        if value in table.items:  # (never index a defaultdict with a missing key: it would insert)
+            items[value] = copy.deepcopy(table.items[value])
+    snapshot.items = items
+    return snapshot
+
+
+def _touched(backend: Any, transact_items: list[dict[str, Any]]) -> dict[int, Any]:
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    by_table: dict[str, tuple[Any, list[Any]]] = {}
+    for entry in transact_items:
+        _, operation = next(iter(entry.items()))
+        table = backend.tables.get(operation.get("TableName"))
+        if table is None:
+            continue
+        attributes = operation.get("Item") or operation.get("Key") or {}
+        if table.hash_key_attr not in attributes:
+            return {}  # malformed: let moto report it (and snapshot the slow way)
+        by_table.setdefault(table.name, (table, []))[1].append(DynamoType(attributes[table.hash_key_attr]))
+    return {id(table): _snapshot(table, values) for table, values in by_table.values()}
+
+
+def patch_moto_dynamodb() -> None:
+    global _patched
+    if _patched:
+        return
+    import moto.dynamodb.models as models
+
+    original = models.DynamoDBBackend.transact_write_items
+    models.copy = _SnapshotOncePerTable(models.Table)  # type: ignore[assignment]
+
+    def transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
+        with _transactions:
+            _state.snapshots = _touched(self, transact_items)
+            try:
+                original(self, transact_items)
+            finally:
+                _state.snapshots = None
+
+    models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    _patched = True
+
+
+def start_emulation(host: str, port: int) -> Any:
+    """Start moto's server on host:port (0 = any free port) in this process; returns the server."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines from the emulation
+    patch_moto_dynamodb()
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    return server
