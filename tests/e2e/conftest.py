@@ -5,9 +5,10 @@ running):
 
 - `local_env`: exactly what a user gets from `rtp deploy --env local --detach` (the shipped template).
 - `tuned_env`: the same cloud assembly with properties changed in the synthesized template (work queue
-  maxReceiveCount 3 -> 2 and VisibilityTimeout -> 1 s so retries are quick, stage throttling 5 rps /
-  burst 5) and a fault-injecting transform loaded with `--transform`. It shows the local runtime follows
-  the template it is given, and carries the retry, dead-letter and throttling tests.
+  maxReceiveCount 3 -> 2 and VisibilityTimeout -> 1 s so retries are quick, processor Timeout -> 2 s,
+  stage throttling 5 rps / burst 5) and a fault-injecting transform loaded with `--transform`. It shows
+  the local runtime follows the template it is given, and carries the retry, dead-letter, timeout and
+  throttling tests.
 """
 
 from __future__ import annotations
@@ -188,6 +189,8 @@ def tune_template(document: dict[str, Any]) -> dict[str, Any]:
             assert props["RedrivePolicy"]["maxReceiveCount"] == 3  # the shipped value
             props["RedrivePolicy"]["maxReceiveCount"] = 2
             props["VisibilityTimeout"] = 1
+        if resource["Type"] == "AWS::Lambda::Function" and props.get("Handler") == "queue_processor.handler":
+            props["Timeout"] = 2
         if resource["Type"] == "AWS::ApiGateway::Stage":
             for setting in props["MethodSettings"]:
                 setting["ThrottlingRateLimit"] = 5

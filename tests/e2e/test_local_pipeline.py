@@ -346,3 +346,25 @@ def test_dynamodb_transactions_roll_back_exactly(local_env: LocalInstance) -> No
     ddb.transact_write_items(TransactItems=failing[:2])
     assert ddb.get_item(TableName=table, Key={"pk": {"S": a}})["Item"]["v"] == {"N": "2"}
     assert ddb.get_item(TableName=table, Key={"pk": {"S": b}})["Item"]["v"] == {"N": "9"}
+
+
+def test_function_timeout_is_enforced(tuned_env: LocalInstance) -> None:
+    """The tuned processor Timeout (2 s) kills an invocation that runs longer; SQS redelivers the message."""
+    record_id = f"slow-{_uid()}"
+    response = tuned_env.post_records([{"id": record_id, "type": "t", "data": {"sleep_first": 4}}])
+    assert response.status_code == 202
+    assert tuned_env.wait_processed(record_id, timeout=30)["status"] == "PROCESSED"
+    logs = tuned_env.aws("logs")
+    group = tuned_env.output("ProcessorLogGroup")
+
+    def timed_out() -> bool:
+        for stream in logs.describe_log_streams(logGroupName=group)["logStreams"]:
+            events = logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"])["events"]
+            if any("Task timed out after 2.00 seconds" in e["message"] for e in events):
+                return True
+        return False
+
+    assert tuned_env.wait_for(timed_out, timeout=10)
+    from tests.fixtures.faulty_transform import attempts
+
+    assert attempts(record_id) >= 2  # the timed-out attempt, then the redelivery that succeeded
