@@ -448,3 +448,34 @@ def test_deploy_local_names_what_it_cannot_honour(template_paths: Any, tmp_path:
     assert "Stream (AWS::Kinesis::Stream): resource type not implemented locally" in result.output
     assert "property FifoThroughputLimit is not implemented locally" in result.output
     assert not (tmp_path / "state" / "local.json").exists()
+
+
+# ---- the gate's tool adapters find real problems -----------------------------------------------------
+BAD_TEMPLATE = {
+    "Resources": {
+        "Bucket": {"Type": "AWS::S3::Bucket", "Properties": {"NoSuchProperty": True}},
+        "Queue": {"Type": "AWS::SQS::Queue"},
+    }
+}
+
+
+def test_cfn_lint_adapter_reports_errors(tmp_path: Path) -> None:
+    path = tmp_path / "bad.template.json"
+    path.write_text(json.dumps(BAD_TEMPLATE))
+    findings: list[gate.GateFinding] = []
+    run = gate._cfn_lint("dev", path, findings)
+    assert run.status == "failed"
+    assert any(f.resource == "Bucket" and "NoSuchProperty" in f.message for f in findings)
+
+
+def test_checkov_adapter_reports_failed_checks(tmp_path: Path) -> None:
+    if gate.checkov_binary() is None:
+        pytest.skip("checkov is not installed (make install creates .venv-checkov)")
+    path = tmp_path / "bad.template.json"
+    template = {"Resources": {"Queue": {"Type": "AWS::SQS::Queue"}}}  # unencrypted queue: a checkov failure
+    path.write_text(json.dumps(template))
+    findings: list[gate.GateFinding] = []
+    (run,) = gate._checkov({"dev": path}, findings)
+    assert run.status == "failed", run
+    assert findings and all(f.tool == "checkov" and f.rule.startswith("CKV") for f in findings)
+    assert {f.env for f in findings} == {"dev"}
