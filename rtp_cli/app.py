@@ -57,6 +57,11 @@ run_cdk: cdk_service.Runner = cdk_service.subprocess_runner
 get_identity = cdk_service.caller_identity
 
 
+def interactive() -> bool:
+    """Can we ask a person? (Never prompt a CI job: it would hang or read garbage.)"""
+    return sys.stdin.isatty()
+
+
 def _fail(message: str, code: int = 2) -> NoReturn:
     err.print(f"[bold red]error:[/bold red] {message}", highlight=False)
     raise typer.Exit(code)
@@ -380,7 +385,7 @@ def destroy(
     except (TargetError, cdk_service.CdkError) as error:
         _fail(str(error))
     if not yes:
-        if not sys.stdin.isatty() and not os.environ.get("RTP_ASSUME_TTY"):
+        if not interactive():
             _fail(f"refusing to destroy {config.stack_name} without confirmation: pass --yes for automation")
         if env in cdk_service.APPROVAL_ENVIRONMENTS:
             typed = typer.prompt(

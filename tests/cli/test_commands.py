@@ -29,7 +29,6 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("RTP_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.delenv("RTP_ENV", raising=False)
-    monkeypatch.delenv("RTP_ASSUME_TTY", raising=False)
 
 
 class FakeCdk:
@@ -232,7 +231,7 @@ def test_destroy_prod_without_confirmation_is_refused_in_automation(
 def test_destroy_prod_needs_the_name_typed_back(
     fake_cdk: FakeCdk, signed_in: list[Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("RTP_ASSUME_TTY", "1")
+    monkeypatch.setattr(cli, "interactive", lambda: True)
     wrong = runner.invoke(cli.app, ["destroy", "--env", "prod"], input="staging\n")
     assert wrong.exit_code == 2 and "did not match" in wrong.output
     assert fake_cdk.calls == []
