@@ -6,6 +6,7 @@ CHECKOV_VENV := .venv-checkov
 BIN := $(VENV)/bin
 ENV ?= dev
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 18,20
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 
 .PHONY: help install local test lint typecheck unit synth synth-all check cdk-synth bench clean

@@ -18,17 +18,16 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
+
+from rtp_cli.console import console, err
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 # jsii prints a multi-line banner for an end-of-life Node major on every synth; the Node version is the
 # machine's choice, not something `rtp` output should repeat on each command.
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "18,20")
 
-console = Console()
-err = Console(stderr=True)
 
 app = typer.Typer(
     name="rtp",

@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from rtp_cli.console import console, err
 from rtp_cli.day2.api import ApiClient
 from rtp_cli.day2.dlq import DeadLetterQueue
 from rtp_cli.day2.inputs import InputOptions, line_ranges
@@ -37,9 +38,6 @@ from rtp_cli.day2.send import (
     smoke_test,
     wait_for_batches,
 )
-
-console = Console()
-err = Console(stderr=True)
 
 EnvOption = Annotated[
     str,
