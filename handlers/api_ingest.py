@@ -7,9 +7,9 @@ import binascii
 import json
 from typing import Any
 
+from api_errors import answer_errors_as_json
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
-from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -23,6 +23,7 @@ logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 app = APIGatewayRestResolver()
+answer_errors_as_json(app, logger, "request")
 
 
 def _ingestor() -> Ingestor:
@@ -69,34 +70,6 @@ def _raw_body(body: str | None, is_base64_encoded: bool) -> bytes:
         return base64.b64decode(body, validate=True)
     except binascii.Error as error:
         raise ApiError(400, "INVALID_BODY", "request body is not valid base64") from error
-
-
-@app.exception_handler(ApiError)
-def api_error(error: ApiError) -> Response[str]:
-    logger.info("request refused", status=error.status, code=error.code, details=error.details[:10])
-    return _error_response(error)
-
-
-@app.not_found
-def not_found(_: NotFoundError) -> Response[str]:
-    event = app.current_event
-    return _error_response(ApiError(404, "NOT_FOUND", f"no route {event.http_method} {event.path}"))
-
-
-@app.exception_handler(Exception)
-def unexpected_error(error: Exception) -> Response[str]:
-    # A real fault (a dependency failed after the SDK's retries): 500 in the API's error shape, with the
-    # request id so the caller's report can be matched to this log line. The client retries with its key.
-    logger.exception("request failed")
-    return _error_response(ApiError(500, "INTERNAL_ERROR", "the request could not be completed; retry it"))
-
-
-def _error_response(error: ApiError) -> Response[str]:
-    return Response(
-        status_code=error.status,
-        content_type="application/json",
-        body=json.dumps(error.body(app.current_event.request_context.request_id)),
-    )
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

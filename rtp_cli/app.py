@@ -22,6 +22,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from rtp_cli.console import console, err
+from rtp_cli.options import EnvOption, ProfileOption
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 # jsii prints a multi-line banner for an end-of-life Node major on every synth; the Node version is the
@@ -39,21 +40,24 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-EnvOption = Annotated[
-    str,
-    typer.Option(
-        "--env", "-e", envvar="RTP_ENV", help="Environment: config/NAME.yaml (`local` is embedded)."
-    ),
-]
-ProfileOption = Annotated[
-    str | None, typer.Option("--profile", help="AWS profile (default: the standard credential chain).")
-]
-
 # Services, as attributes so tests can inject fakes (a CDK runner, an STS identity, the gate).
 from rtp_cli import cdk as cdk_service  # noqa: E402
 
 run_cdk: cdk_service.Runner = cdk_service.subprocess_runner
 get_identity = cdk_service.caller_identity
+
+
+def _aws_identity(config: Any, profile: str | None) -> cdk_service.Identity:
+    """Refuse early, with a clear message, when the CDK CLI, the credentials or the account are wrong."""
+    from rtp_cli.target import TargetError
+
+    try:
+        cdk_service.check_cdk_installed()
+        identity = get_identity(profile, config.region)
+        cdk_service.check_account(config, identity)
+    except (TargetError, cdk_service.CdkError) as error:
+        _fail(str(error))
+    return identity
 
 
 def interactive() -> bool:
@@ -200,14 +204,7 @@ def deploy(
         _deploy_local(detach, port, aws_port, transform, template, logs, no_cache)
         return
     config = _config(env)
-    from rtp_cli.target import TargetError
-
-    try:
-        cdk_service.check_cdk_installed()
-        identity = get_identity(profile, config.region)
-        cdk_service.check_account(config, identity)
-    except (TargetError, cdk_service.CdkError) as error:
-        _fail(str(error))
+    identity = _aws_identity(config, profile)
     console.print(
         f"deploying [bold]{config.stack_name}[/bold] to account {identity.account} as {identity.arn}"
     )
@@ -375,14 +372,7 @@ def destroy(
             console.print(f"stopped the local environment (pid {state.get('pid')}); nothing left running")
         return
     config = _config(env)
-    from rtp_cli.target import TargetError
-
-    try:
-        cdk_service.check_cdk_installed()
-        identity = get_identity(profile, config.region)
-        cdk_service.check_account(config, identity)
-    except (TargetError, cdk_service.CdkError) as error:
-        _fail(str(error))
+    identity = _aws_identity(config, profile)
     if not yes:
         if not interactive():
             _fail(f"refusing to destroy {config.stack_name} without confirmation: pass --yes for automation")

@@ -38,16 +38,7 @@ from rtp_cli.day2.send import (
     smoke_test,
     wait_for_batches,
 )
-
-EnvOption = Annotated[
-    str,
-    typer.Option(
-        "--env", "-e", envvar="RTP_ENV", help="Environment name (config/NAME.yaml); `local` is embedded."
-    ),
-]
-ProfileOption = Annotated[
-    str | None, typer.Option("--profile", help="AWS profile (default: the standard chain).")
-]
+from rtp_cli.options import EnvOption, ProfileOption
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
