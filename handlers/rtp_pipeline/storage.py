@@ -69,6 +69,15 @@ def epoch_seconds(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
+def _already_stored(error: ClientError, puts: int) -> list[bool] | None:
+    """From a cancelled store transaction (`puts` record puts, then the batch counter update): which puts
+    failed their `attribute_not_exists` condition. None when the reasons are missing or do not line up."""
+    reasons = error.response.get("CancellationReasons")
+    if not isinstance(reasons, list) or len(reasons) != puts + 1:
+        return None
+    return [reason.get("Code") == "ConditionalCheckFailed" for reason in reasons[:puts]]
+
+
 def _is_condition_failure(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
@@ -218,15 +227,27 @@ class PipelineTable:
         """Store outcomes and count them on the batch, exactly once each. Returns the ones stored now."""
         stored: list[Outcome] = []
         for start in range(0, len(outcomes), TRANSACTION_RECORDS):
-            chunk = outcomes[start : start + TRANSACTION_RECORDS]
-            try:
-                self._transact(batch_id, chunk, expires, now)
-                stored.extend(chunk)
-            except ClientError as error:
-                if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-                    raise
-                # Some records were stored by an earlier delivery (or by another batch): go one by one.
-                stored.extend(o for o in chunk if self._store_one(batch_id, o, expires, now))
+            pending = list(outcomes[start : start + TRANSACTION_RECORDS])
+            while pending:
+                try:
+                    self._transact(batch_id, pending, expires, now)
+                    stored.extend(pending)
+                    break
+                except ClientError as error:
+                    if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
+                        raise
+                    exists = _already_stored(error, len(pending))
+                    if exists is None:
+                        # No usable reasons: settle the records one by one.
+                        stored.extend(o for o in pending if self._store_one(batch_id, o, expires, now))
+                        break
+                    if not any(exists):
+                        raise  # cancelled for another reason (e.g. a conflicting write): SQS retries it
+                # Records stored by an earlier delivery (or by another batch) leave the transaction; the
+                # rest is retried at once, so a redelivery costs one extra call, not one per record.
+                for outcome in (o for o, stored_before in zip(pending, exists, strict=True) if stored_before):
+                    self._settle_existing(batch_id, outcome, expires)
+                pending = [o for o, stored_before in zip(pending, exists, strict=True) if not stored_before]
         return stored
 
     def _transact(self, batch_id: str, chunk: Sequence[Outcome], expires: datetime, now: datetime) -> None:
@@ -251,11 +272,16 @@ class PipelineTable:
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
                 raise
+        self._settle_existing(batch_id, outcome, expires)
+        return 0
+
+    def _settle_existing(self, batch_id: str, outcome: Outcome, expires: datetime) -> None:
+        """`outcome`'s record id is already stored: by this batch (nothing to do) or by another one."""
         existing = self.get_record(outcome.record_id)
         if existing is None:
             raise RuntimeError(f"record {outcome.record_id}: transaction cancelled but no record stored")
         if existing.get("batchId") == batch_id:
-            return 0  # stored and counted by an earlier delivery of this message
+            return  # stored and counted by an earlier delivery of this message
         # The id was already used by another batch: keep the first record, count a duplicate once.
         marker = {"pk": f"DUP#{batch_id}#{outcome.record_id}", "expiresAt": epoch_seconds(expires)}
         try:
@@ -274,7 +300,6 @@ class PipelineTable:
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
                 raise
-        return 0
 
     def _count(
         self, batch_id: str, processed: int = 0, rejected: int = 0, duplicates: int = 0
