@@ -46,7 +46,7 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 
 typecheck: $(VENV)/.installed
-	$(BIN)/mypy main.py stack handlers rtp_cli
+	$(BIN)/mypy main.py stack handlers rtp_cli tests bench
 
 unit: install
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(BIN)/pytest
