@@ -6,6 +6,7 @@ client says it signed), so any standard client (botocore, the AWS CLI, `curl --a
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,12 @@ class _Verifier(SigV4Auth):
     def __init__(self, credentials: Credentials, service: str, region: str, signed: list[str]) -> None:
         super().__init__(credentials, service, region)
         self._signed = signed
+
+    def payload(self, request: AWSRequest) -> str:
+        # The hash of the body actually received, never a value the client states: API Gateway signs
+        # over the real payload, so a signature cannot be reused for another body.
+        body = request.body or b""
+        return hashlib.sha256(body if isinstance(body, bytes) else str(body).encode()).hexdigest()
 
     def headers_to_sign(self, request: AWSRequest) -> HTTPHeaders:
         header_map = HTTPHeaders()
@@ -149,6 +156,10 @@ def verify(
     for name, value in headers:
         if name.lower() in signed:
             request.headers.add_header(name.lower(), value)
+    if "x-amz-content-sha256" in request.headers:
+        # botocore takes a stated content hash as the payload hash; state the real one instead, so a
+        # signature over another body (or over UNSIGNED-PAYLOAD) no longer matches.
+        request.headers.replace_header("x-amz-content-sha256", hashlib.sha256(body).hexdigest())
     request.context["timestamp"] = f"{stamp:{SIGV4_TIMESTAMP}}"
     verifier = _Verifier(Credentials(access_key, secret_key), scope_service, scope_region, signed)
     canonical = verifier.canonical_request(request)

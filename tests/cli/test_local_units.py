@@ -4,6 +4,7 @@ mapping's partial-batch semantics, API routing and throttling."""
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import time
 from datetime import UTC, datetime, timedelta
@@ -125,6 +126,32 @@ def test_sigv4_refusals(
     outcome = _verify(_signed(**request_kwargs), body)
     assert isinstance(outcome, AuthFailure)
     assert outcome.response_type == expected_type and expected_text in outcome.message
+
+
+@pytest.mark.parametrize("stated_hash", ["sha256-of-signed-body", "UNSIGNED-PAYLOAD"])
+def test_sigv4_signature_is_bound_to_the_body_received(stated_hash: str) -> None:
+    """A client-stated x-amz-content-sha256 must not let a signature travel with another body."""
+    signed_body = b'{"a": 1}'
+    request = AWSRequest(
+        method="POST",
+        url="http://127.0.0.1:8765/v1/records",
+        data=signed_body,
+        headers={
+            "Content-Type": "application/json",
+            "X-Amz-Content-SHA256": hashlib.sha256(signed_body).hexdigest()
+            if stated_hash == "sha256-of-signed-body"
+            else "UNSIGNED-PAYLOAD",
+        },
+    )
+    SigV4Auth(Credentials(KEY, SECRET), "execute-api", REGION).add_auth(request)
+    tampered = _verify(request, b'{"a": "something else"}')
+    assert isinstance(tampered, AuthFailure) and tampered.response_type == "INVALID_SIGNATURE"
+    honest = _verify(request, signed_body)
+    if stated_hash == "UNSIGNED-PAYLOAD":
+        # Verified over the real payload hash, as API Gateway does: an unsigned payload never matches.
+        assert isinstance(honest, AuthFailure)
+    else:
+        assert honest == Caller(KEY)
 
 
 def test_sigv4_missing_and_stale() -> None:
