@@ -18,8 +18,12 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 # Hard limits of the managed services, so a config cannot ask for something AWS would refuse at deploy.
 LAMBDA_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024  # request payload of a synchronous invoke
-PROXY_EVENT_HEADROOM_BYTES = 256 * 1024  # headers, request context and JSON escaping around the body
-MAX_BODY_BYTES_LIMIT = LAMBDA_SYNC_PAYLOAD_BYTES - PROXY_EVENT_HEADROOM_BYTES
+PROXY_EVENT_HEADROOM_BYTES = 256 * 1024  # headers and request context around the body
+# The body travels inside the proxy event as a JSON string: every `"` and `\` in it is escaped, so a
+# JSON body can take up to twice its size there. A larger limit would let valid requests fail in
+# Lambda's invoke (API Gateway answers 5xx) instead of getting a clean 413.
+MAX_BODY_BYTES_LIMIT = 3_000_000
+assert 2 * MAX_BODY_BYTES_LIMIT + PROXY_EVENT_HEADROOM_BYTES <= LAMBDA_SYNC_PAYLOAD_BYTES
 LAMBDA_MIN_UNRESERVED_CONCURRENCY = 100  # Lambda refuses reservations that leave fewer than this
 SQS_MAX_VISIBILITY_TIMEOUT_SECONDS = 12 * 60 * 60
 API_GATEWAY_INTEGRATION_TIMEOUT_SECONDS = 29
@@ -65,7 +69,7 @@ class ApiConfig(_Strict):
     throttle_rate_limit: Annotated[float, Field(gt=0, le=10000)] = 50
     throttle_burst_limit: Annotated[int, Field(ge=1, le=5000)] = 100
     max_records_per_request: Annotated[int, Field(ge=1, le=500)] = 500
-    max_body_bytes: Annotated[int, Field(ge=1024, le=MAX_BODY_BYTES_LIMIT)] = 5 * 1024 * 1024
+    max_body_bytes: Annotated[int, Field(ge=1024, le=MAX_BODY_BYTES_LIMIT)] = MAX_BODY_BYTES_LIMIT
     waf: bool = False
     waf_rate_limit_per_5min: Annotated[int, Field(ge=10, le=2_000_000_000)] = 3000
 

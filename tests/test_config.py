@@ -3,6 +3,7 @@ what is allowed. Each case writes a small file into a temporary config directory
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -202,9 +203,22 @@ def test_config_error_fails_synth_before_any_template(tmp_path: Path) -> None:
 
 
 def test_defaults_the_issue_names() -> None:
-    """Defaults fixed by the requirements: maxReceiveCount 3, at most 500 records and 5 MB per request."""
+    """Defaults fixed by the requirements: maxReceiveCount 3, at most 500 records per request; the body
+    limit is the largest that always fits Lambda's 6 MB invoke once escaped into the proxy event."""
     defaults = EnvironmentConfig(name="x")
     assert defaults.processing.max_receive_count == 3
     assert defaults.api.max_records_per_request == 500
-    assert defaults.api.max_body_bytes == 5 * 1024 * 1024
+    assert defaults.api.max_body_bytes == 3_000_000
     assert sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) == available_environments()
+
+
+def test_the_largest_body_allowed_still_fits_lambdas_invoke_payload() -> None:
+    """The worst case for the proxy event: a valid JSON body of the maximum size made of backslashes,
+    each of which JSON escaping doubles. It must still fit Lambda's 6 MB synchronous invoke payload with
+    the 256 KB kept for headers and request context."""
+    limit = EnvironmentConfig(name="x").api.max_body_bytes
+    body = json.dumps(["\\" * ((limit - 4) // 2)])  # ["\\\\...\\"]: every byte but 4 escapes
+    assert limit - 1 <= len(body) <= limit
+    event = json.dumps({"body": body, "isBase64Encoded": False})
+    assert len(event) > 1.99 * len(body)  # the body really doubled
+    assert len(event) + 256 * 1024 <= 6 * 1024 * 1024

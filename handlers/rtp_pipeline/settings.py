@@ -27,7 +27,7 @@ class Settings:
             queue_url=source.get("QUEUE_URL", ""),
             raw_prefix=source.get("RAW_PREFIX", "raw/"),
             max_records=int(source.get("MAX_RECORDS", "500")),
-            max_body_bytes=int(source.get("MAX_BODY_BYTES", str(5 * 1024 * 1024))),
+            max_body_bytes=int(source.get("MAX_BODY_BYTES", "3000000")),
             record_ttl_days=int(source.get("RECORD_TTL_DAYS", "90")),
         )
 

@@ -162,8 +162,8 @@ def test_schema_violation_gets_400_from_the_gateway(local_env: LocalInstance) ->
 
 
 def test_too_large_gets_413(local_env: LocalInstance) -> None:
-    # Over the configured max_body_bytes (5 MB): the ingest function refuses it.
-    big = json.dumps({"records": [{"type": "t", "data": {"blob": "x" * (5 * 1024 * 1024 + 10)}}]})
+    # Over the configured max_body_bytes (about 2.9 MB): the ingest function refuses it.
+    big = json.dumps({"records": [{"type": "t", "data": {"blob": "x" * (3_000_000 + 10)}}]})
     response = local_env.request("POST", "records", big, {"Content-Type": "application/json"})
     assert response.status_code == 413, response.text[:300]
     # Over API Gateway's hard 10 MB payload limit: the gateway refuses it before anything else.

@@ -157,7 +157,7 @@ def test_api_error_body_shape() -> None:
 def test_settings_read_the_function_environment() -> None:
     settings = Settings.from_environment({"TABLE_NAME": "t", "MAX_RECORDS": "7", "RECORD_TTL_DAYS": "3"})
     assert (settings.table_name, settings.max_records, settings.record_ttl_days) == ("t", 7, 3)
-    assert settings.raw_prefix == "raw/" and settings.max_body_bytes == 5 * 1024 * 1024
+    assert settings.raw_prefix == "raw/" and settings.max_body_bytes == 3_000_000
 
 
 # --- batch ids ------------------------------------------------------------------------------------
