@@ -13,7 +13,7 @@ import math
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rtp_pipeline.errors import ApiError
@@ -22,6 +22,8 @@ from rtp_pipeline.storage import ClaimCheck, ClaimCheckQueue, PipelineTable, Raw
 from rtp_pipeline.validation import validate_request
 
 IDEMPOTENCY_KEY = "idempotency-key"
+# Longer than any ingest invocation can run (API Gateway stops waiting after 29 s).
+IDEMPOTENCY_LEASE = timedelta(seconds=30)
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
@@ -91,12 +93,11 @@ class Ingestor:
                 claim,
                 response,
                 ttl(received, hours=self.settings.idempotency_ttl_hours),
+                received + IDEMPOTENCY_LEASE,
             )
             if earlier is not None:
                 return self._replay(idempotency_key, earlier, hashlib.sha256(body).hexdigest(), received)
-        self._enqueue(claim, ids, received)
-        if idempotency_key:
-            self.table.mark_enqueued(idempotency_key)
+        self._enqueue_once(idempotency_key, claim, ids, received)
         return Accepted(response, replayed=False)
 
     def _replay(self, key: str, earlier: dict[str, Any], request_hash: str, received: datetime) -> Accepted:
@@ -108,10 +109,29 @@ class Ingestor:
             )
         response: dict[str, Any] = json.loads(earlier["response"])
         if not earlier.get("enqueued"):
-            # The first attempt stopped between recording the key and enqueueing: finish its work.
-            self._enqueue(ClaimCheck.from_json(earlier["claimCheck"]), response["ids"], received)
-            self.table.mark_enqueued(key)
+            # Not enqueued yet: the first request is still running (answer 409, the client retries with
+            # the same key), or it died before enqueueing and its lease ran out (finish its work, once).
+            if not self.table.take_over_idempotency_key(key, received, received + IDEMPOTENCY_LEASE):
+                raise ApiError(
+                    409,
+                    "IDEMPOTENCY_KEY_IN_USE",
+                    "a request with this Idempotency-Key is still being processed; retry shortly with the "
+                    "same key",
+                )
+            self._enqueue_once(key, ClaimCheck.from_json(earlier["claimCheck"]), response["ids"], received)
         return Accepted(response, replayed=True)
+
+    def _enqueue_once(self, key: str, claim: ClaimCheck, ids: list[str], received: datetime) -> None:
+        """Enqueue under the key's lease; a failure hands the lease back so the client's retry (same key)
+        can finish the work at once instead of waiting for the lease to run out."""
+        try:
+            self._enqueue(claim, ids, received)
+        except Exception:
+            if key:
+                self.table.release_idempotency_key(key)
+            raise
+        if key:
+            self.table.mark_enqueued(key)
 
     def _enqueue(self, claim: ClaimCheck, ids: list[str], received: datetime) -> None:
         self.table.create_batch(claim, ids, ttl(received, days=self.settings.record_ttl_days))

@@ -167,10 +167,18 @@ class PipelineTable:
 
     # --- ingest ---------------------------------------------------------------------------------
     def claim_idempotency_key(
-        self, key: str, request_hash: str, claim: ClaimCheck, response: dict[str, Any], expires: datetime
+        self,
+        key: str,
+        request_hash: str,
+        claim: ClaimCheck,
+        response: dict[str, Any],
+        expires: datetime,
+        lease_until: datetime,
     ) -> dict[str, Any] | None:
-        """Record a new idempotency key. Returns None if it is new, else the item stored earlier."""
+        """Record a new idempotency key, leased to this request until `lease_until` (by then it has
+        enqueued or died). Returns None if the key is new, else the item stored earlier."""
         item = {
+            "leaseUntil": epoch_seconds(lease_until),
             "pk": f"IDEM#{key}",
             "requestHash": request_hash,
             "batchId": claim.batch_id,
@@ -189,6 +197,39 @@ class PipelineTable:
                 raise
         stored = self.db.get_item(TableName=self.name, Key={"pk": {"S": f"IDEM#{key}"}}, ConsistentRead=True)
         return deserialize(stored["Item"])
+
+    def take_over_idempotency_key(self, key: str, now: datetime, lease_until: datetime) -> bool:
+        """Take the work of a key whose first request died before enqueueing (its lease ran out).
+        False while that request may still be running, or once the work is done."""
+        try:
+            self.db.update_item(
+                TableName=self.name,
+                Key={"pk": {"S": f"IDEM#{key}"}},
+                UpdateExpression="SET leaseUntil = :until",
+                ConditionExpression="enqueued = :no AND leaseUntil < :now",
+                ExpressionAttributeValues={
+                    ":until": {"N": str(epoch_seconds(lease_until))},
+                    ":no": {"BOOL": False},
+                    ":now": {"N": str(epoch_seconds(now))},
+                },
+            )
+            return True
+        except ClientError as error:
+            if not _is_condition_failure(error):
+                raise
+            return False
+
+    def release_idempotency_key(self, key: str) -> None:
+        """Best effort: end this request's lease early (it failed before enqueueing)."""
+        # On failure the lease runs out on its own; the original error is what the caller sees.
+        with contextlib.suppress(ClientError):
+            self.db.update_item(
+                TableName=self.name,
+                Key={"pk": {"S": f"IDEM#{key}"}},
+                UpdateExpression="SET leaseUntil = :past",
+                ConditionExpression="enqueued = :no",
+                ExpressionAttributeValues={":past": {"N": "0"}, ":no": {"BOOL": False}},
+            )
 
     def mark_enqueued(self, key: str) -> None:
         self.db.update_item(

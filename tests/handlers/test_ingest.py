@@ -229,6 +229,38 @@ def test_failure_after_the_key_is_claimed_is_a_500_and_the_retry_finishes_the_wo
     assert third.body == retried.body and len(claim_checks(pipeline)) == 1
 
 
+def test_a_retry_while_the_first_request_may_still_run_is_409_then_finishes_once_its_lease_ends(
+    pipeline: Pipeline,
+) -> None:
+    """The first request dies after claiming its key (SQS fails, and so does handing the lease back, as
+    when the process is killed): a retry within the lease gets 409 and enqueues nothing; once the lease
+    has run out a retry finishes the work, exactly once."""
+    from rtp_pipeline.aws import client
+
+    sent = fail_calls(client("sqs"), "SendMessage", lambda _: not sent, "ServiceUnavailable")
+    released = fail_calls(
+        client("dynamodb"), "UpdateItem", lambda p: ":past" in p.get("ExpressionAttributeValues", {}), "Boom"
+    )
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "k-lease"}
+    assert pipeline.post_records(ORDER, headers=headers).status == 500
+    assert len(sent) == len(released) == 1
+
+    in_progress = pipeline.post_records(ORDER, headers=headers)
+    assert_error(in_progress, 409, "IDEMPOTENCY_KEY_IN_USE")
+    assert pipeline.queued() == 0
+
+    pipeline.dynamodb.update_item(  # time passes: the dead request's lease runs out
+        TableName=pipeline.table_name,
+        Key={"pk": {"S": "IDEM#k-lease"}},
+        UpdateExpression="SET leaseUntil = :past",
+        ExpressionAttributeValues={":past": {"N": "1"}},
+    )
+    finished = pipeline.post_records(ORDER, headers=headers)
+    assert finished.status == 202 and len(claim_checks(pipeline)) == 1
+    assert pipeline.post_records(ORDER, headers=headers).body == finished.body
+    assert len(claim_checks(pipeline)) == 1
+
+
 def test_accepted_records_are_counted_in_an_emf_metric(
     pipeline: Pipeline, capsys: pytest.CaptureFixture[str]
 ) -> None:
