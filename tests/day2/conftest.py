@@ -28,12 +28,11 @@ from rtp_cli.local.process import stop_pid
 from rtp_cli.target import Target, local_target
 
 ROOT = Path(__file__).resolve().parents[2]
-RTP = [sys.executable, "-m", "rtp_cli.app"] if (ROOT / "rtp_cli" / "app.py").is_file() else None
 
 
 def rtp_argv() -> list[str]:
-    """How to run `rtp`: the console script's module once the app exists, else the day-2 entry point."""
-    return RTP or [sys.executable, "-m", "rtp_cli.day2"]
+    """How to run `rtp` as a user does (the console script's module), from this interpreter."""
+    return [sys.executable, "-m", "rtp_cli.app"]
 
 
 @dataclass
