@@ -35,16 +35,15 @@ def _processor() -> Processor:
 @tracer.capture_method
 def process_message(record: SQSRecord) -> None:
     # Powertools calls record_handler(record=...): the parameter must be named `record`.
-    message = record
-    claim = ClaimCheck.from_json(message.body)
+    claim = ClaimCheck.from_json(record.body)
     logger.set_correlation_id(claim.correlation_id)
-    logger.append_keys(batch_id=claim.batch_id, message_id=message.message_id)
+    logger.append_keys(batch_id=claim.batch_id, message_id=record.message_id)
     processor = _processor()
     try:
         result = processor.process(claim)
     except Exception as error:
         logger.exception(
-            "batch failed; SQS will redeliver it", receive_count=message.attributes.approximate_receive_count
+            "batch failed; SQS will redeliver it", receive_count=record.attributes.approximate_receive_count
         )
         processor.table.record_failure(claim.batch_id, f"{type(error).__name__}: {error}")
         raise
@@ -58,7 +57,7 @@ def process_message(record: SQSRecord) -> None:
         rejected=result.rejected,
         newly_stored=result.newly_processed + result.newly_rejected,
         latency_ms=round(result.latency_ms),
-        receive_count=message.attributes.approximate_receive_count,
+        receive_count=record.attributes.approximate_receive_count,
     )
 
 
