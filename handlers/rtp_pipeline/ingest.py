@@ -87,16 +87,17 @@ class Ingestor:
         if idempotency_key:
             if len(idempotency_key) > 255:
                 raise ApiError(400, "VALIDATION_ERROR", "Idempotency-Key must be at most 255 characters")
+            request_hash = hashlib.sha256(body).hexdigest()
             earlier = self.table.claim_idempotency_key(
                 idempotency_key,
-                hashlib.sha256(body).hexdigest(),
+                request_hash,
                 claim,
                 response,
                 ttl(received, hours=self.settings.idempotency_ttl_hours),
                 received + IDEMPOTENCY_LEASE,
             )
             if earlier is not None:
-                return self._replay(idempotency_key, earlier, hashlib.sha256(body).hexdigest(), received)
+                return self._replay(idempotency_key, earlier, request_hash, received)
         self._enqueue_once(idempotency_key, claim, ids, received)
         return Accepted(response, replayed=False)
 
