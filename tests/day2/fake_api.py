@@ -17,7 +17,10 @@ from typing import Any
 @dataclass
 class FakeState:
     faults: list[Any] = field(default_factory=list)  # next responses: int status, or "drop"
-    fault_every: int = 0  # if > 0: every Nth POST answers 429 (throttling)
+    # if > 0: every Nth POST that is a key's first attempt answers 429 (throttling). Only first attempts,
+    # so the scripted load stays bounded: a retry cannot keep landing on the throttled slot by chance.
+    fault_every: int = 0
+    seen_keys: set[str] = field(default_factory=set)
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     batches: dict[str, dict[str, Any]] = field(default_factory=dict)
     keys: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
@@ -77,7 +80,14 @@ def make_handler(state: FakeState) -> type[BaseHTTPRequestHandler]:
             with state.lock:
                 state.posts += 1
                 fault = state.faults.pop(0) if state.faults else None
-                if fault is None and state.fault_every and state.posts % state.fault_every == 0:
+                first_attempt = key not in state.seen_keys
+                state.seen_keys.add(key or "")
+                if (
+                    fault is None
+                    and state.fault_every
+                    and first_attempt
+                    and state.posts % state.fault_every == 0
+                ):
                     fault = 429
             if fault == "drop":
                 self.close_connection = True
