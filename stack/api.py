@@ -161,34 +161,28 @@ class IngestApi(Construct):
         )
 
         records = self.rest_api.root.add_resource("records")
-        methods = []
-        methods.append(
-            records.add_method(
-                "POST",
-                apigw.LambdaIntegration(functions.ingest_target, proxy=True, allow_test_invoke=False),
-                request_models={"application/json": model},
-                request_validator=body_validator,
-                request_parameters={"method.request.header.Content-Type": True},
-            )
+        post = records.add_method(
+            "POST",
+            apigw.LambdaIntegration(functions.ingest_target, proxy=True, allow_test_invoke=False),
+            request_models={"application/json": model},
+            request_validator=body_validator,
+            request_parameters={"method.request.header.Content-Type": True},
         )
-        record = records.add_resource("{id}")
-        methods.append(
-            record.add_method(
+        # The two read routes: same function, one required path parameter each.
+        query = apigw.LambdaIntegration(functions.query, proxy=True, allow_test_invoke=False)
+        gets = [
+            resource.add_resource(f"{{{param}}}").add_method(
                 "GET",
-                apigw.LambdaIntegration(functions.query, proxy=True, allow_test_invoke=False),
+                query,
                 request_validator=params_validator,
-                request_parameters={"method.request.path.id": True},
+                request_parameters={f"method.request.path.{param}": True},
             )
-        )
-        batch = self.rest_api.root.add_resource("batches").add_resource("{batchId}")
-        methods.append(
-            batch.add_method(
-                "GET",
-                apigw.LambdaIntegration(functions.query, proxy=True, allow_test_invoke=False),
-                request_validator=params_validator,
-                request_parameters={"method.request.path.batchId": True},
+            for resource, param in (
+                (records, "id"),
+                (self.rest_api.root.add_resource("batches"), "batchId"),
             )
-        )
+        ]
+        methods = [post, *gets]
         for method in methods:
             acknowledge(
                 method,
