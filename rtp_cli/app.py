@@ -32,8 +32,8 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "18,20")
 
 app = typer.Typer(
     name="rtp",
-    help="Real-time pipeline platform: synth, check, deploy, diff, destroy and status for every "
-    "environment in config/, including the embedded `local` one (no AWS account, no Docker).",
+    help="Real-time pipeline platform: synth, check, doctor, deploy, diff, destroy and status "
+    "for every environment in config/, including the embedded `local` one (no AWS account, no Docker).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -197,8 +197,12 @@ def deploy(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="local: synthesize even if nothing changed.")
     ] = False,
+    skip_doctor: Annotated[
+        bool, typer.Option("--skip-doctor", help="AWS: do not run `rtp doctor` first (not recommended).")
+    ] = False,
 ) -> None:
-    """Deploy an environment. AWS: the gate, then the pinned CDK CLI, then the stack outputs.
+    """Deploy an environment. AWS: `rtp doctor` (a FAIL stops here), the gate, then the pinned CDK CLI,
+    then the stack outputs.
     `local`: serve the same template on 127.0.0.1 with an embedded AWS emulation (Ctrl-C stops it)."""
     if env == "local":
         _deploy_local(detach, port, aws_port, transform, template, logs, no_cache)
@@ -208,6 +212,10 @@ def deploy(
     console.print(
         f"deploying [bold]{config.stack_name}[/bold] to account {identity.account} as {identity.arn}"
     )
+    if skip_doctor:
+        err.print("[yellow]doctor skipped (--skip-doctor): the account was not checked[/yellow]")
+    else:
+        _doctor_or_exit(config, identity, profile)
     _gate_or_exit(env)
     command = cdk_service.cdk_command("deploy", config, profile)
     console.print(f"[dim]$ {' '.join(command)}[/dim]")
@@ -448,6 +456,10 @@ def _render_status(report: Any) -> None:
         console.print(table)
     else:
         console.print("[green]alarms: none in ALARM[/green]")
+    for warning in getattr(report, "warnings", []):
+        console.print(
+            f"[bold yellow]warning:[/bold yellow] {warning.detail}\n  [bold]fix:[/bold] {warning.fix}"
+        )
     table = Table(title="queues")
     for column in ("queue", "visible", "in flight", "delayed", "oldest message"):
         table.add_column(column)
@@ -464,6 +476,80 @@ def _render_status(report: Any) -> None:
         )
     console.print(table)
     _kv_table("outputs", report.outputs)
+
+
+# ---- doctor (rtp_cli.doctor) --------------------------------------------------------------------------
+from rtp_cli import doctor as doctor_service  # noqa: E402
+
+run_doctor = doctor_service.diagnose  # attribute so tests can inject a report
+
+
+def _doctor_report(config: Any, identity: cdk_service.Identity, profile: str | None) -> Any:
+    with _spinner(f"doctor: checking account {identity.account} for {config.stack_name}…"):
+        try:
+            return run_doctor(config, identity, profile)
+        except doctor_service.DoctorError as error:
+            _fail(str(error))
+
+
+def _render_doctor(report: Any) -> None:
+    styles = {"PASS": "green", "WARN": "yellow", "FAIL": "bold red"}
+    table = Table(title=f"rtp doctor: {report.env} (account {report.account}, {report.region})")
+    for column in ("check", "result", "detail", "fix"):
+        table.add_column(column, overflow="fold")
+    for check in report.checks:
+        fix = check.fix if check.status == "PASS" else " ".join(p for p in (check.fix, check.doc) if p)
+        table.add_row(check.name, f"[{styles[check.status]}]{check.status}[/]", check.detail, fix)
+    console.print(table)
+
+
+def _doctor_or_exit(config: Any, identity: cdk_service.Identity, profile: str | None) -> None:
+    report = _doctor_report(config, identity, profile)
+    _render_doctor(report)
+    if not report.ok:
+        err.print(
+            f"[bold red]doctor: {len(report.failures)} check(s) failed: nothing was deployed[/bold red]"
+        )
+        raise typer.Exit(1)
+    note = f" with {len(report.warnings)} warning(s)" if report.warnings else ""
+    console.print(f"[green]doctor passed{note}[/green]")
+
+
+@app.command()
+def doctor(
+    env: EnvOption = "dev",
+    profile: ProfileOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Read-only preflight of the AWS account and region an environment deploys to (`rtp deploy` runs it
+    first).
+
+    Credentials and account, stack state, CDK bootstrap version, the Powertools layer parameter, Lambda
+    concurrency quota against the YAML's reservations, the API Gateway CloudWatch role and throttle,
+    the alarm e-mail subscription. One row per check (PASS/WARN/FAIL, the fix, the AWS documentation
+    page); exit 1 on any FAIL, 2 when it cannot run (credentials, account, region)."""
+    if env == "local":
+        _fail(
+            "doctor checks an AWS account and region; `local` needs neither "
+            "(rtp deploy --env local runs everything on this machine)"
+        )
+    config = _config(env)
+    from rtp_cli.target import TargetError
+
+    try:
+        identity = get_identity(profile, config.region)
+        cdk_service.check_account(config, identity)
+    except TargetError as error:
+        _fail(str(error))
+    report = _doctor_report(config, identity, profile)
+    if as_json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        _render_doctor(report)
+        summary = f"{len(report.failures)} failed, {len(report.warnings)} warning(s)"
+        console.print(f"[{'green' if report.ok else 'bold red'}]doctor: {summary}[/]")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 # ---- day-2 commands (rtp_cli.day2) --------------------------------------------------------------------

@@ -147,3 +147,29 @@ def check_account(config: EnvironmentConfig, identity: Identity) -> None:
             f"config/{config.name}.yaml pins account {config.account}, but the credentials are for "
             f"{identity.account} ({identity.arn}); use the right --profile"
         )
+
+
+# ---- bootstrap facts for `rtp doctor` -------------------------------------------------------------------
+BOOTSTRAP_QUALIFIER_CONTEXT = "@aws-cdk/core:bootstrapQualifier"
+CLI_BOOTSTRAP_TEMPLATE = Path("aws-cdk") / "lib" / "api" / "bootstrap" / "bootstrap-template.yaml"
+
+
+def bootstrap_qualifier(cdk_json: Path = PROJECT_ROOT / "cdk.json") -> str | None:
+    """The bootstrap qualifier `cdk deploy` uses when cdk.json sets one (None: the default)."""
+    try:
+        context = json.loads(cdk_json.read_text(encoding="utf-8")).get("context", {})
+    except (OSError, ValueError):
+        return None
+    value = context.get(BOOTSTRAP_QUALIFIER_CONTEXT)
+    return str(value) if value else None
+
+
+def cli_bootstrap_template_version(node_modules: Path = PROJECT_ROOT / "node_modules") -> int | None:
+    """The bootstrap version the pinned CDK CLI's `cdk bootstrap` would deploy (None: not installed)."""
+    from rtp_cli.doctor import template_version
+
+    path = node_modules / CLI_BOOTSTRAP_TEMPLATE
+    try:
+        return template_version(path.read_text(encoding="utf-8"))
+    except OSError:
+        return None

@@ -1,5 +1,6 @@
 """`rtp status`: the first screen in an incident. Stack state and outputs, alarms in ALARM, and the work
 queue and dead-letter queue depth with the age of their oldest message. Same report for local and AWS.
+In AWS it also warns when the alarm e-mail subscription is not confirmed (alarms would reach nobody).
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ class QueueStatus:
     error: str = ""
 
 
+@dataclass(frozen=True)
+class StatusWarning:
+    """Something that does not page anyone yet but will bite: what is wrong and the fix."""
+
+    detail: str
+    fix: str
+
+
 @dataclass
 class StatusReport:
     env: str
@@ -35,6 +44,7 @@ class StatusReport:
     alarms_note: str = ""
     queues: list[QueueStatus] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    warnings: list[StatusWarning] = field(default_factory=list)
 
     @property
     def healthy(self) -> bool:
@@ -52,6 +62,7 @@ class StatusReport:
             "alarmsNote": self.alarms_note,
             "queues": [q.__dict__ for q in self.queues],
             "healthy": self.healthy,
+            "warnings": [w.__dict__ for w in self.warnings],
         }
 
 
@@ -104,7 +115,71 @@ def collect_status(target: Target) -> StatusReport:
         }
     else:
         report.alarms = _alarms(target)
+        report.warnings.extend(_subscription_warnings(target))
     return report
+
+
+# SNS e-mail subscriptions stay "PendingConfirmation" until the recipient follows the link in the
+# confirmation e-mail; nothing is delivered before that, and unconfirmed subscriptions are deleted after
+# 48 hours (https://docs.aws.amazon.com/sns/latest/dg/sns-email-notifications.html,
+# https://aws.amazon.com/about-aws/whats-new/2023/05/amazon-sns-automatic-deletion-unconfirmed-subscriptions/).
+# ListSubscriptionsByTopic reports such a subscription with SubscriptionArn "PendingConfirmation"
+# (https://docs.aws.amazon.com/sns/latest/api/API_ListSubscriptionsByTopic.html).
+PENDING_CONFIRMATION = "PendingConfirmation"
+
+
+def email_subscription_problems(sns: Any, topic_arn: str, email: str, region: str) -> list[StatusWarning]:
+    """The configured alarm e-mail as SNS sees it on the alarm topic: pending or missing is a warning."""
+    subscribe = (
+        f"aws sns subscribe --region {region} --topic-arn {topic_arn} --protocol email "
+        f"--notification-endpoint {email}"
+    )
+    states: dict[str, str] = {}
+    for page in sns.get_paginator("list_subscriptions_by_topic").paginate(TopicArn=topic_arn):
+        for subscription in page.get("Subscriptions", []):
+            if subscription.get("Protocol") == "email":
+                states[str(subscription.get("Endpoint", "")).lower()] = str(
+                    subscription.get("SubscriptionArn")
+                )
+    state = states.get(email.lower())
+    if state == PENDING_CONFIRMATION:
+        return [
+            StatusWarning(
+                f"alarm e-mail {email} has not confirmed its subscription: alarms reach nobody until it does",
+                "open the 'AWS Notification - Subscription Confirmation' e-mail sent to "
+                f"{email} (check spam) and choose Confirm subscription; unconfirmed subscriptions "
+                f"are deleted after 48 h (then: {subscribe})",
+            )
+        ]
+    if state is None:
+        return [
+            StatusWarning(
+                f"alarm e-mail {email} is not subscribed to the alarm topic (unconfirmed for 48 h, or "
+                "unsubscribed): alarms reach nobody",
+                f"{subscribe}, then confirm the e-mail (CloudFormation does not recreate it by itself)",
+            )
+        ]
+    return []
+
+
+def _subscription_warnings(target: Target) -> list[StatusWarning]:
+    from stack.config import ConfigError, load_config
+
+    topic = target.outputs.get("AlarmTopicArn")
+    try:
+        email = load_config(target.env).alarms.email
+    except ConfigError:
+        return []
+    if not topic or not email:
+        return []
+    try:
+        return email_subscription_problems(target.client("sns"), topic, email, target.region)
+    except Exception as error:  # status must render even when one probe fails
+        return [
+            StatusWarning(
+                f"could not check the alarm e-mail subscription: {error}", "sns:ListSubscriptionsByTopic"
+            )
+        ]
 
 
 def _local_ages(target: Target) -> dict[str, Any]:

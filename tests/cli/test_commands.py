@@ -10,14 +10,15 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.stub import Stubber
 from moto import mock_aws
 from typer.testing import CliRunner
 
 import rtp_cli.app as cli
 from rtp_cli import cdk as cdk_service
-from rtp_cli import gate
+from rtp_cli import doctor, gate
 from rtp_cli.cdk import Identity
-from rtp_cli.target import TargetError
+from rtp_cli.target import Target, TargetError
 from stack.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -478,3 +479,161 @@ def test_checkov_adapter_reports_failed_checks(tmp_path: Path) -> None:
     assert run.status == "failed", run
     assert findings and all(f.tool == "checkov" and f.rule.startswith("CKV") for f in findings)
     assert {f.env for f in findings} == {"dev"}
+
+
+# ---- deploy runs `rtp doctor` first (the checks themselves: tests/cli/test_doctor.py) ---------------------
+def _doctor_report(env: str, *statuses: doctor.Status) -> doctor.DoctorReport:
+    report = doctor.DoctorReport(env, "111122223333", "eu-west-1")
+    for n, status in enumerate(statuses):
+        report.checks.append(
+            doctor.CheckResult(f"check-{n}", status, f"saw {status}", f"fix-{n}", "https://d/x")
+        )
+    return report
+
+
+@pytest.fixture(autouse=True)
+def doctor_runs(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """By default the doctor passes; tests below make it warn, fail or refuse."""
+    runs: list[str] = []
+
+    def run_doctor(config: Any, identity: Identity, profile: str | None) -> doctor.DoctorReport:
+        runs.append(config.name)
+        return _doctor_report(config.name, "PASS")
+
+    monkeypatch.setattr(cli, "run_doctor", run_doctor)
+    return runs
+
+
+def test_deploy_runs_doctor_before_the_gate(
+    fake_cdk: FakeCdk, signed_in: list[Any], gate_passes: list[Any], doctor_runs: list[str]
+) -> None:
+    result = runner.invoke(cli.app, ["deploy", "--env", "staging"])
+    assert result.exit_code == 0, result.output
+    assert doctor_runs == ["staging"] and gate_passes == [["staging"]] and len(fake_cdk.calls) == 1
+    assert result.output.index("doctor passed") < result.output.index("gate passed")
+
+
+def test_deploy_stops_on_a_doctor_failure_before_any_cdk_call(
+    fake_cdk: FakeCdk, signed_in: list[Any], gate_passes: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        cli, "run_doctor", lambda config, identity, profile: _doctor_report("prod", "PASS", "FAIL")
+    )
+    result = runner.invoke(cli.app, ["deploy", "--env", "prod"])
+    assert result.exit_code == 1, result.output
+    assert "1 check(s) failed: nothing was deployed" in result.output
+    assert "check-1" in result.output and "fix-1" in result.output
+    assert fake_cdk.calls == [] and gate_passes == []
+
+
+def test_deploy_prints_doctor_warnings_and_continues(
+    fake_cdk: FakeCdk, signed_in: list[Any], gate_passes: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(
+        cli, "run_doctor", lambda config, identity, profile: _doctor_report("dev", "PASS", "WARN")
+    )
+    result = runner.invoke(cli.app, ["deploy", "--env", "dev"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "WARN" in result.output
+        and "fix-1" in result.output
+        and "doctor passed with 1 warning(s)" in result.output
+    )
+    assert len(fake_cdk.calls) == 1
+
+
+def test_deploy_skip_doctor(
+    fake_cdk: FakeCdk, signed_in: list[Any], gate_passes: list[Any], doctor_runs: list[str]
+) -> None:
+    result = runner.invoke(cli.app, ["deploy", "--env", "dev", "--skip-doctor"])
+    assert result.exit_code == 0, result.output
+    assert doctor_runs == [] and "doctor skipped (--skip-doctor)" in result.output
+    assert len(fake_cdk.calls) == 1
+
+
+def test_deploy_when_doctor_cannot_run_is_a_usage_error(
+    fake_cdk: FakeCdk, signed_in: list[Any], gate_passes: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(config: Any, identity: Identity, profile: str | None) -> doctor.DoctorReport:
+        raise doctor.DoctorError("no AWS region for environment 'dev'")
+
+    monkeypatch.setattr(cli, "run_doctor", refuse)
+    result = runner.invoke(cli.app, ["deploy", "--env", "dev"])
+    assert result.exit_code == 2 and "no AWS region" in result.output
+    assert fake_cdk.calls == [] and gate_passes == []
+
+
+def test_deploy_local_does_not_run_doctor(doctor_runs: list[str]) -> None:
+    result = runner.invoke(cli.app, ["deploy", "--env", "local", "--template", "/nonexistent/t.json"])
+    assert result.exit_code == 2 and doctor_runs == []
+
+
+# ---- status: an alarm e-mail that never confirmed --------------------------------------------------------
+@pytest.fixture
+def prod_stack(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
+    """A deployed `rtp-prod` (moto) whose alarm topic's SNS answers come from a Stubber, because moto
+    confirms e-mail subscriptions at once and real SNS does not."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "eu-west-1")
+    topic = "arn:aws:sns:eu-west-1:123456789012:rtp-prod-MonitoringAlarmTopic-X"
+    with mock_aws():
+        template = {
+            "Resources": {"Topic": {"Type": "AWS::SNS::Topic"}},
+            "Outputs": {
+                "ApiUrl": {"Value": "https://abc123.execute-api.eu-west-1.amazonaws.com/v1/"},
+                "AlarmTopicArn": {"Value": topic},
+            },
+        }
+        boto3.client("cloudformation", region_name="eu-west-1").create_stack(
+            StackName="rtp-prod", TemplateBody=json.dumps(template)
+        )
+        sns = boto3.client("sns", region_name="eu-west-1")
+        stub = Stubber(sns)
+        original = Target.client
+
+        def client(self: Target, service: str, **kwargs: Any) -> Any:
+            return sns if service == "sns" else original(self, service, **kwargs)
+
+        monkeypatch.setattr(Target, "client", client)
+        with stub:
+            yield {"topic": topic, "stub": stub}
+        stub.assert_no_pending_responses()
+
+
+def _subscribed(prod_stack: dict[str, Any], arn: str) -> None:
+    prod_stack["stub"].add_response(
+        "list_subscriptions_by_topic",
+        {
+            "Subscriptions": [
+                {
+                    "SubscriptionArn": arn,
+                    "Owner": "123456789012",
+                    "Protocol": "email",
+                    "Endpoint": "data-platform-oncall@example.com",
+                    "TopicArn": prod_stack["topic"],
+                }
+            ]
+        },
+        {"TopicArn": prod_stack["topic"]},
+    )
+
+
+def test_status_warns_about_a_pending_alarm_email(prod_stack: dict[str, Any]) -> None:
+    _subscribed(prod_stack, "PendingConfirmation")
+    result = runner.invoke(cli.app, ["status", "--env", "prod"])
+    assert result.exit_code == 0, result.output
+    assert (
+        "warning:" in result.output and "data-platform-oncall@example.com has not confirmed" in result.output
+    )
+    assert "Confirm subscription" in result.output
+    _subscribed(prod_stack, "PendingConfirmation")
+    report = json.loads(runner.invoke(cli.app, ["status", "--env", "prod", "--json"]).output)
+    (warning,) = report["warnings"]
+    assert "has not confirmed" in warning["detail"] and "48 h" in warning["fix"]
+
+
+def test_status_is_quiet_about_a_confirmed_alarm_email(prod_stack: dict[str, Any]) -> None:
+    _subscribed(prod_stack, prod_stack["topic"] + ":5f2b")
+    report = json.loads(runner.invoke(cli.app, ["status", "--env", "prod", "--json"]).output)
+    assert report["warnings"] == []
