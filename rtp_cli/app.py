@@ -32,7 +32,7 @@ os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "18,20")
 
 app = typer.Typer(
     name="rtp",
-    help="Real-time pipeline platform: synth, check, doctor, deploy, diff, destroy and status "
+    help="Real-time pipeline platform: synth, check, doctor, deploy, diff, destroy, status and alarm test "
     "for every environment in config/, including the embedded `local` one (no AWS account, no Docker).",
     no_args_is_help=True,
     add_completion=False,
@@ -550,6 +550,94 @@ def doctor(
         console.print(f"[{'green' if report.ok else 'bold red'}]doctor: {summary}[/]")
     if not report.ok:
         raise typer.Exit(1)
+
+
+# ---- alarm test (rtp_cli.alarm_test) ------------------------------------------------------------------
+alarm_app = typer.Typer(
+    help="CloudWatch alarms of an AWS environment.", no_args_is_help=True, add_completion=False
+)
+app.add_typer(alarm_app, name="alarm")
+
+
+def alarm_cloudwatch(target: Any) -> Any:
+    """The CloudWatch client for `rtp alarm test` (attribute so tests can inject a stubbed one)."""
+    return target.client("cloudwatch")
+
+
+@alarm_app.command("test")
+def alarm_test(
+    env: EnvOption = "dev",
+    profile: ProfileOption = None,
+    alarm: Annotated[
+        str | None, typer.Option(help="Test this alarm (default: the first of the stack's alarms in OK).")
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(min=1, help="Seconds to wait for the alarm action to show in its history.")
+    ] = 60.0,
+) -> None:
+    """Prove the alarm notification path after a deploy: one alarm to ALARM and back to OK.
+
+    Sets one of the stack's alarms to ALARM (SetAlarmState), waits for its history to show the SNS
+    action succeeded (or prints the error it shows, e.g. the topic or key policy denied CloudWatch),
+    then returns it to OK. Subscribers get a test ALARM and OK e-mail. Exit 1 if the action failed or
+    did not run within --timeout."""
+    if env == "local":
+        _fail("alarms exist only in AWS; locally watch `rtp status --env local` and `rtp logs`")
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from rtp_cli import alarm_test as alarm_service
+    from rtp_cli.target import TargetError, resolve_target
+    from stack.config import ConfigError
+
+    try:
+        target = resolve_target(env, profile)
+    except (ConfigError, TargetError) as error:
+        _fail(str(error))
+    topic = target.outputs.get("AlarmTopicArn")
+    if not topic:
+        _fail(
+            f"stack {target.stack_name} has no AlarmTopicArn output: "
+            f"redeploy it with `rtp deploy --env {env}`"
+        )
+    cloudwatch = alarm_cloudwatch(target)
+    try:
+        chosen = alarm_service.pick_alarm(cloudwatch, target.stack_name, topic, alarm)
+        with _spinner(f"alarm test: {chosen}…") as status:
+
+            def progress(message: str) -> None:
+                if status is not None:
+                    status.update(message)
+                else:
+                    err.print(message, highlight=False)
+
+            result = alarm_service.run_alarm_test(
+                cloudwatch, chosen, topic, timeout=timeout, progress=progress
+            )
+    except alarm_service.AlarmTestError as error:
+        _fail(str(error), 1)
+    except (ClientError, BotoCoreError) as error:
+        _fail(f"CloudWatch refused the test: {error}")
+    restored = (
+        "returned to OK"
+        if result.restored
+        else f"[bold red]could not return it to OK[/bold red] ({result.restore_error}); it re-evaluates on "
+        "its next period"
+    )
+    if result.ok:
+        console.print(
+            f"[bold green]notification path OK[/bold green]: {result.alarm} -> {result.topic_arn} "
+            f"({result.detail}, after {result.waited_seconds:.0f} s); {restored}"
+        )
+        return
+    console.print(f"[bold red]notification path FAILED[/bold red] for {result.alarm}: {result.detail}")
+    if result.error:
+        console.print(f"  [bold]error:[/bold] {result.error}", highlight=False)
+        console.print(
+            "  CloudWatch needs sns:Publish in the topic policy and kms:GenerateDataKey*/kms:Decrypt in the "
+            "topic key's policy (https://repost.aws/knowledge-center/cloudwatch-receive-sns-for-alarm-trigger)"
+        )
+    console.print(f"  the alarm was {restored}")
+    raise typer.Exit(1)
 
 
 # ---- day-2 commands (rtp_cli.day2) --------------------------------------------------------------------
