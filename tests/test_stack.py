@@ -563,57 +563,6 @@ def test_waf_only_where_configured(raw: dict, config: EnvironmentConfig) -> None
     assert limits == [config.api.waf_rate_limit_per_5min]
 
 
-def oversize_rule_problems(raw: dict, config: EnvironmentConfig) -> list[str]:
-    """Where WAF is on, a body declared larger than api.max_body_bytes is refused at WAF with the API's
-    413 JSON error, so it never becomes Lambda's invoke refusal, a 500 that pages on-call."""
-    from stack.api import OVERSIZE_BODY_RULE, decimal_above
-
-    acls = resources(raw, "AWS::WAFv2::WebACL")
-    if not config.api.waf:
-        return []
-    (acl,) = acls.values()
-    rules = [rule for rule in props(acl)["Rules"] if rule["Name"] == OVERSIZE_BODY_RULE]
-    if not rules:
-        return [f"no {OVERSIZE_BODY_RULE} rule in the web ACL"]
-    (rule,) = rules
-    problems = []
-    block = rule.get("Action", {}).get("Block", {}).get("CustomResponse", {})
-    if block.get("ResponseCode") != 413:
-        problems.append(f"the rule answers {block.get('ResponseCode')}, not 413")
-    body = props(acl).get("CustomResponseBodies", {}).get(block.get("CustomResponseBodyKey", ""), {})
-    if body.get("ContentType") != "APPLICATION_JSON":
-        problems.append("the 413 body is not JSON")
-    else:
-        error = json.loads(body["Content"])["error"]
-        if error["code"] != "PAYLOAD_TOO_LARGE" or set(error) != {"code", "message", "details", "requestId"}:
-            problems.append(f"the 413 body is not the API's error shape: {error}")
-    match = rule["Statement"].get("RegexMatchStatement", {})
-    if match.get("FieldToMatch") != {"SingleHeader": {"Name": "content-length"}}:
-        problems.append("the rule does not read Content-Length")
-    if match.get("RegexString") != decimal_above(config.api.max_body_bytes):
-        problems.append("the rule's limit is not api.max_body_bytes")
-    return problems
-
-
-def test_waf_refuses_a_body_over_the_limit_with_a_413(raw: dict, config: EnvironmentConfig) -> None:
-    assert oversize_rule_problems(raw, config) == []
-
-
-def test_oversize_gate_fails_without_the_rule(templates: Mapping[str, dict[str, Any]]) -> None:
-    prod = load_config("prod")
-    assert prod.api.waf
-    broken = json.loads(json.dumps(templates["prod"]))
-    (acl,) = resources(broken, "AWS::WAFv2::WebACL").values()
-    props(acl)["Rules"] = [r for r in props(acl)["Rules"] if r["Name"] != "BodyLargerThanLimit"]
-    assert oversize_rule_problems(broken, prod) == ["no BodyLargerThanLimit rule in the web ACL"]
-    answered_500 = json.loads(json.dumps(templates["prod"]))
-    (acl,) = resources(answered_500, "AWS::WAFv2::WebACL").values()
-    for rule in props(acl)["Rules"]:
-        if rule["Name"] == "BodyLargerThanLimit":
-            rule["Action"]["Block"]["CustomResponse"]["ResponseCode"] = 500
-    assert oversize_rule_problems(answered_500, prod) == ["the rule answers 500, not 413"]
-
-
 @given(
     limit=st.integers(min_value=0, max_value=10**9),
     value=st.integers(min_value=0, max_value=10**10),
