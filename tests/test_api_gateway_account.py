@@ -262,8 +262,10 @@ def test_delete_leaves_the_role_and_the_setting_in_place(
     client("iam").get_role(RoleName=ROLE_NAME)
 
 
-def test_any_aws_failure_is_reported_to_cloudformation(resource_properties: dict[str, Any]) -> None:
-    """No credentials, no moto: the GetAccount call fails, and CloudFormation still gets its answer."""
+def test_any_aws_failure_is_reported_to_cloudformation(
+    aws: None, resource_properties: dict[str, Any]
+) -> None:
+    """The GetAccount call is refused, and CloudFormation still gets its answer."""
     apigateway = client("apigateway")
     stub = Stubber(apigateway)
     stub.add_client_error("get_account", "AccessDeniedException", "not authorized to perform apigateway:GET")
