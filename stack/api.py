@@ -14,7 +14,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_wafv2 as wafv2
-from constructs import Construct
+from constructs import Construct, IDependable
 
 from stack.config import EnvironmentConfig
 from stack.functions import HANDLERS_DIR, PipelineFunctions, log_retention
@@ -53,10 +53,24 @@ ACCESS_LOG_FIELDS = {
     "responseLength": "$context.responseLength",
     "responseLatency": "$context.responseLatency",
     "integrationLatency": "$context.integrationLatency",
-    "errorMessage": "$context.error.message",
+    "errorMessage": "$context.error.messageString",
     "xrayTraceId": "$context.xrayTraceId",
     "wafStatus": "$context.waf.status",
 }
+# Variables API Gateway substitutes as a JSON string already, quotes and escaping included: "The quoted
+# value of $context.error.message" (https://docs.aws.amazon.com/apigateway/latest/developerguide/
+# api-gateway-mapping-template-reference.html#context-variable-reference). Written without quotes of our
+# own; a hand-quoted "$context.error.message" breaks the line's JSON whenever the message holds a quote.
+PRE_QUOTED_VARIABLES = frozenset({"$context.error.messageString"})
+
+
+def access_log_format(fields: dict[str, str] = ACCESS_LOG_FIELDS) -> str:
+    """One JSON object per request: every value quoted by us, except variables API Gateway quotes itself."""
+    parts = [
+        f"{json.dumps(name)}: {value if value in PRE_QUOTED_VARIABLES else json.dumps(value)}"
+        for name, value in fields.items()
+    ]
+    return "{" + ", ".join(parts) + "}"
 
 
 def load_record_schema(path: Path = RECORD_SCHEMA_PATH) -> dict[str, Any]:
@@ -93,7 +107,10 @@ class IngestApi(Construct):
         config: EnvironmentConfig,
         functions: PipelineFunctions,
         key: kms.IKey,
+        account_logging: IDependable,
     ) -> None:
+        """`account_logging` completes once the account lets API Gateway write CloudWatch logs
+        (stack/api_gateway_account.py): the stage, which logs, is created after it."""
         super().__init__(scope, construct_id)
         api_config = config.api
         self.access_logs = logs.LogGroup(
@@ -110,7 +127,8 @@ class IngestApi(Construct):
             description=f"{config.stack_name}: push records (POST /records), read status (GET)",
             endpoint_types=[apigw.EndpointType.REGIONAL],
             # The account-level CloudWatch role is a regional singleton shared by every API in the
-            # account; a per-environment stack must not own (or delete) it. See README "Teardown".
+            # account; a per-environment stack must not own (or delete) it: `account_logging` ensures it
+            # instead, and leaves it in place on delete. See README "Teardown".
             cloud_watch_role=False,
             default_method_options=apigw.MethodOptions(authorization_type=apigw.AuthorizationType.IAM),
             deploy_options=apigw.StageOptions(
@@ -119,25 +137,44 @@ class IngestApi(Construct):
                 throttling_burst_limit=api_config.throttle_burst_limit,
                 tracing_enabled=True,
                 data_trace_enabled=False,
+                # Execution logs at ERROR: integration and configuration failures with their cause (an
+                # invoke Lambda refused, a mapping error), never request or response bodies.
+                logging_level=apigw.MethodLoggingLevel.ERROR,
                 metrics_enabled=True,
                 access_log_destination=apigw.LogGroupLogDestination(self.access_logs),
-                access_log_format=apigw.AccessLogFormat.custom(json.dumps(ACCESS_LOG_FIELDS)),
+                access_log_format=apigw.AccessLogFormat.custom(access_log_format()),
             ),
         )
+        stage = self.rest_api.deployment_stage
+        # API Gateway writes execution logs to a group of this exact name, creating it if missing
+        # (set-up-logging.html, "CloudWatch log formats for API Gateway"). Created here first, with the
+        # retention and key of every other group, it is deleted with the stack instead of outliving it.
+        self.execution_logs = logs.LogGroup(
+            self,
+            "ExecutionLogs",
+            log_group_name=f"API-Gateway-Execution-Logs_{self.rest_api.rest_api_id}/{api_config.stage_name}",
+            retention=log_retention(config.retention.log_days),
+            encryption_key=key,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        # Created after both (and deleted before the group, so no late log line recreates it).
+        stage.node.add_dependency(account_logging, self.execution_logs)
         # RestApi adds an `Endpoint` output with the same URL as the stack's `ApiUrl`; one is enough.
         self.rest_api.node.try_remove_child("Endpoint")
+        acknowledge(
+            stage,
+            "Serverless-APIGWStructuredLogging",
+            "The access log IS one JSON object per request, but its template cannot parse as JSON before "
+            "substitution: $context.error.messageString is substituted already quoted and escaped, so it "
+            "is written without quotes (a hand-quoted $context.error.message breaks the JSON on any quote "
+            "in a message). tests/test_stack.py renders the template and parses every line.",
+        )
         skip_checkov(
             self.rest_api.deployment_stage,
             "CKV_AWS_120",
             "No response caching: POST /records ingests (never cacheable) and the GET routes report "
             "processing status that changes within seconds; a cache would serve stale status and "
             "cost hourly.",
-        )
-        acknowledge(
-            self.rest_api.deployment_stage,
-            "AwsSolutions-APIG6",
-            "Execution logging needs the account-level API Gateway CloudWatch role, a regional "
-            "singleton this per-environment stack must not own; JSON access logs and X-Ray cover every call.",
         )
         for response_type, (status, code) in GATEWAY_ERRORS.items():
             self.rest_api.add_gateway_response(
@@ -190,7 +227,7 @@ class IngestApi(Construct):
                 "Machine-to-machine API: every method uses AWS_IAM (SigV4) authorization, not Cognito.",
             )
 
-        stage = self.rest_api.deployment_stage.stage_name
+        stage_name = stage.stage_name
         self.producer_policy = iam.ManagedPolicy(
             self,
             "ProducerPolicy",
@@ -198,7 +235,7 @@ class IngestApi(Construct):
             statements=[
                 iam.PolicyStatement(
                     actions=["execute-api:Invoke"],
-                    resources=[self.rest_api.arn_for_execute_api("POST", "/records", stage)],
+                    resources=[self.rest_api.arn_for_execute_api("POST", "/records", stage_name)],
                 )
             ],
         )
@@ -210,8 +247,8 @@ class IngestApi(Construct):
                 iam.PolicyStatement(
                     actions=["execute-api:Invoke"],
                     resources=[
-                        self.rest_api.arn_for_execute_api("GET", "/records/*", stage),
-                        self.rest_api.arn_for_execute_api("GET", "/batches/*", stage),
+                        self.rest_api.arn_for_execute_api("GET", "/records/*", stage_name),
+                        self.rest_api.arn_for_execute_api("GET", "/batches/*", stage_name),
                     ],
                 )
             ],
@@ -284,6 +321,55 @@ def _json_schema(schema: dict[str, Any]) -> apigw.JsonSchema:
     return apigw.JsonSchema(**kwargs)
 
 
+# A body larger than `api.max_body_bytes` is a client mistake and must be answered as one (4xx), never
+# counted by the Api5xx alarm. Without WAF, a body whose proxy event passes Lambda's 6 MB synchronous
+# payload limit never reaches the function: Lambda refuses the invoke and API Gateway answers 500
+# ("If the Lambda API rejects the invocation request, API Gateway returns a 500 error code",
+# https://docs.aws.amazon.com/lambda/latest/dg/services-apigateway-errors.html). WAF sees the request
+# first and answers with this rule's custom response, which "take[s] precedence over any response
+# specifications that you define in your protected resource"
+# (https://docs.aws.amazon.com/waf/latest/developerguide/customizing-the-response-for-blocked-requests.html).
+# WAF inspects at most the first 8-64 KB of a body, so the rule reads the declared size, Content-Length.
+OVERSIZE_BODY_RULE = "BodyLargerThanLimit"
+OVERSIZE_RESPONSE_KEY = "payload-too-large"
+
+
+def oversize_body_response(max_body_bytes: int) -> str:
+    """The rule's 413 body, in the API's error shape (WAF cannot insert the request id)."""
+    return json.dumps(
+        {
+            "error": {
+                "code": "PAYLOAD_TOO_LARGE",
+                "message": f"Request body is larger than {max_body_bytes} bytes",
+                "details": [],
+                "requestId": None,
+            }
+        }
+    )
+
+
+def decimal_above(limit: int) -> str:
+    """A regex matching exactly the decimal integers greater than `limit` (leading zeros allowed).
+
+    WAF can only compare a header's *length*, not its value, so `Content-Length > limit` is a pattern: more
+    digits than `limit`, or as many digits and larger at the first digit that differs. Non-capturing groups
+    only: WAF supports no capturing subexpressions
+    (https://docs.aws.amazon.com/waf/latest/developerguide/waf-regex-pattern-support.html).
+    """
+    if limit < 0:
+        raise ValueError("limit must be a non-negative integer")
+    digits = str(limit)
+    branches = [f"[1-9][0-9]{{{len(digits)},}}"]
+    for position, digit in enumerate(digits):
+        if digit == "9":
+            continue
+        rest = len(digits) - position - 1
+        larger = "9" if digit == "8" else f"[{int(digit) + 1}-9]"
+        tail = "" if rest == 0 else "[0-9]" if rest == 1 else f"[0-9]{{{rest}}}"
+        branches.append(digits[:position] + larger + tail)
+    return "^0*(?:" + "|".join(branches) + ")$"
+
+
 def _web_acl(scope: Construct, config: EnvironmentConfig) -> wafv2.CfnWebACL:
     def managed(name: str, priority: int, count_only: tuple[str, ...] = ()) -> wafv2.CfnWebACL.RuleProperty:
         overrides = [
@@ -310,6 +396,11 @@ def _web_acl(scope: Construct, config: EnvironmentConfig) -> wafv2.CfnWebACL:
         scope="REGIONAL",
         default_action=wafv2.CfnWebACL.DefaultActionProperty(allow={}),
         visibility_config=_visibility(f"{config.stack_name}-waf"),
+        custom_response_bodies={
+            OVERSIZE_RESPONSE_KEY: wafv2.CfnWebACL.CustomResponseBodyProperty(
+                content_type="APPLICATION_JSON", content=oversize_body_response(config.api.max_body_bytes)
+            )
+        },
         rules=[
             wafv2.CfnWebACL.RuleProperty(
                 name="RateLimitPerIp",
@@ -322,10 +413,35 @@ def _web_acl(scope: Construct, config: EnvironmentConfig) -> wafv2.CfnWebACL:
                 ),
                 visibility_config=_visibility("RateLimitPerIp"),
             ),
-            # Batches are legitimately larger than the rule set's 8 KB body limit; the API enforces its own.
-            managed("AWSManagedRulesCommonRuleSet", 1, count_only=("SizeRestrictions_BODY",)),
-            managed("AWSManagedRulesKnownBadInputsRuleSet", 2),
-            managed("AWSManagedRulesAmazonIpReputationList", 3),
+            wafv2.CfnWebACL.RuleProperty(
+                name=OVERSIZE_BODY_RULE,
+                priority=1,
+                action=wafv2.CfnWebACL.RuleActionProperty(
+                    block=wafv2.CfnWebACL.BlockActionProperty(
+                        custom_response=wafv2.CfnWebACL.CustomResponseProperty(
+                            response_code=413, custom_response_body_key=OVERSIZE_RESPONSE_KEY
+                        )
+                    )
+                ),
+                statement=wafv2.CfnWebACL.StatementProperty(
+                    regex_match_statement=wafv2.CfnWebACL.RegexMatchStatementProperty(
+                        # Header names are given in lower case (WAF API reference, SingleHeader).
+                        field_to_match=wafv2.CfnWebACL.FieldToMatchProperty(
+                            single_header={"Name": "content-length"}
+                        ),
+                        regex_string=decimal_above(config.api.max_body_bytes),
+                        text_transformations=[
+                            wafv2.CfnWebACL.TextTransformationProperty(priority=0, type="NONE")
+                        ],
+                    )
+                ),
+                visibility_config=_visibility(OVERSIZE_BODY_RULE),
+            ),
+            # Batches are legitimately larger than the rule set's 8 KB body limit; the rule above and the
+            # function enforce the API's own limit.
+            managed("AWSManagedRulesCommonRuleSet", 2, count_only=("SizeRestrictions_BODY",)),
+            managed("AWSManagedRulesKnownBadInputsRuleSet", 3),
+            managed("AWSManagedRulesAmazonIpReputationList", 4),
         ],
     )
 

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from stack.regions import POWERTOOLS_LAYER_REGIONS, unsupported_region_message
+
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 # Hard limits of the managed services, so a config cannot ask for something AWS would refuse at deploy.
@@ -139,6 +141,13 @@ class EnvironmentConfig(_Strict):
     processing: ProcessingConfig = ProcessingConfig()
     retention: RetentionConfig = RetentionConfig()
     alarms: AlarmsConfig = AlarmsConfig()
+
+    @field_validator("region")
+    @classmethod
+    def _region(cls, region: str | None) -> str | None:
+        if region is not None and region not in POWERTOOLS_LAYER_REGIONS:
+            raise ValueError(unsupported_region_message(region))
+        return region
 
     @field_validator("tags")
     @classmethod

@@ -44,7 +44,12 @@ class DataStores(Construct):
             )
         )
         # CloudWatch alarms publish to the KMS-encrypted SNS topic; without this their notifications are
-        # silently dropped.
+        # silently dropped ("CloudWatch Alarms does not have authorization to access the SNS topic encryption
+        # key"). The grant SNS documents for AWS event sources on encrypted topics
+        # (https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-with-aws-services),
+        # narrowed to this account, as re:Post's CloudWatch-specific answer allows
+        # (https://repost.aws/knowledge-center/cloudwatch-configure-alarm-sns). The topic's own policy must
+        # also let CloudWatch publish (stack/observability.py).
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
                 principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],

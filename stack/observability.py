@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Duration
+from aws_cdk import Aws, Duration
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as actions
@@ -19,6 +19,8 @@ from constructs import Construct
 
 from stack.config import EnvironmentConfig
 from stack.nag import acknowledge
+
+ALARMS_OF_THIS_ACCOUNT_AND_REGION = f"arn:{Aws.PARTITION}:cloudwatch:{Aws.REGION}:{Aws.ACCOUNT_ID}:alarm:*"
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,24 @@ class Monitoring(Construct):
         super().__init__(scope, construct_id)
         self._config = config
         self.topic = sns.Topic(self, "AlarmTopic", display_name=f"{config.stack_name} alarms", master_key=key)
+        # A topic policy replaces SNS's default policy: without this statement nothing lets CloudWatch
+        # publish, and alarm notifications are dropped silently (the alarm's history shows "not authorized
+        # to perform: SNS:Publish"). Scoped to alarms of this account and region (confused deputy):
+        # https://docs.aws.amazon.com/sns/latest/dg/sns-access-policy-use-cases.html and
+        # https://repost.aws/knowledge-center/cloudwatch-receive-sns-for-alarm-trigger. The key's side of
+        # the same rule (kms:Decrypt, kms:GenerateDataKey* for CloudWatch) is in stack/data.py.
+        self.topic.add_to_resource_policy(
+            iam.PolicyStatement(
+                sid="AllowCloudWatchAlarmsToPublish",
+                principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+                actions=["sns:Publish"],
+                resources=[self.topic.topic_arn],
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID},
+                    "ArnLike": {"aws:SourceArn": ALARMS_OF_THIS_ACCOUNT_AND_REGION},
+                },
+            )
+        )
         self.topic.add_to_resource_policy(
             iam.PolicyStatement(
                 sid="AllowPublishThroughSSLOnly",

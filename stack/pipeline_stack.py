@@ -8,6 +8,7 @@ from aws_cdk import CfnOutput, Stack, Tags
 from constructs import Construct
 
 from stack.api import IngestApi
+from stack.api_gateway_account import ApiGatewayAccountLogging
 from stack.config import EnvironmentConfig
 from stack.data import DataStores
 from stack.functions import PipelineFunctions
@@ -31,7 +32,15 @@ class PipelineStack(Stack):
         self.functions = PipelineFunctions(
             self, "Functions", config=config, data=self.data, queues=self.queues
         )
-        self.api = IngestApi(self, "Ingest", config=config, functions=self.functions, key=self.data.key)
+        self.api_logging = ApiGatewayAccountLogging(self, "ApiLogging", config=config, key=self.data.key)
+        self.api = IngestApi(
+            self,
+            "Ingest",
+            config=config,
+            functions=self.functions,
+            key=self.data.key,
+            account_logging=self.api_logging.resource,
+        )
         self.monitoring = Monitoring(
             self,
             "Monitoring",

@@ -75,8 +75,10 @@ def _acknowledge_cdk_provider(provider: IConstruct, function: CfnResource) -> No
     skip_checkov(
         function,
         "CKV_AWS_116",
-        f"{owner}: invoked synchronously by CloudFormation on delete, which reports a failure; a DLQ "
-        "only applies to asynchronous invocations.",
+        f"{owner}: CloudFormation invokes it (asynchronously, "
+        "https://docs.aws.amazon.com/lambda/latest/dg/services-cloudformation.html) and waits for the "
+        "provider's own answer on the pre-signed response URL, which reports any failure as a stack event; a "
+        "queued event could not be answered once that URL expires.",
     )
     skip_checkov(
         function,
@@ -96,7 +98,8 @@ def _acknowledge_cdk_provider(provider: IConstruct, function: CfnResource) -> No
             f"{owner}: runs only on stack delete to empty the buckets; nothing to trace."
         ),
         "Serverless-LambdaDLQ": (
-            f"{owner}: invoked synchronously by CloudFormation, which reports the failure."
+            f"{owner}: every outcome reaches CloudFormation through the provider's response URL and shows "
+            "in the stack events; a dead-letter queue would hold nothing anyone could act on."
         ),
         "Serverless-LambdaDefaultMemorySize": f"{owner}: memory size set by aws-cdk-lib.",
     }.items():

@@ -7,6 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from stack.config import (
     CONFIG_DIR,
@@ -15,6 +18,7 @@ from stack.config import (
     available_environments,
     load_config,
 )
+from stack.regions import POWERTOOLS_LAYER_REGIONS
 from stack.synth import synthesize
 
 
@@ -158,6 +162,40 @@ def test_account_and_region_together(tmp_path: Path) -> None:
     write(tmp_path, "pinned", 'account: "123456789012"\nregion: eu-west-1\n')
     config = load_config("pinned", config_dir=tmp_path)
     assert (config.account, config.region) == ("123456789012", "eu-west-1")
+
+
+def test_region_without_the_powertools_layer_is_refused_offline(tmp_path: Path) -> None:
+    """ap-southeast-6 is a real AWS region, but Powertools publishes no layer (and no SSM parameter) there
+    (powertools-lambda-python issue 7355): refused when the file is loaded, with what to use instead."""
+    message = error_for(tmp_path, "nz", 'account: "123456789012"\nregion: ap-southeast-6\n')
+    assert "region = 'ap-southeast-6'" in message
+    assert "Powertools Lambda layer is not published in 'ap-southeast-6'" in message
+    assert "eu-west-1" in message and "stack/regions.py" in message
+
+
+@given(st.sampled_from(sorted(POWERTOOLS_LAYER_REGIONS)))
+def test_every_listed_region_loads(region: str) -> None:
+    config = EnvironmentConfig.model_validate({"name": "x", "account": "123456789012", "region": region})
+    assert config.region == region
+
+
+@given(
+    st.from_regex(r"^[a-z]{2}(-gov)?-[a-z]+-\d$", fullmatch=True).filter(
+        lambda region: region not in POWERTOOLS_LAYER_REGIONS
+    )
+)
+def test_every_other_well_formed_region_is_refused(region: str) -> None:
+    with pytest.raises(ValidationError, match="Powertools Lambda layer is not published"):
+        EnvironmentConfig.model_validate({"name": "x", "account": "123456789012", "region": region})
+
+
+def test_region_list_is_the_documented_one() -> None:
+    """stack/regions.py copies the region matrix of Powertools' update_ssm.yml (32 regions); a change to it
+    must be deliberate. No GovCloud or China regions: their layers carry no such parameter."""
+    assert len(POWERTOOLS_LAYER_REGIONS) == 32
+    newest = {"ap-southeast-5", "ap-southeast-7", "mx-central-1", "ca-west-1"}
+    assert {"us-east-1", "eu-west-1", *newest} <= POWERTOOLS_LAYER_REGIONS
+    assert not {r for r in POWERTOOLS_LAYER_REGIONS if "-gov-" in r or r.startswith("cn-")}
 
 
 def test_name_mismatch(tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from aws_cdk.assertions import Match, Template
 from cfnlint.schema import PROVIDER_SCHEMA_MANAGER  # type: ignore[import-untyped]
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from stack.config import EnvironmentConfig, load_config
 from stack.synth import SynthResult
@@ -415,7 +417,7 @@ def _stage(raw: dict) -> dict[str, Any]:
     return props(only(raw, "AWS::ApiGateway::Stage")[1])
 
 
-def test_stage_throttling_json_access_logs_tracing_no_data_trace(
+def test_stage_throttling_json_access_logs_tracing_error_execution_logs_no_data_trace(
     raw: dict, config: EnvironmentConfig
 ) -> None:
     stage = _stage(raw)
@@ -425,17 +427,76 @@ def test_stage_throttling_json_access_logs_tracing_no_data_trace(
     assert settings["HttpMethod"] == "*" and settings["ResourcePath"] == "/*"
     assert settings["ThrottlingRateLimit"] == config.api.throttle_rate_limit
     assert settings["ThrottlingBurstLimit"] == config.api.throttle_burst_limit
-    assert settings["DataTraceEnabled"] is False
-    assert "LoggingLevel" not in settings  # execution logging needs the account-level role: see README
+    assert settings["DataTraceEnabled"] is False  # never request or response bodies in the logs
+    assert settings["LoggingLevel"] == "ERROR"  # the account role is ensured first (test_cross_service.py)
     access = stage["AccessLogSetting"]
     group = target(access["DestinationArn"])
     log_group = raw["Resources"][group]
     assert log_group["Type"] == "AWS::Logs::LogGroup" and log_group["DeletionPolicy"] == "Delete"
     assert props(log_group)["RetentionInDays"] == config.retention.log_days
-    fields = json.loads(access["Format"])
+    fields = json.loads(render_access_log(access["Format"], error_message="Forbidden"))
     assert {"requestId", "status", "httpMethod", "resourcePath", "responseLatency", "xrayTraceId"} <= set(
         fields
     )
+
+
+def test_execution_log_group_is_the_stages_and_is_deleted_with_the_stack(
+    raw: dict, config: EnvironmentConfig
+) -> None:
+    """API Gateway writes execution logs to `API-Gateway-Execution-Logs_{restApiId}/{stage}` and creates it
+    if missing (set-up-logging.html): the stack creates exactly that group first, so it is deleted too."""
+    api_id, _ = only(raw, "AWS::ApiGateway::RestApi")
+    _, stage = only(raw, "AWS::ApiGateway::Stage")
+    named = {
+        lid: props(res)["LogGroupName"]
+        for lid, res in resources(raw, "AWS::Logs::LogGroup").items()
+        if "LogGroupName" in props(res)
+    }
+    assert list(named.values()) == [
+        {"Fn::Join": ["", ["API-Gateway-Execution-Logs_", {"Ref": api_id}, f"/{config.api.stage_name}"]]}
+    ]
+    (group_id,) = named
+    group = raw["Resources"][group_id]
+    assert (
+        group["DeletionPolicy"] == "Delete" and props(group)["RetentionInDays"] == config.retention.log_days
+    )
+    assert props(group)["KmsKeyId"] == getatt_arn(key_id(raw))
+    assert group_id in stage["DependsOn"], "created before the stage logs, deleted after it"
+
+
+# What API Gateway substitutes for each variable: plain text, except messageString, which it delivers as a
+# JSON string already (https://docs.aws.amazon.com/apigateway/latest/developerguide/
+# api-gateway-mapping-template-reference.html#context-variable-reference).
+def render_access_log(template: str, error_message: str) -> str:
+    def value(variable: re.Match[str]) -> str:
+        if variable.group(0) == "$context.error.messageString":
+            return json.dumps(error_message)
+        return error_message if variable.group(0) == "$context.error.message" else "x"
+
+    return re.sub(r"\$context\.[A-Za-z.]+", value, template)
+
+
+ERROR_MESSAGES = st.text(st.characters(codec="utf-8"), max_size=200)  # quotes, backslashes, newlines
+
+
+@given(message=ERROR_MESSAGES)
+@settings(max_examples=50, deadline=None)
+def test_access_log_line_is_json_whatever_the_error_message(message: str) -> None:
+    """Every access log line parses, and the message arrives intact: quotes, backslashes, newlines."""
+    from stack.api import access_log_format
+
+    line = json.loads(render_access_log(access_log_format(), error_message=message))
+    assert line["errorMessage"] == message
+
+
+def test_hand_quoted_error_message_would_break_the_line() -> None:
+    """Guard for the test above: the old format, `"$context.error.message"`, is not JSON for a message with
+    a quote in it (API Gateway's own validation messages have them)."""
+    from stack.api import ACCESS_LOG_FIELDS, access_log_format
+
+    old = access_log_format({**ACCESS_LOG_FIELDS, "errorMessage": "$context.error.message"})
+    with pytest.raises(json.JSONDecodeError):
+        json.loads(render_access_log(old, error_message='Invalid request body: "data" is required'))
 
 
 def _render_gateway_template(text: str) -> Any:
@@ -500,6 +561,34 @@ def test_waf_only_where_configured(raw: dict, config: EnvironmentConfig) -> None
         if "RateBasedStatement" in rule["Statement"]
     ]
     assert limits == [config.api.waf_rate_limit_per_5min]
+
+
+@given(
+    limit=st.integers(min_value=0, max_value=10**9),
+    value=st.integers(min_value=0, max_value=10**10),
+    zeros=st.integers(min_value=0, max_value=3),
+)
+@settings(max_examples=300, deadline=None)
+def test_content_length_pattern_matches_exactly_the_larger_numbers(
+    limit: int, value: int, zeros: int
+) -> None:
+    from stack.api import decimal_above
+
+    pattern = decimal_above(limit)
+    # WAF: no capturing groups; a regex string of at most 512 characters (RegexMatchStatement, WAF API).
+    assert re.compile(pattern).groups == 0 and len(pattern) <= 512
+    assert (re.fullmatch(pattern, "0" * zeros + str(value)) is not None) == (value > limit)
+
+
+def test_content_length_pattern_at_the_edges() -> None:
+    from stack.api import decimal_above
+    from stack.config import MAX_BODY_BYTES_LIMIT
+
+    pattern = decimal_above(MAX_BODY_BYTES_LIMIT)
+    for value, matches in ((3_000_000, False), (3_000_001, True), (2_999_999, False), (10_485_760, True)):
+        assert (re.fullmatch(pattern, str(value)) is not None) == matches, value
+    for junk in ("", "-1", "3e9", " 3000001", "abc"):
+        assert re.fullmatch(pattern, junk) is None, junk
 
 
 # --- observability ----------------------------------------------------------------------------------
@@ -649,14 +738,18 @@ def test_nothing_is_retained(raw: dict) -> None:
 def test_every_function_logs_to_a_group_the_stack_deletes(raw: dict, config: EnvironmentConfig) -> None:
     groups = resources(raw, "AWS::Logs::LogGroup")
     functions = resources(raw, "AWS::Lambda::Function")
-    assert len(functions) == 4  # three pipeline functions and CDK's bucket auto-delete provider
+    # Three pipeline functions, CDK's bucket auto-delete provider, the API Gateway account-logging provider.
+    assert len(functions) == 5
     for function_id, function in functions.items():
         group = target(props(function).get("LoggingConfig", {}).get("LogGroup"))
         assert group in groups, f"{function_id} would log to a group Lambda creates and nobody deletes"
+    api_id, _ = only(raw, "AWS::ApiGateway::RestApi")
     for group_id, log_group in groups.items():
         assert log_group.get("DeletionPolicy") == "Delete", group_id
         assert props(log_group)["RetentionInDays"] == config.retention.log_days, group_id
-        assert "LogGroupName" not in props(log_group), (
+        # The one named group is API Gateway's execution-log group: its name holds this API's id.
+        name = props(log_group).get("LogGroupName")
+        assert name is None or api_id in references(name), (
             f"{group_id}: a fixed name would collide across environments"
         )
 

@@ -24,6 +24,10 @@ def _tags(props: dict[str, Any]) -> list[dict[str, str]]:
 def provision(template: Template, client: Clients) -> dict[str, str]:
     """Create every `create` resource; return logical id -> physical id (also registered on template)."""
     created: dict[str, str] = {}
+    # The REST API's id is known before anything exists, and a log group may be named after it (API
+    # Gateway's execution-log group, `API-Gateway-Execution-Logs_{restApiId}/{stage}`).
+    for logical_id in template.of_type("AWS::ApiGateway::RestApi"):
+        _register_rest_api(template, logical_id)
     order = [
         ("AWS::KMS::Key", _kms_key),
         ("AWS::Logs::LogGroup", _log_group),
@@ -322,10 +326,7 @@ def _register_non_created(template: Template) -> None:
             template.refs[logical_id] = name
             template.attrs[(logical_id, "Arn")] = f"arn:aws:lambda:{region}:{ACCOUNT_ID}:function:{name}"
         elif resource_type == "AWS::ApiGateway::RestApi":
-            api_id = template.physical_name(logical_id).lower()[-10:]
-            template.refs[logical_id] = api_id
-            template.attrs[(logical_id, "RootResourceId")] = "root"
-            template.attrs[(logical_id, "RestApiId")] = api_id
+            _register_rest_api(template, logical_id)
         elif resource_type == "AWS::ApiGateway::Stage":
             template.refs[logical_id] = str(props.get("StageName", "prod"))
         elif resource_type == "AWS::ApiGateway::Resource":
@@ -344,3 +345,10 @@ def _register_non_created(template: Template) -> None:
             template.refs[logical_id] = props.get("DashboardName") or template.physical_name(logical_id)
         else:
             template.refs[logical_id] = logical_id
+
+
+def _register_rest_api(template: Template, logical_id: str) -> None:
+    api_id = template.physical_name(logical_id).lower()[-10:]
+    template.refs[logical_id] = api_id
+    template.attrs[(logical_id, "RootResourceId")] = "root"
+    template.attrs[(logical_id, "RestApiId")] = api_id

@@ -240,6 +240,11 @@ SUPPORT: dict[str, Support] = {
         "aws-only", "versions and aliases run the same code locally (provisioned concurrency is AWS-only)"
     ),
     "AWS::CDK::Metadata": Support("aws-only", "CDK usage metadata"),
+    "Custom::ApiGatewayAccountLogging": Support(
+        "aws-only",
+        "ensures the API Gateway account's CloudWatch Logs role in AWS (stack/api_gateway_account.py); "
+        "the local API writes its access log without one",
+    ),
     "Custom::S3AutoDeleteObjects": Support(
         "aws-only",
         "empties the buckets when the stack is deleted; `rtp destroy --env local` drops everything anyway",

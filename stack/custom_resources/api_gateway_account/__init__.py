@@ -1,0 +1,1 @@
+"""Asset of the `Custom::ApiGatewayAccountLogging` resource (stack/api_gateway_account.py); `handler.py`."""
