@@ -263,7 +263,7 @@ def _commit() -> str:
             ["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
         )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "handlers", "stack", "config"],
+            ["git", "status", "--porcelain", "--", "handlers", "stack", "config", "bench"],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -271,7 +271,7 @@ def _commit() -> str:
         )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return head.stdout.strip() + ("+uncommitted handlers/stack/config" if dirty.stdout.strip() else "")
+    return head.stdout.strip() + ("+uncommitted handlers/stack/config/bench" if dirty.stdout.strip() else "")
 
 
 # --- figures from a model ---------------------------------------------------------------------------
