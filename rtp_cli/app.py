@@ -640,6 +640,69 @@ def alarm_test(
     raise typer.Exit(1)
 
 
+# ---- cost ---------------------------------------------------------------------------------------------
+@app.command()
+def cost(
+    records_per_day: Annotated[
+        float, typer.Option("--records-per-day", help="Records the environment receives per day.")
+    ],
+    env: EnvOption = "dev",
+    records_per_request: Annotated[
+        float | None,
+        typer.Option(
+            help="Records per POST /records (default: the environment's api.max_records_per_request)."
+        ),
+    ] = None,
+    record_bytes: Annotated[
+        int | None, typer.Option(help="Bytes per record (default: the size the model was measured at).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """A monthly estimate for an environment before it is deployed: line items from its template and
+    configuration, and the per-record model measured by `make bench` (us-east-1 list prices)."""
+    from rtp_cli.cost import CostError, estimate_env
+    from stack.config import ConfigError
+
+    try:
+        with _spinner(f"synthesizing {env}…"):
+            result = estimate_env(env, records_per_day, records_per_request, record_bytes)
+    except (CostError, ConfigError) as error:
+        _fail(str(error))
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+        return
+    _render_cost(result)
+
+
+def _render_cost(result: Any) -> None:
+    table = Table(
+        title=f"rtp cost: {result.env}, {result.records_per_day:,.0f} records/day, "
+        f"{result.records_per_request:g} per request, {result.record_bytes} B each (per month, USD)"
+    )
+    for column, justify in (
+        ("service", "left"),
+        ("item", "left"),
+        ("quantity", "right"),
+        ("unit price", "right"),
+        ("monthly $", "right"),
+        ("note", "left"),
+    ):
+        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for item in result.items:
+        table.add_row(
+            item.service,
+            item.item,
+            f"{item.quantity:,.2f} {item.unit}",
+            "-" if item.unit_price is None else f"{item.unit_price:.10g}",
+            "[yellow]no price[/]" if item.monthly_usd is None else f"{item.monthly_usd:,.2f}",
+            item.note,
+        )
+    table.add_row("", "[bold]total[/bold]", "", "", f"[bold]{result.total:,.2f}[/bold]", "")
+    console.print(table)
+    for note in result.notes:
+        console.print(f"[dim]- {note}[/dim]", highlight=False)
+
+
 # ---- day-2 commands (rtp_cli.day2) --------------------------------------------------------------------
 try:
     from rtp_cli.day2.commands import register as register_day2
