@@ -363,12 +363,16 @@ class _Pool:
 
 @dataclass
 class Replacement:
-    """New environments for one function, initialised and waiting to be committed (or discarded)."""
+    """New environments for one function: at least one initialised (the new code loads), the others
+    still starting. Committed: they serve, and late ones join as they become ready. Discarded: killed."""
 
     logical_id: str
     spec: FunctionSpec
     environments: list[_Environment]
     init_ms: float
+    state: str = "prepared"  # prepared | committed | discarded
+    generation: int = -1
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class FunctionRuntime:
@@ -560,45 +564,77 @@ class FunctionRuntime:
 
     # ---- replacing code or configuration (--watch) ---------------------------------------------------
     def prepare(self, logical_id: str, spec: FunctionSpec) -> Replacement:
-        """Start as many new environments as the function runs now (at least one), in parallel. Raises
-        InitError (nothing changed, the old environments keep serving) if the new code does not load."""
+        """Start as many new environments as the function runs now (at least one), in parallel, and
+        return as soon as one has initialised: the new code loads (the rest are only capacity, and join
+        once committed). Raises InitError, with nothing changed, if the new code does not load."""
         pool = self._pools[logical_id]
         with pool.condition:
             count = max(1, min(len(pool.live), spec.max_concurrency))
-        created: list[_Environment] = []
+        replacement = Replacement(logical_id, spec, [], 0.0)
+        outcome = threading.Condition()
         errors: list[BaseException] = []
-        lock = threading.Lock()
+        finished = [0]
 
         def start() -> None:
             try:
                 env = self._new_environment(logical_id, spec, generation=-1)
-                with lock:
-                    created.append(env)
             except BaseException as error:
-                errors.append(error)
-
-        threads = [threading.Thread(target=start, name="rtp-reload") for _ in range(count)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        if errors:
-            for env in created:
+                with outcome:
+                    errors.append(error)
+                    finished[0] += 1
+                    outcome.notify_all()
+                return
+            with replacement.lock:
+                state = replacement.state
+                if state == "prepared":
+                    replacement.environments.append(env)
+                    replacement.init_ms = max(replacement.init_ms, env.init_ms)
+            if state == "committed":
+                self._adopt(pool, env, replacement.generation)
+            elif state == "discarded":
                 env.kill()
-            raise errors[0]
-        return Replacement(logical_id, spec, created, max(env.init_ms for env in created))
+            with outcome:
+                finished[0] += 1
+                outcome.notify_all()
+
+        for _ in range(count):
+            threading.Thread(target=start, name="rtp-reload", daemon=True).start()
+        with outcome:
+            outcome.wait_for(lambda: bool(replacement.environments) or bool(errors) or finished[0] == count)
+            failed = errors[0] if errors and not replacement.environments else None
+        if failed is not None or not replacement.environments:
+            self.discard([replacement])
+            raise failed or RuntimeError(f"{logical_id}: no new execution environment started")
+        return replacement
+
+    def _adopt(self, pool: _Pool, env: _Environment, generation: int) -> None:
+        """A new environment that became ready after its replacement was committed."""
+        with pool.condition:
+            keep = (
+                not self._closed
+                and pool.generation == generation
+                and len(pool.live) < pool.spec.max_concurrency
+            )
+            if keep:
+                env.generation = generation
+                pool.idle.append(env)
+                pool.live.add(env)
+                pool.condition.notify()
+        if not keep:
+            env.kill()
 
     def commit(self, replacements: list[Replacement]) -> None:
         """Route new invocations to the prepared environments; retire the old ones once they are idle."""
         for replacement in replacements:
             pool = self._pools[replacement.logical_id]
-            with pool.condition:
+            with pool.condition, replacement.lock:
                 pool.generation += 1
                 pool.spec = replacement.spec
                 self.specs[replacement.logical_id] = replacement.spec
                 old, pool.idle = pool.idle, []
                 for env in old:
                     pool.live.discard(env)
+                replacement.state, replacement.generation = "committed", pool.generation
                 for env in replacement.environments:
                     env.generation = pool.generation
                     pool.idle.append(env)
@@ -610,7 +646,10 @@ class FunctionRuntime:
     @staticmethod
     def discard(replacements: list[Replacement]) -> None:
         for replacement in replacements:
-            for env in replacement.environments:
+            with replacement.lock:
+                replacement.state = "discarded"
+                environments, replacement.environments = replacement.environments, []
+            for env in environments:
                 env.kill()
 
     def modules(self, logical_id: str) -> set[str]:
