@@ -403,6 +403,8 @@ def _print_local(state: dict[str, Any], detached: bool) -> None:
 
     stop_hint = "stop it with `rtp destroy --env local`" if detached else "Ctrl-C stops it"
     console.print(f"Other commands find it through {local_state_path()}; {stop_hint}.")
+    if state.get("watch"):
+        console.print(f"[green]watch:[/green] {state['watch']}; a save runs within a second", highlight=False)
 
 
 # ---- diff ---------------------------------------------------------------------------------------------

@@ -265,18 +265,23 @@ def compile_errors(snapshot: Snapshot, changed: set[str]) -> list[str]:
     return problems
 
 
+_NOT_YOURS = (sys.prefix, sys.base_prefix, str(Path(__file__).resolve().parent), "<frozen")
+
+
 def _user_frames(stack_trace: list[str]) -> list[str]:
-    """Traceback lines without the import machinery's own frames."""
+    """Traceback lines without the frames of Python, installed packages and the runtime itself."""
     lines = [line.rstrip() for chunk in stack_trace for line in chunk.splitlines() if line.strip()]
     kept: list[str] = []
-    skip_source = False
+    skipping = False
     for line in lines:
         if line.lstrip().startswith("File "):
-            skip_source = "<frozen" in line
-            if skip_source:
+            skipping = any(f'"{prefix}' in line for prefix in _NOT_YOURS)
+            if skipping:
                 continue
-        elif skip_source and line.startswith("    "):
+        elif skipping and line.startswith("    "):
             continue
+        else:
+            skipping = False
         kept.append(line)
     return kept
 
@@ -421,19 +426,18 @@ class LocalWatcher:
         self.runtime = runtime
         runtime.keep_spares(self.config.spare_workers)
 
-    def start(self) -> None:
+    def describe(self) -> str:
+        """What is watched, in one line (the CLI prints it under the endpoint panel)."""
         watched = [_shown(str(self.config.handlers_dir))]
         if self.config.transform:
-            watched.append(self.config.transform.partition(":")[0] if self.transform_found else "")
+            module = self.config.transform.partition(":")[0]
+            watched.append(module if self.transform_found else f"{module} (source not found: not watched)")
         if self.config.stack_paths:
-            watched.append("stack/, config/ (re-synthesize)")
-        self._emit(WatchEvent("info", f"watching {', '.join(w for w in watched if w)}"))
-        if self.config.transform and not self.transform_found:
-            self._emit(
-                WatchEvent(
-                    "info", f"--transform {self.config.transform}: its source file was not found; not watched"
-                )
-            )
+            watched.append("stack/ and config/ (re-synthesized)")
+        return "watching " + ", ".join(watched)
+
+    def start(self) -> None:
+        self.events.append(WatchEvent("info", self.describe()))
         self._thread = threading.Thread(target=self._run, name="rtp-watch", daemon=True)
         self._thread.start()
 
@@ -529,7 +533,8 @@ class LocalWatcher:
             return
         problems = compile_errors(snapshot, changed)
         if problems:
-            self._reject(snapshot, problems[0].splitlines()[0], problems)
+            first, *more = problems[0].splitlines()
+            self._reject(snapshot, first, [first, *more, *problems[1:]])
             return
         functions = self._affected(changed)
         started = time.monotonic()
@@ -551,9 +556,9 @@ class LocalWatcher:
         self._emit(
             WatchEvent(
                 "reloaded",
-                f"{', '.join(names)} now running the new code ({', '.join(files)}) "
-                f"in {(time.monotonic() - started) * 1000:.0f} ms "
-                f"(handler init {max(r.init_ms for r in replacements):.0f} ms)",
+                f"{', '.join(names)} now running the new code ({', '.join(files)}; reload "
+                f"{(time.monotonic() - started) * 1000:.0f} ms, handler init "
+                f"{max(r.init_ms for r in replacements):.0f} ms)",
                 functions=functions,
                 files={p: snapshot.digests[p] for p in changed if p in snapshot.digests},
                 saved_at=saved_at,

@@ -171,7 +171,7 @@ class LocalEnvironment:
             "ports": {"api": self._api.port, "aws": aws_port},
             "template": str(opts.template_path),
             "transform": opts.transform,
-            "watch": self._watcher is not None,
+            "watch": self._watcher.describe() if self._watcher is not None else None,
             "api_id": self._api.model.api_id,
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "startup_seconds": round(time.monotonic() - started, 2),

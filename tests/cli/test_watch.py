@@ -191,6 +191,7 @@ def test_an_import_error_names_the_module_and_the_line(loop: Loop) -> None:
     assert "ModuleNotFoundError" in message and "no_such_module_rtp" in message
     assert "shared_a.py:2" in message
     assert not any("rtp-watch-" in line for line in events[0].details), "show the watched file, not the copy"
+    assert not any("importlib" in line or "rtp_cli" in line for line in events[0].details)  # only user frames
     assert loop.invoke("A")["version"] == "a1"
 
 
