@@ -323,3 +323,53 @@ def test_apply_template_reports_without_applying_when_a_restart_is_needed(
         assert "nothing was applied" in events[2].message
     finally:
         watcher.close()
+
+
+def test_a_stack_or_config_save_resynthesizes_in_the_background_and_reports(
+    templates: Mapping[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The trigger, the background synthesis and the report, with a stand-in for the (slow) synth."""
+    config_file = tmp_path / "local.yaml"
+    _write(config_file, "name: local\n")
+    old = templates["local"]
+    new = copy.deepcopy(old)
+    _first(new, "AWS::SQS::Queue", lambda p: "RedrivePolicy" in p)["Properties"]["DelaySeconds"] = 3
+    template = tmp_path / "new.template.json"
+    template.write_text(json.dumps(new), encoding="utf-8")
+    synths: list[float] = []
+
+    def synthesize() -> SynthOutcome:
+        synths.append(time.time())
+        return SynthOutcome(template=template)
+
+    events: list[WatchEvent] = []
+    config = WatchConfig(
+        handlers_dir=tmp_path / "handlers", stack_paths=(config_file,), synthesize=synthesize
+    )
+    (tmp_path / "handlers").mkdir()
+    watcher = LocalWatcher(
+        config, Template(copy.deepcopy(old), None, "rtp-local", "us-east-1"), events.append
+    )
+    try:
+        watcher.initial_specs({})
+        watcher.check()
+        assert events == []  # nothing changed yet
+        _write(config_file, "name: local\nprocessing:\n  batch_size: 5\n")
+        watcher.check()
+        assert events[0].kind == "synthesizing" and "local.yaml" in events[0].message
+        deadline = time.monotonic() + 10
+        while len(events) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert [e.kind for e in events] == ["synthesizing", "restart"]
+        assert any("DelaySeconds" in line for line in events[1].details)
+        assert len(synths) == 1
+    finally:
+        watcher.stop()
+        watcher.close()
+
+
+def test_synthesis_runs_in_a_separate_process_and_reports_config_errors() -> None:
+    from rtp_cli.watch import synthesize_in_subprocess
+
+    outcome = synthesize_in_subprocess("no-such-env")
+    assert outcome.template is None and "no such environment file" in outcome.error

@@ -23,7 +23,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 from rtp_cli.local.runtime import LocalEnvironment, LocalOptions
-from rtp_cli.watch import SynthOutcome, WatchConfig, WatchEvent
+from rtp_cli.watch import SynthOutcome, WatchConfig, WatchEvent, synthesize_in_subprocess
 from stack.synth import SynthResult
 from tests.e2e.conftest import LocalInstance, _children, _pid_gone
 
@@ -295,6 +295,18 @@ def test_the_shared_schema_pauses_code_reloads_and_says_why(
     seen = len(events)
     schema.write_text(original, encoding="utf-8")
     assert _wait_kind(events, "reloaded", seen).kind == "reloaded"  # restored: the pending edit applies
+
+
+def test_a_real_resynthesis_of_the_unchanged_tree_changes_nothing(
+    in_process: tuple[LocalInstance, LocalEnvironment, Path, list[WatchEvent]],
+) -> None:
+    """The synthesis subprocess and the comparison, for real: the same inputs give the same template."""
+    _, environment, _, events = in_process
+    assert environment._watcher is not None
+    seen = len(events)
+    changes = environment._watcher.apply_template(synthesize_in_subprocess("local"))
+    assert [c.disposition for c in changes if c.disposition != "code"] == [], [c.describe() for c in changes]
+    assert events[seen].kind == "template", events[seen]
 
 
 def test_a_function_configuration_change_applies_live(
