@@ -43,6 +43,7 @@ OUTPUT_KEYS = {
 # https://docs.aws.amazon.com/lambda/latest/api/API_Invoke.html
 SYNC_PAYLOAD_LIMIT_BYTES = 6 * 1024 * 1024
 # Lambda's longest function timeout is 900 s; the SDK must wait at least that long for a synchronous answer.
+# https://docs.aws.amazon.com/lambda/latest/dg/configuration-timeout.html
 INVOKE_READ_TIMEOUT_SECONDS = 910
 LOCAL_ACCOUNT_ID = "123456789012"  # the local emulation's account (rtp_cli.local.template.ACCOUNT_ID)
 RAW_PREFIX = "raw/"  # stack/data.py RAW_PREFIX: raw/YYYY/MM/DD/HH/<batchId>.json
@@ -189,8 +190,12 @@ def _invoke_local(target: Target, function: str, name: str, payload: bytes) -> I
 def make_lambda_client(target: Target) -> Any:
     from botocore.config import Config
 
-    # No automatic retry: a retried invocation would run the function twice.
-    config = Config(read_timeout=INVOKE_READ_TIMEOUT_SECONDS, retries={"mode": "standard", "max_attempts": 1})
+    # No automatic retry: a retried invocation would run the function twice. (botocore's `max_attempts`
+    # counts retries; `total_max_attempts` counts the first call too: 1 = no retry.
+    # https://botocore.amazonaws.com/v1/documentation/api/latest/reference/config.html)
+    config = Config(
+        read_timeout=INVOKE_READ_TIMEOUT_SECONDS, retries={"mode": "standard", "total_max_attempts": 1}
+    )
     return target.client("lambda", config=config)
 
 

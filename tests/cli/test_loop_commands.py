@@ -459,3 +459,15 @@ def test_an_unreachable_function_output_is_a_target_error() -> None:
     target.outputs = {"ApiUrl": OUTPUTS["ApiUrl"]}
     with pytest.raises(TargetError, match="has no output 'IngestFunctionName'"):
         invoke_service.function_name(target, "ingest")
+
+
+def test_the_lambda_client_never_retries_an_invocation_and_waits_for_the_longest_timeout() -> None:
+    client = invoke_service.make_lambda_client(_target())
+    assert client.meta.config.retries["total_max_attempts"] == 1  # a retry would run the function twice
+    assert client.meta.config.read_timeout >= 900  # Lambda's longest function timeout
+
+
+@pytest.mark.parametrize("command", ["invoke", "watch"])
+def test_the_loop_commands_have_help(command: str) -> None:
+    result = runner.invoke(cli.app, [command, "--help"])
+    assert result.exit_code == 0 and "--env" in result.output
