@@ -197,6 +197,21 @@ def deploy(
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="local: synthesize even if nothing changed.")
     ] = False,
+    watch: Annotated[
+        bool,
+        typer.Option(
+            "--watch",
+            help="local, foreground: run saved changes to handlers/ and the --transform module within a "
+            "second, without a restart; re-synthesize on stack/ or config/ changes.",
+        ),
+    ] = False,
+    hotswap: Annotated[
+        bool,
+        typer.Option(
+            "--hotswap",
+            help="AWS, not prod: code-only `cdk deploy --hotswap` (seconds, skips CloudFormation; drift).",
+        ),
+    ] = False,
     skip_doctor: Annotated[
         bool, typer.Option("--skip-doctor", help="AWS: do not run `rtp doctor` first (not recommended).")
     ] = False,
@@ -205,7 +220,14 @@ def deploy(
     then the stack outputs.
     `local`: serve the same template on 127.0.0.1 with an embedded AWS emulation (Ctrl-C stops it)."""
     if env == "local":
-        _deploy_local(detach, port, aws_port, transform, template, logs, no_cache)
+        if hotswap:
+            _fail("--hotswap is for AWS environments; locally use --watch (new code runs within a second)")
+        _deploy_local(detach, port, aws_port, transform, template, logs, no_cache, watch)
+        return
+    if watch:
+        _fail(f"--watch serves the local environment; for {env} use `rtp watch --env {env}` (cdk watch)")
+    if hotswap:
+        _deploy_hotswap(env, profile)
         return
     config = _config(env)
     identity = _aws_identity(config, profile)
@@ -263,11 +285,16 @@ def _deploy_local(
     template: Path | None,
     logs: bool,
     no_cache: bool,
+    watch: bool = False,
 ) -> None:
     from rtp_cli.local import control
     from rtp_cli.local.template import TemplateError
 
     _config("local")
+    if watch and detach:
+        _fail(
+            "--watch runs in the foreground (it prints what it reloads): drop --detach, use another terminal"
+        )
     if template is not None and not template.is_file():
         _fail(f"--template {template}: no such file")
     try:
@@ -298,14 +325,64 @@ def _deploy_local(
         _print_local(state, detached=False)
 
     try:
-        code = control.start_foreground(
-            prepared, port, aws_port, transform, sys.stdout if logs else None, ready
-        )
+        if watch:
+            code = _serve_watching(prepared, port, aws_port, transform, logs, ready, template is None)
+        else:
+            code = control.start_foreground(
+                prepared, port, aws_port, transform, sys.stdout if logs else None, ready
+            )
     except OSError as error:
         _fail(f"cannot serve on 127.0.0.1:{port}: {error} (choose another --port, or 0 for any free port)", 1)
     if code != 0:
         raise typer.Exit(1)
     console.print("local environment stopped; nothing left running")
+
+
+def _serve_watching(
+    prepared: Any,
+    port: int,
+    aws_port: int,
+    transform: str | None,
+    logs: bool,
+    ready: Any,
+    watch_stack: bool,
+) -> int:
+    from rtp_cli import watch as watch_service
+
+    def report(event: watch_service.WatchEvent) -> None:
+        for line in watch_service.render(event):
+            console.print(line, highlight=False, soft_wrap=True)
+
+    return watch_service.serve_watching(
+        prepared,
+        port,
+        aws_port,
+        transform,
+        sys.stdout if logs else None,
+        ready,
+        report,
+        watch_stack=watch_stack,
+    )
+
+
+def _deploy_hotswap(env: str, profile: str | None) -> None:
+    """`cdk deploy --hotswap`: code-only, seconds; refused for production (drift). No gate: a hotswap
+    deploys only what it can update directly (function code and configuration), never IAM or resources."""
+    try:
+        cdk_service.check_hotswap(env)
+    except cdk_service.HotswapRefusedError as error:
+        _fail(str(error))
+    config = _config(env)
+    identity = _aws_identity(config, profile)
+    console.print(
+        f"hotswapping [bold]{config.stack_name}[/bold] in account {identity.account} as {identity.arn} "
+        "(code only; `rtp deploy` without --hotswap runs the gate and CloudFormation)"
+    )
+    command = cdk_service.cdk_command("deploy", config, profile, hotswap=True)
+    console.print(f"[dim]$ {' '.join(command)}[/dim]")
+    code = run_cdk(command, cdk_service.cdk_environment())
+    if code != 0:
+        _fail(f"cdk deploy --hotswap failed (exit {code})", 1)
 
 
 def _print_local(state: dict[str, Any], detached: bool) -> None:
@@ -334,6 +411,8 @@ def _print_local(state: dict[str, Any], detached: bool) -> None:
 
     stop_hint = "stop it with `rtp destroy --env local`" if detached else "Ctrl-C stops it"
     console.print(f"Other commands find it through {local_state_path()}; {stop_hint}.")
+    if state.get("watch"):
+        console.print(f"[green]watch:[/green] {state['watch']}; a save runs within a second", highlight=False)
 
 
 # ---- diff ---------------------------------------------------------------------------------------------
@@ -476,6 +555,148 @@ def _render_status(report: Any) -> None:
         )
     console.print(table)
     _kv_table("outputs", report.outputs)
+
+
+# ---- watch (AWS: cdk watch) ---------------------------------------------------------------------------
+@app.command("watch")
+def watch_command(
+    env: EnvOption = "dev",
+    profile: ProfileOption = None,
+    logs: Annotated[bool, typer.Option(help="Show the stack's CloudWatch logs (cdk watch --logs).")] = True,
+) -> None:
+    """Hotswap code changes to a non-production AWS environment as you save (the pinned CDK CLI's
+    `cdk watch`; watched files: "watch" in cdk.json). Refused for prod (drift). Ctrl-C stops it."""
+    if env == "local":
+        _fail(
+            "for the local environment use `rtp deploy --env local --watch` (new code runs within a second)"
+        )
+    try:
+        cdk_service.check_hotswap(env)
+    except cdk_service.HotswapRefusedError as error:
+        _fail(str(error))
+    config = _config(env)
+    _aws_identity(config, profile)
+    command = cdk_service.cdk_command("watch", config, profile, logs=logs)
+    console.print(f"[dim]$ {' '.join(command)}[/dim]")
+    code = run_cdk(command, cdk_service.cdk_environment())
+    if code not in (0, 130):  # 130: stopped with Ctrl-C
+        _fail(f"cdk watch exited with code {code}", 1)
+
+
+# ---- invoke -------------------------------------------------------------------------------------------
+@app.command()
+def invoke(
+    function: Annotated[str, typer.Argument(metavar="FUNCTION", help="ingest, processor or query.")],
+    env: EnvOption = "local",
+    profile: ProfileOption = None,
+    event: Annotated[
+        str | None, typer.Option("--event", metavar="FILE|-", help="The event: a JSON file, or - for stdin.")
+    ] = None,
+    generate: Annotated[
+        str | None,
+        typer.Option(
+            "--generate",
+            metavar="api|sqs",
+            help="Build a realistic event from the template: api (API Gateway proxy) or sqs (a claim check "
+            "pointing at a real raw object).",
+        ),
+    ] = None,
+    route: Annotated[
+        str | None, typer.Option(help='--generate api: which route, e.g. "GET /batches/{batchId}".')
+    ] = None,
+    print_event: Annotated[
+        bool,
+        typer.Option("--print", help="Print the generated event (to edit and pass to --event); no call."),
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    yes_prod: Annotated[
+        bool,
+        typer.Option("--yes-prod", help="Allow invoking a production function (then type its env name)."),
+    ] = False,
+) -> None:
+    """Invoke one function with one event; print its response, log lines and duration.
+    Locally through the running environment's own workers; in AWS `lambda:Invoke` with the log tail."""
+    from rtp_cli import invoke as invoke_service
+    from rtp_cli.target import TargetError, resolve_target
+    from stack.config import ConfigError
+
+    try:
+        invoke_service.check_function(function)
+    except invoke_service.InvokeError as error:
+        _fail(str(error))
+    if (event is None) == (generate is None):
+        _fail("give the event with --event FILE|- or --generate api|sqs (one of them)")
+    if print_event and generate is None:
+        _fail("--print shows a generated event: use it with --generate")
+    if env in cdk_service.PRODUCTION_ENVIRONMENTS and not print_event:
+        if not yes_prod:
+            _fail(
+                f"refusing to invoke a {env} function: it acts on production data. "
+                f"Pass --yes-prod, then type {env!r}"
+            )
+        if not interactive():
+            _fail(f"invoking a {env} function needs a person to type {env!r}: refusing without a terminal")
+        if (
+            typer.prompt(
+                f"This invokes the {function} function in {env}. Type the environment name ({env})"
+            ).strip()
+            != env
+        ):
+            _fail("the name did not match; nothing was invoked")
+    try:
+        target = resolve_target(env, profile)
+        if generate is not None:
+            with _spinner(f"generating a {generate} event for {function}…"):
+                generated = invoke_service.generate(target, function, generate, route)
+            if print_event:
+                print(json.dumps(generated.event, indent=2))
+                return
+            for note in generated.notes:
+                err.print(f"[dim]{note}[/dim]", highlight=False)
+            payload = generated.event
+        else:
+            assert event is not None
+            payload = invoke_service.read_event(event)
+        with _spinner(f"invoking {function} ({env})…"):
+            result = invoke_service.invoke(target, function, payload)
+    except invoke_service.InvokeError as error:
+        _fail(str(error))
+    except (ConfigError, TargetError) as error:
+        _fail(str(error))
+    if as_json:
+        print(json.dumps(result.to_dict(), indent=2, default=str))
+    else:
+        _render_invocation(result)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+def _render_invocation(result: Any) -> None:
+    import contextlib
+
+    from rich.markup import escape
+
+    status = (
+        "[green]ok[/green]" if result.ok else f"[bold red]{escape(result.error_type or 'error')}[/bold red]"
+    )
+    start = f"cold start, init {result.init_ms:.0f} ms" if result.init_ms is not None else "warm"
+    duration = f"{result.duration_ms:.1f} ms" if result.duration_ms is not None else "?"
+    console.print(
+        f"[bold]{result.function}[/bold] ({escape(result.function_name)}, {result.env}): {status}  "
+        f"duration {duration} ({start}), round trip {result.round_trip_ms:.0f} ms, "
+        f"request {result.request_id}",
+        highlight=False,
+    )
+    response = result.payload
+    if isinstance(response, dict) and isinstance(response.get("body"), str):
+        with contextlib.suppress(ValueError):  # an API proxy response: show the body as JSON
+            response = {**response, "body": json.loads(response["body"])}
+    console.print("[bold]response[/bold]")
+    console.print(escape(json.dumps(response, indent=2, default=str)), highlight=False, soft_wrap=True)
+    more = " (the last 4 KB: LogResult)" if result.logs_truncated else ""
+    console.print(f"[bold]logs[/bold] ({len(result.logs)} lines{more})")
+    for line in result.logs:
+        console.print(f"  [dim]{escape(line)}[/dim]", highlight=False, soft_wrap=True)
 
 
 # ---- doctor (rtp_cli.doctor) --------------------------------------------------------------------------

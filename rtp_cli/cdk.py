@@ -23,6 +23,15 @@ from stack.config import EnvironmentConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 APPROVAL_ENVIRONMENTS = frozenset({"prod"})  # environments where broadening changes need a person
+PRODUCTION_ENVIRONMENTS = frozenset({"prod"})  # no hotswap, no watch; invoke asks twice
+# The CDK CLI on `--hotswap` (and `cdk watch`, which hotswaps by default): "This option deliberately
+# introduces drift in CloudFormation stacks in order to speed up deployments. For this reason, only use it
+# for development purposes. Do not use this option for your production deployments."
+# https://docs.aws.amazon.com/cdk/v2/guide/ref-cli-cmd-deploy.html#ref-cli-cmd-deploy-options-hotswap
+# https://docs.aws.amazon.com/cdk/v2/guide/ref-cli-cmd-watch.html
+HOTSWAP_DOCS = (
+    "https://docs.aws.amazon.com/cdk/v2/guide/ref-cli-cmd-deploy.html#ref-cli-cmd-deploy-options-hotswap"
+)
 
 Runner = Callable[[list[str], dict[str, str]], int]
 
@@ -61,11 +70,20 @@ def outputs_file(env: str) -> Path:
 
 
 def cdk_command(
-    action: str, config: EnvironmentConfig, profile: str | None = None, *, fail_on_diff: bool = False
+    action: str,
+    config: EnvironmentConfig,
+    profile: str | None = None,
+    *,
+    fail_on_diff: bool = False,
+    hotswap: bool = False,
+    logs: bool = True,
 ) -> list[str]:
-    """The exact CDK CLI invocation for `action` (deploy | diff | destroy) of one environment."""
-    if action not in ("deploy", "diff", "destroy"):
+    """The exact CDK CLI invocation for `action` (deploy | diff | destroy | watch) of one environment.
+    `hotswap` (deploy) and `watch` are refused for production environments (see `check_hotswap`)."""
+    if action not in ("deploy", "diff", "destroy", "watch"):
         raise ValueError(f"unsupported cdk action {action!r}")
+    if hotswap or action == "watch":
+        check_hotswap(config.name)
     command = [
         "npx",
         "--no-install",
@@ -91,9 +109,31 @@ def cdk_command(
             command.append("--fail")
     elif action == "destroy":
         command.append("--force")  # confirmation is done by `rtp destroy` (env name typed back in prod)
+    elif action == "watch":
+        # `cdk watch` hotswaps by default; said explicitly so it never falls back to a full deployment
+        # (that is `rtp deploy`, with the gate first). Watched files: "watch" in cdk.json.
+        command.append("--hotswap")
+        if not logs:
+            command.append("--no-logs")
+    if hotswap and action == "deploy":
+        # `--hotswap` (not `--hotswap-fallback`): code-only; changes it cannot hotswap are not deployed.
+        command.append("--hotswap")
     if profile:
         command += ["--profile", profile]
     return command
+
+
+class HotswapRefusedError(CdkError):
+    """Hotswap/watch asked for a production environment."""
+
+
+def check_hotswap(env: str) -> None:
+    if env in PRODUCTION_ENVIRONMENTS:
+        raise HotswapRefusedError(
+            f"refusing to hotswap {env}: a hotswap updates the functions directly, outside CloudFormation, "
+            "so the stack drifts from its template (the CDK CLI: never in production, "
+            f"{HOTSWAP_DOCS}). Deploy {env} with `rtp deploy --env {env}` (the gate, then CloudFormation)."
+        )
 
 
 def subprocess_runner(command: list[str], env: dict[str, str]) -> int:

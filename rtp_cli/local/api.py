@@ -292,7 +292,7 @@ class LocalApi:
         self.secret_key = secret_key
         self.region = template.region
         self.access_stream = f"{self.model.api_id}-{secrets.token_hex(8)}"
-        self.admin: Callable[[str], Any] | None = None
+        self.admin: Callable[[str, bytes], Any] | None = None
         api = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -440,7 +440,7 @@ class LocalApi:
                 json.dumps({"message": outcome.message}).encode(),
             )
         assert self.admin is not None
-        payload = self.admin(name)
+        payload = self.admin(name, body)
         if payload is None:
             return 404, {"Content-Type": "application/json"}, json.dumps({"message": "not found"}).encode()
         return 200, {"Content-Type": "application/json"}, json.dumps(payload, default=str).encode()

@@ -15,10 +15,11 @@ import string
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -29,6 +30,9 @@ from rtp_cli.local.functions import FunctionRuntime, function_specs, prespawn, p
 from rtp_cli.local.logs import LogShipper
 from rtp_cli.local.resources import provision
 from rtp_cli.local.template import Note, Template, TemplateError
+
+if TYPE_CHECKING:
+    from rtp_cli.watch import LocalWatcher, WatchConfig, WatchEvent
 
 DEFAULT_API_PORT = 8765
 DEFAULT_REGION = "us-east-1"
@@ -47,6 +51,8 @@ class LocalOptions:
     echo_logs: TextIO | None = None
     access_key_id: str = ""
     secret_access_key: str = ""
+    watch: WatchConfig | None = None  # `--watch`: reload changed code without a restart (rtp_cli.watch)
+    watch_report: Callable[[WatchEvent], None] | None = None
 
 
 def new_credentials() -> tuple[str, str]:
@@ -67,6 +73,7 @@ class LocalEnvironment:
     _api: LocalApi | None = None
     _pollers: list[EventSourcePoller] = field(default_factory=list)
     _workers: list[Any] = field(default_factory=list)
+    _watcher: LocalWatcher | None = None
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> dict[str, Any]:
@@ -121,7 +128,14 @@ class LocalEnvironment:
         if opts.transform:
             base_env["RTP_LOCAL_TRANSFORM"] = opts.transform
         specs = function_specs(template)
+        if opts.watch is not None:
+            from rtp_cli.watch import LocalWatcher
+
+            self._watcher = LocalWatcher(opts.watch, template, opts.watch_report)
+            specs = self._watcher.initial_specs(specs)  # serve the watched files as they are now
         self._functions = FunctionRuntime(specs, base_env, self._shipper)
+        if self._watcher is not None:
+            self._watcher.attach(self._functions)
         self._api = LocalApi(
             template,
             self._functions,
@@ -141,6 +155,8 @@ class LocalEnvironment:
             poller.start()
         self._api.admin = self._admin
         self._api.start()
+        if self._watcher is not None:
+            self._watcher.start()
         outputs = self._outputs(template, self._api.url)
         self.state = {
             "env": opts.env_name,
@@ -155,6 +171,8 @@ class LocalEnvironment:
             "ports": {"api": self._api.port, "aws": aws_port},
             "template": str(opts.template_path),
             "transform": opts.transform,
+            "watch": self._watcher.describe() if self._watcher is not None else None,
+            "api_id": self._api.model.api_id,
             "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "startup_seconds": round(time.monotonic() - started, 2),
             "resources": physical,
@@ -191,12 +209,47 @@ class LocalEnvironment:
             outputs[key] = api_url if value == endpoint else value
         return outputs
 
-    def _admin(self, name: str) -> Any:
+    def _admin(self, name: str, body: bytes = b"") -> Any:
         if name == "health":
             return {"status": "ok", "pid": os.getpid()}
         if name == "queues":
             return queue_ages(self.options.region)
+        if name == "invoke":
+            return self.invoke(body)
+        if name == "watch":
+            return self._watcher.status() if self._watcher is not None else {"watching": False}
         return None
+
+    def invoke(self, body: bytes) -> dict[str, Any]:
+        """`rtp invoke` on local: one event through the same function runtime the API and the event
+        source mapping use, with the invocation's log lines. Body: {"function": name, "event": ...}."""
+        assert self._functions is not None
+        try:
+            request = json.loads(body or b"{}")
+            name = str(request["function"])
+            event = request["event"]
+        except (ValueError, KeyError, TypeError) as error:
+            return {"error": f"the request must be JSON with `function` and `event` ({error})"}
+        logical_id = self._functions.function_id(name)
+        if logical_id is None:
+            return {"error": f"no function {name!r} in this environment"}
+        try:
+            invocation = self._functions.invoke(logical_id, event, capture=True)
+        except RuntimeError as error:  # the environment could not start (e.g. the handler does not import)
+            return {"error": str(error)}
+        return {
+            "function": logical_id,
+            "functionName": self._functions.specs[logical_id].name,
+            "requestId": invocation.request_id,
+            "ok": invocation.ok,
+            "result": invocation.result,
+            "errorType": invocation.error_type,
+            "errorMessage": invocation.error_message,
+            "durationMs": round(invocation.duration_ms, 2),
+            "initMs": round(invocation.init_ms, 2),
+            "coldStart": invocation.cold_start,
+            "logs": invocation.logs,
+        }
 
     def wait(self) -> None:
         while not self._stopped.wait(0.5):
@@ -207,6 +260,9 @@ class LocalEnvironment:
 
     def stop(self) -> None:
         self._stopped.set()
+        if self._watcher is not None:
+            with contextlib.suppress(Exception):
+                self._watcher.stop()
         for poller in self._pollers:
             with contextlib.suppress(Exception):
                 poller.stop()
@@ -222,6 +278,8 @@ class LocalEnvironment:
         for worker in self._workers:
             with contextlib.suppress(Exception):
                 worker.process.kill()
+        if self._watcher is not None:
+            self._watcher.close()
         if self._moto is not None:
             with contextlib.suppress(Exception):
                 self._moto.stop()

@@ -7,6 +7,11 @@ environment: from then on the process environment *is* the function's environmen
 variables, resolved, plus what the Lambda runtime sets), and the handler module is imported (cold start). The
 handler's stdout/stderr are captured by the parent and shipped to the function's CloudWatch Logs group.
 Frames on the pipes are a 4-byte big-endian length followed by UTF-8 JSON.
+
+For `rtp deploy --env local --watch` the worker also reports which of the project's modules it has
+loaded (the runtime replaces only the environments whose code changed), describes an init failure with
+the file and line at fault, and ends every invocation's output with an `END_OF_OUTPUT` marker line so the
+runtime knows it has every log line of that invocation (`rtp invoke` prints them).
 """
 
 from __future__ import annotations
@@ -18,7 +23,11 @@ import struct
 import sys
 import time
 import traceback
+from pathlib import Path
 from typing import Any, BinaryIO
+
+# Written to stdout (after everything the handler printed) when an invocation ends; never shipped.
+END_OF_OUTPUT = "\x00rtp-end "
 
 
 def read_frame(stream: BinaryIO) -> Any:
@@ -99,6 +108,67 @@ def _configure(frame: dict[str, Any]) -> None:
             sys.path.insert(0, path)  # the code root ends up first, as LAMBDA_TASK_ROOT is in Lambda
 
 
+def _library_roots() -> tuple[str, ...]:
+    import site
+    import sysconfig
+
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix, *site.getsitepackages()}
+    roots.update(value for value in sysconfig.get_paths().values() if value)
+    return tuple(sorted({os.path.realpath(root) for root in roots if root}))
+
+
+def user_modules(search_roots: list[str], library_roots: tuple[str, ...]) -> list[str]:
+    """Source files of the loaded modules that come from the code root, --transform's location or the
+    working tree: not the standard library, not installed packages (the runtime's own `rtp_cli` neither)."""
+    roots = tuple(os.path.realpath(root) + os.sep for root in search_roots if root)
+    libraries = tuple(library + os.sep for library in library_roots)
+    found = []
+    for module in list(sys.modules.values()):
+        source = getattr(module, "__file__", None)
+        if not source or module.__name__.startswith("rtp_cli") or module.__name__ == "__main__":
+            continue
+        path = os.path.abspath(source)  # no realpath per module: this runs after every lazy import
+        if path.startswith(roots) and not path.startswith(libraries):
+            found.append(path)
+    return sorted(found)
+
+
+def describe_init_error(error: BaseException) -> dict[str, Any]:
+    """What failed and where: the file and line of a syntax error, or the innermost frame of user code."""
+    described: dict[str, Any] = {
+        "ready": False,
+        "errorType": type(error).__name__,
+        "errorMessage": str(error),
+        "stackTrace": traceback.format_exception(error)[-12:],
+    }
+    if isinstance(error, SyntaxError) and error.filename:
+        described["location"] = {
+            "file": str(Path(error.filename).resolve()),
+            "line": error.lineno,
+            "column": error.offset,
+            "text": (error.text or "").rstrip("\n"),
+        }
+        described["errorMessage"] = error.msg
+    else:
+        frames = [
+            frame for frame in traceback.extract_tb(error.__traceback__) if "<frozen" not in frame.filename
+        ]
+        if frames:
+            last = frames[-1]
+            described["location"] = {
+                "file": str(Path(last.filename).resolve()),
+                "line": last.lineno,
+                "text": (last.line or "").strip(),
+            }
+    return described
+
+
+def _end_of_output(request_id: str) -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.write(1, f"{END_OF_OUTPUT}{request_id}\n".encode())
+
+
 def main(argv: list[str]) -> int:
     requests = os.fdopen(int(argv[1]), "rb")
     responses = os.fdopen(int(argv[2]), "wb")
@@ -109,15 +179,24 @@ def main(argv: list[str]) -> int:
         return 0
     _configure(configuration)
     started = time.monotonic()
+    search_roots = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
+    libraries = _library_roots()
     try:
         handler = _load_handler(os.environ["_HANDLER"])
     except Exception as error:
         traceback.print_exc()
-        write_frame(
-            responses, {"ready": False, "errorType": type(error).__name__, "errorMessage": str(error)}
-        )
+        sys.stderr.flush()
+        write_frame(responses, describe_init_error(error))
         return 1
-    write_frame(responses, {"ready": True, "initMs": round((time.monotonic() - started) * 1000, 1)})
+    write_frame(
+        responses,
+        {
+            "ready": True,
+            "initMs": round((time.monotonic() - started) * 1000, 1),
+            "modules": user_modules(search_roots, libraries),
+        },
+    )
+    loaded = len(sys.modules)
     while True:
         request = read_frame(requests)
         if request is None:
@@ -125,22 +204,22 @@ def main(argv: list[str]) -> int:
         context = LocalLambdaContext(request["requestId"], request["deadline"])
         try:
             result = handler(request["event"], context)
-            sys.stdout.flush()
-            write_frame(responses, {"ok": True, "result": result})
+            frame: dict[str, Any] = {"ok": True, "result": result}
         except Exception as error:
             # What the Lambda Python runtime prints for an unhandled error, then returns as the result.
             print(f"[ERROR] {type(error).__name__}: {error}", file=sys.stderr)
             traceback.print_exc()
-            sys.stderr.flush()
-            write_frame(
-                responses,
-                {
-                    "ok": False,
-                    "errorType": type(error).__name__,
-                    "errorMessage": str(error),
-                    "stackTrace": traceback.format_exception(error)[-10:],
-                },
-            )
+            frame = {
+                "ok": False,
+                "errorType": type(error).__name__,
+                "errorMessage": str(error),
+                "stackTrace": traceback.format_exception(error)[-10:],
+            }
+        if len(sys.modules) != loaded:  # the handler imported something lazily: report it (for --watch)
+            loaded = len(sys.modules)
+            frame["modules"] = user_modules(search_roots, libraries)
+        _end_of_output(request["requestId"])
+        write_frame(responses, frame)
 
 
 if __name__ == "__main__":
