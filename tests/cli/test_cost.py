@@ -59,9 +59,9 @@ def test_prod_costs_more_than_dev_by_its_web_acl_and_provisioned_concurrency(
     }
     assert set(_items(dev)) <= set(_items(prod))
     items = _items(prod)
-    # The template's web ACL has four rules (rate limit + three AWS managed rule groups).
+    # The template's web ACL has five rules (rate limit, body size + three AWS managed rule groups).
     assert items[("WAF", "web ACLs")].monthly_usd == pytest.approx(5.00)
-    assert items[("WAF", "rules and managed rule groups")].monthly_usd == pytest.approx(4 * 1.00)
+    assert items[("WAF", "rules and managed rule groups")].monthly_usd == pytest.approx(5 * 1.00)
     # 2 provisioned environments x 512 MB for 730 hours at the arm64 rate.
     provisioned = items[("Lambda", "ingest provisioned concurrency")]
     assert provisioned.quantity == pytest.approx(2 * 0.5 * 730 * 3600)
@@ -111,7 +111,7 @@ def test_template_facts_read_what_the_stack_synthesizes(templates: Mapping[str, 
         prod.functions["ingest"].provisioned_concurrency == 2
         and dev.functions["ingest"].provisioned_concurrency == 0
     )
-    assert (prod.web_acls, prod.waf_rules, dev.web_acls) == (1, 4, 0)
+    assert (prod.web_acls, prod.waf_rules, dev.web_acls) == (1, 5, 0)
     assert prod.functions["processor"].memory_mb == 1024 and prod.functions["ingest"].architecture == "arm64"
     assert prod.kms_keys == 1 and prod.dashboards == 1 and prod.alarm_metrics >= 13
     assert prod.raw_expiration_days == 30 and dev.raw_expiration_days == 3
