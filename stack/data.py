@@ -47,15 +47,16 @@ class DataStores(Construct):
         # silently dropped ("CloudWatch Alarms does not have authorization to access the SNS topic encryption
         # key"). The grant SNS documents for AWS event sources on encrypted topics
         # (https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-with-aws-services),
-        # narrowed to this account, as re:Post's CloudWatch-specific answer allows
-        # (https://repost.aws/knowledge-center/cloudwatch-configure-alarm-sns). The topic's own policy must
-        # also let CloudWatch publish (stack/observability.py).
+        # exactly as documented there and in https://repost.aws/knowledge-center/cloudwatch-configure-alarm-sns:
+        # no condition. Neither page says CloudWatch's KMS call carries aws:SourceAccount, and a condition it
+        # does not meet would drop every notification silently. The scoping lives in the topic policy
+        # (only this account's alarms in this region may publish: stack/observability.py), and no other
+        # topic can use this key without this key policy granting its owner.
         self.key.add_to_resource_policy(
             iam.PolicyStatement(
                 principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
                 actions=["kms:Decrypt", "kms:GenerateDataKey*"],
                 resources=["*"],
-                conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}},
             )
         )
 

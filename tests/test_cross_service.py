@@ -193,13 +193,24 @@ def _alarm_topic_key(template: Template) -> Problems:
                 "managed alias/aws/sns key cannot be granted to CloudWatch"
             )
         elif not any(
-            grants(s, "kms:Decrypt", "kms:GenerateDataKey") and "cloudwatch.amazonaws.com" in services(s)
+            grants(s, "kms:Decrypt", "kms:GenerateDataKey")
+            and "cloudwatch.amazonaws.com" in services(s)
+            # Documented without a condition; one CloudWatch's call does not meet drops alarms silently.
+            and "Condition" not in s
             for s in policy
         ):
             problems.append(
-                f"{topic}: its key does not let cloudwatch.amazonaws.com use it (Decrypt, GenerateDataKey*)"
+                f"{topic}: its key does not let cloudwatch.amazonaws.com use it (Decrypt, GenerateDataKey*, "
+                "unconditioned as documented)"
             )
     return problems
+
+
+def _condition_alarm_topic_key(template: Template) -> None:
+    for key in resources(template, "AWS::KMS::Key").values():
+        for statement in props(key)["KeyPolicy"]["Statement"]:
+            if "cloudwatch.amazonaws.com" in services(statement):
+                statement["Condition"] = {"StringEquals": {"aws:SourceAccount": "${AWS::AccountId}"}}
 
 
 def _break_alarm_topic_key(template: Template) -> None:
@@ -731,7 +742,7 @@ RULES = (
         frozenset({"AWS::SNS::Topic", "AWS::SNS::Subscription"}),
         _has("AWS::SNS::Topic"),
         _alarm_topic_key,
-        (_break_alarm_topic_key, _break_topic_with_aws_managed_key),
+        (_break_alarm_topic_key, _break_topic_with_aws_managed_key, _condition_alarm_topic_key),
     ),
     Rule(
         "CloudWatch Logs -> KMS key of each encrypted log group",
