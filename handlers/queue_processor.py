@@ -1,4 +1,5 @@
-"""SQS -> processor function. Reports partial batch failures so only failed messages are redelivered."""
+"""SQS -> processor function. Reports partial batch failures so only failed messages are redelivered; a
+redelivered message only redoes the records not stored yet (rtp_pipeline.processing)."""
 
 from __future__ import annotations
 
@@ -33,14 +34,18 @@ def _processor() -> Processor:
 
 
 @tracer.capture_method
-def process_message(record: SQSRecord) -> None:
-    # Powertools calls record_handler(record=...): the parameter must be named `record`.
+def process_message(record: SQSRecord, lambda_context: LambdaContext) -> None:
+    # Powertools calls record_handler(record=..., lambda_context=...): the parameters must have these names.
     claim = ClaimCheck.from_json(record.body)
     logger.set_correlation_id(claim.correlation_id)
     logger.append_keys(batch_id=claim.batch_id, message_id=record.message_id)
     processor = _processor()
     try:
-        result = processor.process(claim)
+        result = processor.process(
+            claim,
+            receive_count=int(record.attributes.approximate_receive_count or 1),
+            remaining_ms=lambda_context.get_remaining_time_in_millis,
+        )
     except Exception as error:
         logger.exception(
             "batch failed; SQS will redeliver it", receive_count=record.attributes.approximate_receive_count
@@ -53,9 +58,10 @@ def process_message(record: SQSRecord) -> None:
     metrics.add_metric(name="IngestToProcessedLatency", unit=MetricUnit.Milliseconds, value=result.latency_ms)
     logger.info(
         "batch processed",
-        processed=result.processed,
-        rejected=result.rejected,
-        newly_stored=result.newly_processed + result.newly_rejected,
+        processed=result.newly_processed,
+        rejected=result.newly_rejected,
+        skipped=result.skipped,
+        duplicates=result.duplicates,
         latency_ms=round(result.latency_ms),
         receive_count=record.attributes.approximate_receive_count,
     )

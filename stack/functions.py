@@ -122,7 +122,11 @@ class PipelineFunctions(Construct):
         self._allow(self.ingest, ["kms:GenerateDataKey", "kms:Encrypt", "kms:Decrypt"], [data.key.key_arn])
 
         self._allow(self.processor, ["s3:GetObject"], [raw_objects])
-        self._allow(self.processor, ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"], [table])
+        self._allow(
+            self.processor,
+            ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:BatchGetItem"],
+            [table],
+        )
         # What Lambda's queue poller calls with the function's role (as in AWSLambdaSQSQueueExecutionRole).
         self._allow(
             self.processor,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -19,12 +18,15 @@ from typing import Any
 from rtp_pipeline.errors import ApiError
 from rtp_pipeline.settings import Settings
 from rtp_pipeline.storage import ClaimCheck, ClaimCheckQueue, PipelineTable, RawStore, ttl
-from rtp_pipeline.validation import validate_request
+from rtp_pipeline.validation import JsonDocumentError, parse_json_document, validate_request
 
 IDEMPOTENCY_KEY = "idempotency-key"
 # Longer than any ingest invocation can run (API Gateway stops waiting after 29 s).
 IDEMPOTENCY_LEASE = timedelta(seconds=30)
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# A refused request lists at most this many problems (500 records could hold thousands), so the error
+# answer stays small.
+MAX_DETAILS = 100
 
 
 @dataclass(frozen=True)
@@ -140,32 +142,23 @@ class Ingestor:
 
     def _parse(self, body: bytes) -> list[dict[str, Any]]:
         try:
-            payload = json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
-        except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
-            raise ApiError(400, "INVALID_JSON", f"request body is not valid JSON: {exc}") from exc
+            # Lone surrogates are left to validate_request, which names the record and field.
+            payload = parse_json_document(body, reject_lone_surrogates=False)
+        except JsonDocumentError as error:
+            raise ApiError(400, "INVALID_JSON", f"request body: {error}") from None
         records, violations = validate_request(payload, self.settings.max_records)
         if violations:
+            shown = "" if len(violations) <= MAX_DETAILS else f"; the first {MAX_DETAILS} are listed"
             raise ApiError(
                 400,
                 "VALIDATION_ERROR",
-                f"{len(violations)} validation error(s); nothing was accepted",
-                [violation.as_dict() for violation in violations],
+                f"{len(violations)} validation error(s); nothing was accepted{shown}",
+                [violation.as_dict() for violation in violations[:MAX_DETAILS]],
             )
         duplicates = duplicate_ids(records)
         if duplicates:
             raise ApiError(400, "VALIDATION_ERROR", "record ids must be unique within a request", duplicates)
         return records
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")  # Python's json accepts NaN/Infinity; JSON does not
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"number {text} is out of range")
-    return value
 
 
 def record_ids(batch_id: str, records: list[dict[str, Any]]) -> list[str]:

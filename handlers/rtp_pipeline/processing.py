@@ -1,14 +1,24 @@
 """Processing one claim check: read the raw request, validate and transform each record, store outcomes.
 
-A record the schema or the transform refuses is stored as REJECTED with its reason and never retried.
-Anything else that goes wrong (S3, DynamoDB, a transform's downstream call) raises, so the SQS message
-fails on its own, is redelivered, and after maxReceiveCount lands in the dead-letter queue.
+A record's content never fails its neighbours. Every record ends in one of three ways:
+
+- PROCESSED: the transform's result, stored.
+- REJECTED, stored with its reason and never retried: the record breaks the schema or what the store can
+  hold (ingest refuses those, the processor checks again what it reads back); the transform raised
+  `RejectRecord`; or the result cannot be stored (checked before writing; an item DynamoDB refuses all the
+  same is turned into REJECTED by `PipelineTable.store_outcomes`, and the rest of its transaction written).
+- Not done yet: the transform raised anything else (the contract's transient fault), or S3/DynamoDB failed
+  after the SDK's own retries. The transform is retried inside the invocation (`RetryPolicy`: bounded
+  attempts, exponential backoff with full jitter, never past the function's remaining time less a
+  reserve). The records that succeeded are stored all the same; the message then fails, SQS redelivers it
+  after its visibility timeout, and the redelivery reads which records are already stored and transforms
+  only the others. After maxReceiveCount deliveries the message lands in the dead-letter queue.
 """
 
 from __future__ import annotations
 
-import decimal
-import json
+import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,8 +29,10 @@ from transform import RejectRecord, TransformContext
 from rtp_pipeline.ingest import record_ids
 from rtp_pipeline.settings import Settings
 from rtp_pipeline.storage import (
+    KEY_LIMITS,
     PROCESSED,
     REJECTED,
+    TRANSACTION_RECORDS,
     ClaimCheck,
     Outcome,
     PipelineTable,
@@ -28,33 +40,80 @@ from rtp_pipeline.storage import (
     serialize,
     ttl,
 )
-from rtp_pipeline.validation import extract_records, parse_rfc3339, validate_record
-
-# DynamoDB items are at most 400 KB; keep room for the keys and bookkeeping attributes.
-MAX_RESULT_BYTES = 350 * 1024
+from rtp_pipeline.validation import (
+    extract_records,
+    item_problems,
+    parse_json_document,
+    parse_rfc3339,
+    validate_record,
+)
 
 Transform = Callable[[dict[str, Any], TransformContext], dict[str, Any]]
 
 
 @dataclass(frozen=True)
+class RetryPolicy:
+    """How a transform's transient fault is retried within one invocation.
+
+    Backoff with "full jitter" (a uniform delay between 0 and min(max_delay, base_delay * 2**retry)), as
+    the AWS Architecture Blog recommends for contended retries:
+    https://aws.amazon.com/blogs/architecture/exponential-backoff-and-jitter/
+    No retry starts, and no record is transformed, once less than `reserve_ms` of the invocation remains:
+    what is done is stored and the message is given back to SQS before Lambda's timeout can cut it off."""
+
+    attempts: int = 4  # transform calls per record and delivery
+    base_delay: float = 0.05  # seconds
+    max_delay: float = 1.0
+    reserve_ms: int = 5_000
+
+    def delay(self, retry: int, rng: random.Random) -> float:
+        return rng.uniform(0.0, min(self.max_delay, self.base_delay * 2**retry))
+
+
+class RecordsNotDoneError(RuntimeError):
+    """Some records of the message are not stored yet (transient faults that outlasted their retries, or no
+    time left); the others are. Raised so that SQS redelivers the message."""
+
+
+@dataclass(frozen=True)
 class BatchResult:
     batch_id: str
-    processed: int
-    rejected: int
     newly_processed: int  # stored by this delivery (0 when an earlier delivery already stored them)
     newly_rejected: int
+    skipped: int  # already stored by an earlier delivery: not transformed again
+    duplicates: int  # ids another batch had stored first (counted once, on the batch)
     latency_ms: float
 
 
 class Processor:
-    def __init__(self, settings: Settings, raw: RawStore, table: PipelineTable, transform: Transform) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        raw: RawStore,
+        table: PipelineTable,
+        transform: Transform,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
         self.settings, self.raw, self.table, self.transform = settings, raw, table, transform
+        self.retry = retry or RetryPolicy()
+        self.sleep = sleep
+        self.rng = rng or random.Random()  # jitter, not security
 
-    def process(self, claim: ClaimCheck, now: datetime | None = None) -> BatchResult:
+    def process(
+        self,
+        claim: ClaimCheck,
+        now: datetime | None = None,
+        receive_count: int = 1,
+        remaining_ms: Callable[[], int] | None = None,
+    ) -> BatchResult:
+        """Process one claim check. `receive_count` is the SQS message's ApproximateReceiveCount;
+        `remaining_ms` the invocation's remaining time (Lambda context), None for no limit.
+        Raises RecordsNotDoneError (or the fault itself) when the message must be redelivered."""
         started = now or datetime.now(UTC)
-        # Plain floats, as the transform contract promises (JSON-compatible values); they become DynamoDB
-        # numbers when stored. Ingest refused NaN and infinities before accepting the body.
-        payload = json.loads(self.raw.get(claim.bucket, claim.key))
+        # The parser ingest accepted the body with: plain floats, as the transform contract promises.
+        payload = parse_json_document(self.raw.get(claim.bucket, claim.key), reject_lone_surrogates=False)
         records, is_batch, envelope = extract_records(payload, max_records=max(claim.record_count, 1))
         if envelope or len(records) != claim.record_count:
             # Ingest validated this body before enqueueing it; a mismatch means the object was replaced.
@@ -62,55 +121,109 @@ class Processor:
                 f"raw object {claim.key} does not hold the {claim.record_count} records accepted"
             )
         received_at = parse_rfc3339(claim.received_at)
+        expires = ttl(started, days=self.settings.record_ttl_days)
         ids = record_ids(claim.batch_id, records)
-        outcomes = [
-            self._outcome(record, record_id, index, is_batch, claim, received_at, started)
-            for index, (record, record_id) in enumerate(zip(records, ids, strict=True))
-        ]
-        stored = self.table.store_outcomes(
-            claim.batch_id, outcomes, ttl(started, days=self.settings.record_ttl_days), started
-        )
-        processed = sum(1 for outcome in outcomes if outcome.status == PROCESSED)
+
+        # A first delivery has stored nothing yet. A redelivery reads which records an earlier delivery
+        # stored (one BatchGetItem per 100 ids) and does not transform them again.
+        owners = self.table.stored_owners(ids) if receive_count > 1 else {}
+        skipped = duplicates = 0
+        todo: list[tuple[int, Any, str]] = []
+        for index, (record, record_id) in enumerate(zip(records, ids, strict=True)):
+            owner = owners.get(record_id)
+            if owner == claim.batch_id:
+                skipped += 1
+            elif owner is not None:
+                self.table.count_duplicate(claim.batch_id, record_id, expires)
+                duplicates += 1
+            else:
+                todo.append((index, record, record_id))
+
+        stored: list[Outcome] = []
+        not_done: list[tuple[str, BaseException]] = []
+        for start in range(0, len(todo), TRANSACTION_RECORDS):
+            outcomes: list[Outcome] = []
+            for index, record, record_id in todo[start : start + TRANSACTION_RECORDS]:
+                if self._out_of_time(remaining_ms):
+                    not_done.append((record_id, TimeoutError("too little time left in this invocation")))
+                    continue
+                context = TransformContext(
+                    record_id, claim.batch_id, claim.correlation_id, received_at, started
+                )
+                try:
+                    outcomes.append(
+                        self._outcome_with_retries(record, index, is_batch, context, expires, remaining_ms)
+                    )
+                except Exception as error:  # the contract's transient fault, retried in vain
+                    not_done.append((record_id, error))
+            # What succeeded is stored even if a neighbour failed: the redelivery will skip it.
+            stored.extend(self.table.store_outcomes(claim.batch_id, outcomes, expires, started))
+
+        if not_done:
+            record_id, first = not_done[0]
+            raise RecordsNotDoneError(
+                f"{len(not_done)} of {len(records)} record(s) not done, e.g. {record_id}: "
+                f"{type(first).__name__}: {first}"
+            ) from first
         newly_processed = sum(1 for outcome in stored if outcome.status == PROCESSED)
         return BatchResult(
             batch_id=claim.batch_id,
-            processed=processed,
-            rejected=len(outcomes) - processed,
             newly_processed=newly_processed,
             newly_rejected=len(stored) - newly_processed,
+            skipped=skipped,
+            duplicates=duplicates,
             latency_ms=(started - received_at).total_seconds() * 1000,
         )
 
-    def _outcome(
+    def _out_of_time(self, remaining_ms: Callable[[], int] | None, after_s: float = 0.0) -> bool:
+        return remaining_ms is not None and remaining_ms() - after_s * 1000 < self.retry.reserve_ms
+
+    def _outcome_with_retries(
         self,
         record: Any,
-        record_id: str,
         index: int,
         is_batch: bool,
-        claim: ClaimCheck,
-        received_at: datetime,
-        processed_at: datetime,
+        context: TransformContext,
+        expires: datetime,
+        remaining_ms: Callable[[], int] | None,
     ) -> Outcome:
+        retry = 0
+        while True:
+            try:
+                return self._outcome(record, index, is_batch, context, expires)
+            except Exception:
+                delay = self.retry.delay(retry, self.rng)
+                retry += 1
+                if retry >= self.retry.attempts or self._out_of_time(remaining_ms, after_s=delay):
+                    raise
+                self.sleep(delay)
+
+    def _outcome(
+        self, record: Any, index: int, is_batch: bool, context: TransformContext, expires: datetime
+    ) -> Outcome:
+        record_id = context.record_id
         record_type = str(record.get("type", "unknown")) if isinstance(record, dict) else "unknown"
         violations = validate_record(record, index, f"records[{index}]." if is_batch else "")
         if violations:
             reason = "; ".join(f"{v.field} {v.message}" for v in violations)
             return Outcome(record_id, REJECTED, record_type, reason=f"schema: {reason}")
-        context = TransformContext(record_id, claim.batch_id, claim.correlation_id, received_at, processed_at)
         try:
             result = self.transform(record, context)
         except RejectRecord as rejection:
             return Outcome(record_id, REJECTED, record_type, reason=rejection.reason)
-        try:
-            size = len(json.dumps(result, allow_nan=False))
-            serialize({"result": result})  # what DynamoDB can hold: no NaN, at most 38 significant digits
-        except (TypeError, ValueError, decimal.DecimalException) as error:
-            return Outcome(record_id, REJECTED, record_type, reason=f"result cannot be stored: {error!r}")
-        if size > MAX_RESULT_BYTES:
+        if not isinstance(result, dict):  # a bug in the transform, not in the record: retried, then DLQ
+            raise TypeError(f"the transform returned a {type(result).__name__}; it must return a dict")
+        outcome = Outcome(record_id, PROCESSED, str(result.get("type", record_type)), result=result)
+        # What DynamoDB can hold (valid Unicode, numbers in range, depth, names, 400 KB with the record's
+        # bookkeeping), checked before writing so that one record cannot fail the transaction.
+        item = PipelineTable.record_item(context.batch_id, outcome, expires, context.processed_at)
+        problems = item_problems(item, KEY_LIMITS)
+        if problems:
             return Outcome(
-                record_id,
-                REJECTED,
-                record_type,
-                reason=f"result is {size} bytes; at most {MAX_RESULT_BYTES} can be stored",
+                record_id, REJECTED, record_type, reason="result cannot be stored: " + "; ".join(problems)
             )
-        return Outcome(record_id, PROCESSED, str(result.get("type", record_type)), result=result)
+        try:
+            serialize(item)
+        except (TypeError, ValueError, ArithmeticError) as error:  # DecimalException is an ArithmeticError
+            return Outcome(record_id, REJECTED, record_type, reason=f"result cannot be stored: {error!r}")
+        return outcome

@@ -9,7 +9,10 @@ Table layout (partition key `pk` only; a GSI `gsi1pk`/`gsi1sk` lists records by 
 | duplicate    | DUP#<batchId>#<id>     | marks an id already stored by another batch (counted once)   |
 | idempotency  | IDEM#<Idempotency-Key> | requestHash, batchId, response, claimCheck, enqueued         |
 
-Every write that counts is conditional, so an SQS redelivery never stores or counts a record twice.
+Every write that counts is conditional, so an SQS redelivery never stores or counts a record twice. An item
+DynamoDB refuses for its content (a `ValidationException`, or a cancelled transaction whose reason for that
+item is `ValidationError`) never takes its neighbours down: that record is stored as REJECTED with
+DynamoDB's reason and the rest of the transaction is written.
 """
 
 from __future__ import annotations
@@ -23,13 +26,25 @@ from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ParamValidationError
 
 PROCESSED = "PROCESSED"
 REJECTED = "REJECTED"
 GSI_NAME = "by-type-status"
 # A transaction holds at most 100 items: 99 record puts plus the batch counter update.
 TRANSACTION_RECORDS = 99
+# BatchGetItem reads at most 100 keys per call.
+BATCH_GET_KEYS = 100
+# Key attributes hold at most 2048 bytes (partition keys) and 1024 (sort keys), GSI keys included:
+# https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html#limits-partition-sort-keys
+KEY_LIMITS = {"pk": 2048, "gsi1pk": 2048, "gsi1sk": 1024}
+# A REJECTED record's reason is kept short: it explains, it does not carry data.
+MAX_REASON_CHARS = 2000
+# Cancellation reason codes that mean "DynamoDB refuses this item as written" (its content: size, a number
+# out of range, nesting, an empty name...). "ValidationError" is DynamoDB's, listed in
+# https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html (Errors,
+# TransactionCanceledException); moto reports "ValidationException" for the same refusals.
+_ITEM_REFUSED = frozenset({"ValidationError", "ValidationException"})
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -39,6 +54,8 @@ def to_dynamo(value: Any) -> Any:
     """JSON-compatible value -> value boto3 can store (floats become Decimal, as DynamoDB requires)."""
     if isinstance(value, float):
         return Decimal(str(value))
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**38:
+        return _without_trailing_zeros(value)
     if isinstance(value, dict):
         return {key: to_dynamo(item) for key, item in value.items()}
     if isinstance(value, list):
@@ -57,6 +74,20 @@ def from_dynamo(value: Any) -> Any:
     return value
 
 
+def _without_trailing_zeros(value: int) -> Decimal:
+    """10**40 as Decimal('1E+40'): DynamoDB counts significant digits, but boto3 refuses an int of more
+    than 38 digits even when the extra ones are trailing zeros (its context traps `Rounded`)."""
+    sign, digits, exponent = Decimal(value).as_tuple()
+    trailing = len(digits) - len("".join(map(str, digits)).rstrip("0"))
+    return Decimal((sign, digits[: len(digits) - trailing], int(exponent) + trailing))
+
+
+def readable(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """`text` safe to store and show: lone surrogates escaped (not UTF-8), at most `limit` characters."""
+    safe = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return safe if len(safe) <= limit else safe[: limit - 3] + "..."
+
+
 def serialize(item: dict[str, Any]) -> dict[str, Any]:
     return {key: _serializer.serialize(to_dynamo(value)) for key, value in item.items()}
 
@@ -69,17 +100,31 @@ def epoch_seconds(moment: datetime) -> int:
     return int(moment.timestamp())
 
 
-def _already_stored(error: ClientError, puts: int) -> list[bool] | None:
-    """From a cancelled store transaction (`puts` record puts, then the batch counter update): which puts
-    failed their `attribute_not_exists` condition. None when the reasons are missing or do not line up."""
+def _cancellation_codes(error: ClientError, puts: int) -> list[tuple[str, str]] | None:
+    """From a cancelled store transaction (`puts` record puts, then the batch counter update): each put's
+    (code, message). None when the reasons are missing or do not line up."""
     reasons = error.response.get("CancellationReasons")
     if not isinstance(reasons, list) or len(reasons) != puts + 1:
         return None
-    return [reason.get("Code") == "ConditionalCheckFailed" for reason in reasons[:puts]]
+    return [(str(reason.get("Code")), str(reason.get("Message", ""))) for reason in reasons[:puts]]
+
+
+def _error_code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 def _is_condition_failure(error: ClientError) -> bool:
-    return error.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+    return _error_code(error) == "ConditionalCheckFailedException"
+
+
+def refused_by_dynamodb(outcome: Outcome, why: str) -> Outcome:
+    """The REJECTED outcome stored instead of one DynamoDB refused for its content."""
+    if outcome.status == REJECTED and outcome.result is None:
+        # Already the smallest item this record can have: the refusal is not about the record's content.
+        raise RuntimeError(f"DynamoDB refused the REJECTED record {outcome.record_id}: {why}")
+    return Outcome(
+        outcome.record_id, REJECTED, outcome.type, reason=readable(f"DynamoDB cannot store the result: {why}")
+    )
 
 
 @dataclass(frozen=True)
@@ -262,34 +307,120 @@ class PipelineTable:
                 raise  # an existing batch is a retried request finishing what it started: fine
 
     # --- processing -----------------------------------------------------------------------------
+    def stored_owners(self, record_ids: Sequence[str]) -> dict[str, str]:
+        """Which of these record ids are already stored, and by which batch: {record id: batch id}.
+
+        BatchGetItem, 100 keys per call, eventually consistent: it only saves work (a redelivery skips
+        what an earlier delivery stored, minutes earlier), while exactly-once storage rests on the
+        conditional writes. Keys DynamoDB leaves unprocessed are simply not reported."""
+        owners: dict[str, str] = {}
+        unique = list(dict.fromkeys(record_ids))
+        for start in range(0, len(unique), BATCH_GET_KEYS):
+            keys = [{"pk": {"S": f"REC#{record_id}"}} for record_id in unique[start : start + BATCH_GET_KEYS]]
+            request: dict[str, Any] = {self.name: {"Keys": keys, "ProjectionExpression": "recordId, batchId"}}
+            for _ in range(3):  # unprocessed keys (throttling, 16 MB pages) are asked for again, briefly
+                answer = self.db.batch_get_item(RequestItems=request)
+                for item in answer.get("Responses", {}).get(self.name, []):
+                    owners[item["recordId"]["S"]] = item["batchId"]["S"]
+                request = answer.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+        return owners
+
     def store_outcomes(
         self, batch_id: str, outcomes: Sequence[Outcome], expires: datetime, now: datetime
     ) -> list[Outcome]:
-        """Store outcomes and count them on the batch, exactly once each. Returns the ones stored now."""
+        """Store outcomes and count them on the batch, exactly once each. Returns the outcomes stored now,
+        as stored: an outcome DynamoDB refused for its content comes back as the REJECTED one stored instead.
+        Anything else (throttling, a conflict, a service error) raises, for SQS to redeliver."""
         stored: list[Outcome] = []
         for start in range(0, len(outcomes), TRANSACTION_RECORDS):
-            pending = list(outcomes[start : start + TRANSACTION_RECORDS])
-            while pending:
-                try:
-                    self._transact(batch_id, pending, expires, now)
-                    stored.extend(pending)
-                    break
-                except ClientError as error:
-                    if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-                        raise
-                    exists = _already_stored(error, len(pending))
-                    if exists is None:
-                        # No usable reasons: settle the records one by one.
-                        stored.extend(o for o in pending if self._store_one(batch_id, o, expires, now))
-                        break
-                    if not any(exists):
-                        raise  # cancelled for another reason (e.g. a conflicting write): SQS retries it
-                # Records stored by an earlier delivery (or by another batch) leave the transaction; the
-                # rest is retried at once, so a redelivery costs one extra call, not one per record.
-                for outcome in (o for o, stored_before in zip(pending, exists, strict=True) if stored_before):
-                    self._settle_existing(batch_id, outcome, expires)
-                pending = [o for o, stored_before in zip(pending, exists, strict=True) if not stored_before]
+            stored.extend(
+                self._store_chunk(batch_id, list(outcomes[start : start + TRANSACTION_RECORDS]), expires, now)
+            )
         return stored
+
+    def _store_chunk(
+        self, batch_id: str, pending: list[Outcome], expires: datetime, now: datetime
+    ) -> list[Outcome]:
+        pending = [self._serializable(batch_id, outcome, expires, now) for outcome in pending]
+        while pending:
+            try:
+                self._transact(batch_id, pending, expires, now)
+                return pending
+            except ParamValidationError:
+                return self._store_each(batch_id, pending, expires, now)  # which one? each on its own
+            except ClientError as error:
+                code = _error_code(error)
+                if code == "ValidationException":  # the request as a whole: one of its items is refused
+                    return self._store_each(batch_id, pending, expires, now)
+                if code != "TransactionCanceledException":
+                    raise
+                reasons = _cancellation_codes(error, len(pending))
+                if reasons is None:
+                    return self._store_each(batch_id, pending, expires, now)  # no usable reasons
+                exists = [reason == "ConditionalCheckFailed" for reason, _ in reasons]
+                refused = [reason in _ITEM_REFUSED for reason, _ in reasons]
+                if not any(exists) and not any(refused):
+                    raise  # cancelled for another reason (a conflicting write, throttling): SQS retries it
+            # Records stored by an earlier delivery (or by another batch) leave the transaction; a record
+            # DynamoDB refuses becomes REJECTED with its reason; the rest is retried at once, so a
+            # redelivery costs one extra call, not one per record.
+            next_pending: list[Outcome] = []
+            for outcome, stored_before, refusal, (_, message) in zip(
+                pending, exists, refused, reasons, strict=True
+            ):
+                if stored_before:
+                    self._settle_existing(batch_id, outcome, expires)
+                elif refusal:
+                    next_pending.append(refused_by_dynamodb(outcome, message))
+                else:
+                    next_pending.append(outcome)
+            pending = next_pending
+        return []
+
+    def _store_each(
+        self, batch_id: str, outcomes: Sequence[Outcome], expires: datetime, now: datetime
+    ) -> list[Outcome]:
+        stored: list[Outcome] = []
+        for outcome in outcomes:
+            settled = self._store_one(batch_id, outcome, expires, now)
+            if settled is not None:
+                stored.append(settled)
+        return stored
+
+    def _store_one(self, batch_id: str, outcome: Outcome, expires: datetime, now: datetime) -> Outcome | None:
+        """One record in its own transaction. Returns what was stored, or None if it was stored before."""
+        for _ in range(2):  # the outcome, then (if DynamoDB refuses its content) its REJECTED stand-in
+            try:
+                self._transact(batch_id, [outcome], expires, now)
+                return outcome
+            except ParamValidationError as error:
+                outcome = refused_by_dynamodb(outcome, str(error))
+            except ClientError as error:
+                code = _error_code(error)
+                reasons = _cancellation_codes(error, 1) if code == "TransactionCanceledException" else None
+                if code == "ValidationException":
+                    outcome = refused_by_dynamodb(outcome, error.response.get("Error", {}).get("Message", ""))
+                elif reasons and reasons[0][0] in _ITEM_REFUSED:
+                    outcome = refused_by_dynamodb(outcome, reasons[0][1])
+                elif code == "TransactionCanceledException" and (
+                    reasons is None or reasons[0][0] == "ConditionalCheckFailed"
+                ):
+                    self._settle_existing(batch_id, outcome, expires)
+                    return None
+                else:
+                    raise
+        raise RuntimeError(f"record {outcome.record_id}: DynamoDB refused its REJECTED stand-in")
+
+    def _serializable(self, batch_id: str, outcome: Outcome, expires: datetime, now: datetime) -> Outcome:
+        """The outcome, or its REJECTED stand-in if its item cannot even be serialized (a type boto3 does
+        not know, a number boto3 cannot convert)."""
+        try:
+            serialize(self.record_item(batch_id, outcome, expires, now))
+        except (TypeError, ValueError, ArithmeticError) as error:  # DecimalException is an ArithmeticError
+            return refused_by_dynamodb(outcome, f"{type(error).__name__}: {error}")
+        return outcome
 
     def _transact(self, batch_id: str, chunk: Sequence[Outcome], expires: datetime, now: datetime) -> None:
         processed = sum(1 for outcome in chunk if outcome.status == PROCESSED)
@@ -297,7 +428,7 @@ class PipelineTable:
             {
                 "Put": {
                     "TableName": self.name,
-                    "Item": serialize(self._record_item(batch_id, outcome, expires, now)),
+                    "Item": serialize(self.record_item(batch_id, outcome, expires, now)),
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
             }
@@ -306,25 +437,18 @@ class PipelineTable:
         items.append(self._count(batch_id, processed=processed, rejected=len(chunk) - processed))
         self.db.transact_write_items(TransactItems=items)
 
-    def _store_one(self, batch_id: str, outcome: Outcome, expires: datetime, now: datetime) -> int:
-        try:
-            self._transact(batch_id, [outcome], expires, now)
-            return 1
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-                raise
-        self._settle_existing(batch_id, outcome, expires)
-        return 0
-
     def _settle_existing(self, batch_id: str, outcome: Outcome, expires: datetime) -> None:
         """`outcome`'s record id is already stored: by this batch (nothing to do) or by another one."""
         existing = self.get_record(outcome.record_id)
         if existing is None:
             raise RuntimeError(f"record {outcome.record_id}: transaction cancelled but no record stored")
-        if existing.get("batchId") == batch_id:
-            return  # stored and counted by an earlier delivery of this message
-        # The id was already used by another batch: keep the first record, count a duplicate once.
-        marker = {"pk": f"DUP#{batch_id}#{outcome.record_id}", "expiresAt": epoch_seconds(expires)}
+        if existing.get("batchId") != batch_id:
+            self.count_duplicate(batch_id, outcome.record_id, expires)
+        # else: stored and counted by an earlier delivery of this message
+
+    def count_duplicate(self, batch_id: str, record_id: str, expires: datetime) -> None:
+        """The id was already used by another batch: keep the first record, count a duplicate once."""
+        marker = {"pk": f"DUP#{batch_id}#{record_id}", "expiresAt": epoch_seconds(expires)}
         try:
             self.db.transact_write_items(
                 TransactItems=[
@@ -361,23 +485,25 @@ class PipelineTable:
         }
 
     @staticmethod
-    def _record_item(batch_id: str, outcome: Outcome, expires: datetime, now: datetime) -> dict[str, Any]:
+    def record_item(batch_id: str, outcome: Outcome, expires: datetime, now: datetime) -> dict[str, Any]:
         processed_at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        # The type is part of a GSI key (at most 2048 bytes, never empty): bounded and readable, always.
+        record_type = readable(outcome.type, 200) or "unknown"
         item: dict[str, Any] = {
             "pk": f"REC#{outcome.record_id}",
             "recordId": outcome.record_id,
             "batchId": batch_id,
             "status": outcome.status,
-            "type": outcome.type,
+            "type": record_type,
             "processedAt": processed_at,
-            "gsi1pk": f"{outcome.type}#{outcome.status}",
+            "gsi1pk": f"{record_type}#{outcome.status}",
             "gsi1sk": f"{processed_at}#{outcome.record_id}",
             "expiresAt": epoch_seconds(expires),
         }
         if outcome.result is not None:
             item["result"] = outcome.result
         if outcome.reason is not None:
-            item["reason"] = outcome.reason
+            item["reason"] = readable(outcome.reason)
         return item
 
     def record_failure(self, batch_id: str, error: str) -> None:

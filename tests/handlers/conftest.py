@@ -17,23 +17,19 @@ import pytest
 from moto import mock_aws
 
 from tests.handlers import iam
-from tests.handlers.harness import REGION, CallRecorder, Pipeline, deploy, functions_in, reset_clients
+from tests.handlers.harness import (
+    LAMBDA_ENVIRONMENT,
+    REGION,
+    CallRecorder,
+    Pipeline,
+    deploy,
+    functions_in,
+    reset_clients,
+)
 
 TEMPLATE_ENV = "local"
 
-_ENVIRONMENT = {
-    # Fake credentials and region: moto answers everything, nothing can reach AWS.
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
-    "AWS_CONFIG_FILE": "/dev/null",
-    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
-    # Powertools as in Lambda, minus X-Ray (no daemon here); Metrics needs its namespace at import.
-    "POWERTOOLS_TRACE_DISABLED": "1",
-    "POWERTOOLS_METRICS_NAMESPACE": "rtp-test",
-}
+_ENVIRONMENT = LAMBDA_ENVIRONMENT
 
 
 @pytest.fixture(autouse=True)

@@ -161,6 +161,12 @@ def needs_of(call: ApiCall, resolve: Resolver) -> list[Need]:
             for item in params["TransactItems"]
             for kind, body in item.items()
         ]
+    if service == "dynamodb" and operation in ("BatchGetItem", "BatchWriteItem"):
+        # One action per call, authorized on every table the call names (its RequestItems keys).
+        return [
+            Need(call.actor, f"dynamodb:{operation}", _table_arn(table), via)
+            for table in params["RequestItems"]
+        ]
     action = _ACTION_OF.get((service, operation), f"{service}:{operation}")
     needs: list[Need] = []
     if service == "dynamodb":

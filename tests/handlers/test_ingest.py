@@ -290,3 +290,63 @@ def test_unknown_route_answers_in_the_error_shape(pipeline: Pipeline) -> None:
 
     response = pipeline.api("ingest", api_event("POST", "/nowhere", request_id="req-404"))
     assert_error(response, 404, "NOT_FOUND", "req-404")
+
+
+def test_records_the_store_cannot_hold_are_refused_naming_index_and_field(pipeline: Pipeline) -> None:
+    deep: Any = 1
+    for _ in range(40):
+        deep = [deep]
+    records = [
+        ORDER,
+        {**ORDER, "timestamp": "2024-02-30T00:00:00Z"},
+        {"type": "t", "data": {"\udc00": 1}},
+        {"type": "t", "data": {"a": {"": 1}}},
+        {"type": "t", "data": {"n": 10**38 + 1}},
+        {"type": "t", "data": {"deep": deep}},
+        {"type": "t", "data": {"s": "x" * 410_000}},
+        {"type": "t", "data": {"ok": True}, "source": "\ud800"},
+    ]
+    response = pipeline.post_records({"records": records}, request_id="req-store")
+
+    details = assert_error(response, 400, "VALIDATION_ERROR", "req-store")
+    found = {(d["index"], d["field"].split("[0]")[0]) for d in details}
+    assert found == {
+        (1, "records[1].timestamp"),
+        (2, 'records[2].data["\\udc00"]'),
+        (3, 'records[3].data.a[""]'),
+        (4, "records[4].data.n"),
+        (5, "records[5].data.deep"),
+        (6, "records[6].data"),
+        (7, "records[7].source"),
+    }
+    messages = {d["index"]: d["message"] for d in details}
+    assert "day is out of range" in messages[1] and "surrogate" in messages[2] and "empty" in messages[3]
+    assert "39 significant digits" in messages[4] and "32 levels" in messages[5] and "bytes" in messages[6]
+    assert pipeline.queued() == 0 and len(pipeline.raw_keys()) == 1  # nothing enqueued, the body kept
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 5000 + "]" * 5000,
+        '{"a":' * 5000 + "1" + "}" * 5000,
+        '{"type": "t", "data": {"deep": ' + "[" * 900 + "]" * 900 + "}}",
+        "[" * 100_000,
+    ],
+    ids=["array-5000", "object-5000", "data-900", "unterminated-100000"],
+)
+def test_deep_json_is_a_400_never_a_500(pipeline: Pipeline, raw: str) -> None:
+    response = pipeline.post_records(None, raw=raw)
+    assert_error(response, 400, "INVALID_JSON")
+    assert "at most 64 levels" in response.body["error"]["message"]
+    assert pipeline.queued() == 0
+
+
+def test_a_large_refusal_lists_the_first_100_problems(pipeline: Pipeline) -> None:
+    records = [{"type": "t", "data": {"": n}} for n in range(500)]
+    response = pipeline.post_records({"records": records})
+    details = assert_error(response, 400, "VALIDATION_ERROR")
+    assert len(details) == 100 and [d["index"] for d in details] == list(range(100))
+    assert response.body["error"]["message"] == (
+        "500 validation error(s); nothing was accepted; the first 100 are listed"
+    )

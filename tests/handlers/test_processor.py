@@ -291,3 +291,45 @@ def test_correlation_id_is_carried_from_the_api_request_to_the_processor_logs(
     assert processed["batch_id"] == accepted["batchId"]
     assert processed["service"] == "processor"
     assert "s3cr3t" not in json.dumps(logs)  # no payload logging
+
+
+@pytest.mark.parametrize(
+    ("result", "reason"),
+    [
+        ({"text": "\ud800"}, "lone UTF-16 surrogate"),
+        ({"": 1}, "empty key"),
+        ({"n": 10**38 + 1}, "39 significant digits"),
+        ({"blob": "x" * 409_000}, "the item is"),
+        ({"deep": [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]}, "32 levels"),
+        ({"odd": {1, 2}}, "not a JSON value"),
+    ],
+    ids=["surrogate", "empty-key", "digits", "size", "depth", "set"],
+)
+def test_a_result_the_store_cannot_hold_is_rejected_and_its_neighbours_processed(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, result: dict[str, Any], reason: str
+) -> None:
+    def custom(record: dict[str, Any], context: Any) -> dict[str, Any]:
+        return result if context.record_id == "odd" else {"fine": context.record_id}
+
+    monkeypatch.setattr(pipeline.module("processor").transform, "transform", custom)
+    accepted = accept(pipeline, [{"id": i, "type": "t", "data": {"i": i}} for i in ("a", "odd", "b")])
+    [delivery] = pipeline.drain()
+
+    assert delivery.failures == []
+    odd = pipeline.get_record("odd")
+    assert odd.status == 200 and odd.body["status"] == "REJECTED"
+    assert odd.body["reason"].startswith("result cannot be stored: ") and reason in odd.body["reason"]
+    assert pipeline.get_record("a").body["result"] == {"fine": "a"}
+    view = batch(pipeline, accepted["batchId"])
+    assert (view["status"], view["processed"], view["rejected"]) == ("COMPLETE", 2, 1)
+
+
+def test_a_transform_returning_no_dict_is_a_fault_to_fix_not_a_rejection(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the transform, not in the record: the message fails (and can be redriven once fixed)."""
+    monkeypatch.setattr(pipeline.module("processor").transform, "transform", lambda record, context: [1])
+    accepted = accept(pipeline, [{"type": "t", "data": {"x": 1}}])
+    deliveries = pipeline.drain()
+    assert len(deliveries) == pipeline.max_receive_count and pipeline.queued(pipeline.dlq_url) == 1
+    assert "must return a dict" in batch(pipeline, accepted["batchId"])["lastError"]

@@ -89,3 +89,32 @@ def test_unknown_route_is_404_in_the_error_shape(pipeline: Pipeline) -> None:
     assert_error(
         pipeline.api("query", api_event("GET", "/elsewhere", request_id="q-2")), 404, "NOT_FOUND", "q-2"
     )
+
+
+def test_everything_the_processor_stores_reads_back_as_sent(pipeline: Pipeline) -> None:
+    """Edge values the door accepts survive ingest -> processor -> DynamoDB -> query unchanged (numbers as
+    the doubles JSON readers make of them)."""
+    import json
+
+    deep: Any = "bottom"
+    for _ in range(29):
+        deep = {"k": deep}
+    data = {
+        "big": 10**40,
+        "digits38": 12345678901234567890123456789012345678,
+        "tiny": 1e-130,
+        "huge": 9.9e125,
+        "negative_zero": -0.0,
+        "text": "\U0001f600 caf\u00e9 \u0000 \uffff",
+        "\u00e9t\u00e9 key": [None, True, 1.5, [], {}],
+        "deep": deep,
+        "blob": "x" * 300_000,
+    }
+    accept(pipeline, [{"id": "edge", "type": "t", "data": data}])
+    pipeline.drain()
+
+    response = pipeline.get_record("edge")
+    assert response.status == 200 and response.body["status"] == "PROCESSED"
+    back = response.body["result"]["data"]
+    assert json.loads(json.dumps(back), parse_int=float) == json.loads(json.dumps(data), parse_int=float)
+    assert back["big"] == 10**40 and back["digits38"] == data["digits38"]  # integers exactly

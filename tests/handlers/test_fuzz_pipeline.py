@@ -1,0 +1,82 @@
+"""Property-based proof that what the API accepts, the pipeline stores, and reads back (issue 8).
+
+Three sources of requests (tests/handlers/fuzz.py): generated from `record.schema.json`, the same records
+with one harmful mutation, and the corpus of every harmful input the issue names. Each request goes
+through ingest -> processor (the harness's event source mapping) -> query, and must hold every property
+of `fuzz.run_case`: a 202 ends with every record PROCESSED or REJECTED and readable with 200; a refusal
+is a 4xx in the documented error shape; nothing is stored or counted twice; nothing is dead-lettered.
+Mutated and corpus requests must also be refused (or, for the harmless neighbours, accepted) as listed.
+
+Every case runs even when one fails, and a failure lists how many cases broke which property, by kind of
+input: run against an older handlers/ (see bench/door_fuzz.py), this file measures it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hypothesis import HealthCheck, given, settings
+
+from tests.handlers.fuzz import ACCEPTED, REFUSED, Case, corpus, generated, mutated, run_case, summary
+from tests.handlers.harness import Pipeline
+
+# Examples per run (derandomized: the same cases every run, so these are the suite's counts).
+GENERATED_EXAMPLES = 120
+MUTATED_EXAMPLES = 80
+
+
+def _settings(max_examples: int) -> settings:
+    return settings(
+        max_examples=max_examples,
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.large_base_example,
+        ],
+    )
+
+
+def test_every_corpus_case_holds_the_properties(pipeline: Pipeline) -> None:
+    cases = corpus()
+    answers: Counter[str] = Counter()
+    failures = [(case, problems) for case in cases if (problems := run_case(pipeline, case, answers))]
+    assert not failures, summary(failures, len(cases))
+    assert len(cases) >= 70 and answers[ACCEPTED] >= 15 and answers[REFUSED] >= 50, answers
+
+
+def test_generated_requests_hold_the_properties(pipeline: Pipeline) -> None:
+    failures: list[tuple[Case, list[str]]] = []
+    answers: Counter[str] = Counter()
+
+    @_settings(GENERATED_EXAMPLES)
+    @given(case=generated())
+    def check(case: Case) -> None:
+        if problems := run_case(pipeline, case, answers):
+            failures.append((case, problems))
+
+    check()
+    total = sum(answers.values())
+    assert not failures, summary(failures, total)
+    assert total >= GENERATED_EXAMPLES, answers  # hypothesis really ran them
+    # Both doors are exercised: schema-valid records the store takes, and ones it cannot hold.
+    assert answers[ACCEPTED] >= total // 5 and answers[REFUSED] >= total // 10, answers
+
+
+def test_mutated_requests_are_refused_and_hold_the_properties(pipeline: Pipeline) -> None:
+    failures: list[tuple[Case, list[str]]] = []
+    answers: Counter[str] = Counter()
+    kinds: Counter[str] = Counter()
+
+    @_settings(MUTATED_EXAMPLES)
+    @given(case=mutated())
+    def check(case: Case) -> None:
+        kinds[case.name] += 1
+        if problems := run_case(pipeline, case, answers):
+            failures.append((case, problems))
+
+    check()
+    assert not failures, summary(failures, sum(kinds.values()))
+    assert sum(kinds.values()) >= MUTATED_EXAMPLES and len(kinds) == 7, kinds  # every mutation ran
