@@ -21,9 +21,10 @@ Contract
   stored as ``REJECTED`` with that reason and is **not** retried.
 * Any other exception means a transient fault (a downstream call failed). That record is retried in
   the same invocation (4 attempts in all, exponential backoff with full jitter, never past the
-  function's remaining time less 5 s); the other records of the message are stored meanwhile. If it
-  still fails, the SQS message is redelivered, and the redelivery transforms only the records not yet
-  stored; after ``processing.max_receive_count`` deliveries the message goes to the dead-letter queue.
+  function's remaining time less a reserve: 5 s, or a quarter of the time left for short timeouts); the
+  other records of the message are stored meanwhile. If it still fails, the SQS message is redelivered,
+  and the redelivery transforms only the records not yet stored; after
+  ``processing.max_receive_count`` deliveries the message goes to the dead-letter queue.
 * Be deterministic and free of side effects: a record can be transformed more than once (retries, and
   SQS delivers at least once), and only the first result is stored.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -129,22 +130,31 @@ def test_retries_back_off_with_jitter_and_stop_at_the_invocation_deadline(pipeli
     assert len(set(sleeps)) == len(sleeps)  # jittered, not a fixed schedule
 
     # Too little time left: nothing is started, nothing slept, the message goes back to SQS at once.
+    def clock(*readings: int) -> Callable[[], int]:
+        """Remaining time: the readings in turn, then the last one."""
+        left = list(readings)
+        return lambda: left.pop(0) if len(left) > 1 else left[0]
+
     sleeps.clear()
     called: list[str] = []
 
     def recording(record: dict[str, Any], context: Any) -> dict[str, Any]:
         called.append(context.record_id)
-        return {}
+        raise ConnectionError("down")
 
     processor = Processor(settings, raw, table, recording, policy, sleeps.append)
     with pytest.raises(RecordsNotDoneError, match="too little time left"):
-        processor.process(claim, remaining_ms=lambda: 4_000)
+        processor.process(claim, remaining_ms=clock(20_000, 4_999))  # reserve: 5 s of a 20 s budget
     assert called == [] and sleeps == []
     # Time for one attempt but not for a backoff: the fault is not retried.
-    processor = Processor(settings, raw, table, failing, policy, sleeps.append)
+    with pytest.raises(RecordsNotDoneError, match="ConnectionError"):
+        processor.process(claim, remaining_ms=clock(20_000, 5_000))
+    assert called == ["x"] and sleeps == []
+    # A short function keeps a quarter of its time, not 5 s: with 2 s left it still works and retries.
+    called.clear()
     with pytest.raises(RecordsNotDoneError):
-        processor.process(claim, remaining_ms=lambda: 5_010)
-    assert sleeps == []
+        processor.process(claim, remaining_ms=clock(2_000, 1_900))
+    assert called == ["x"] * policy.attempts and len(sleeps) == policy.attempts - 1
     assert pipeline.get_batch(accepted["batchId"]).body["pending"] == 1
 
 
