@@ -345,7 +345,8 @@ class LocalApi:
         """The server's own refusals (framing, limits, capacity), in the template's JSON error shape."""
         state = self._new_state(request)
         response_type, error_type = _REFUSALS.get(status, ("", ""))
-        family = "DEFAULT_4XX" if status < 500 else "DEFAULT_5XX"
+        # 501 is the answer to a transfer coding the client chose: its error, not the runtime's.
+        family = "DEFAULT_4XX" if status < 500 or status == 501 else "DEFAULT_5XX"
         status, headers, body = self._gateway_error(
             response_type or family, status, message, state, error_type=error_type
         )

@@ -202,7 +202,7 @@ def test_declared_body_over_the_payload_limit_is_413_without_reading_it(served: 
 def test_unknown_transfer_coding_is_refused_as_json(served: Served) -> None:
     lines = [*served.head("POST", "records", BODY), "Transfer-Encoding: gzip, chunked"]
     status, _, document, after, _ = _exchange(served, _wire(lines, b"0\r\n\r\n"))
-    assert status == 501 and _error_code(document) == "INTERNAL_ERROR"
+    assert status == 501 and _error_code(document) == "CLIENT_ERROR"
     assert "Transfer-Encoding" in document["error"]["message"] and after == b""
 
 
