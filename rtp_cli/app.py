@@ -21,7 +21,7 @@ import typer
 from rich.panel import Panel
 from rich.table import Table
 
-from rtp_cli.console import console, err
+from rtp_cli.console import console, err, escape, print_error
 from rtp_cli.options import EnvOption, ProfileOption
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
@@ -66,7 +66,7 @@ def interactive() -> bool:
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/bold red] {message}", highlight=False)
+    print_error(message)
     raise typer.Exit(code)
 
 
@@ -118,7 +118,7 @@ def _findings_table(rows: Sequence[tuple[str, ...]], columns: tuple[str, ...], t
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(escape(cell) for cell in row))
     console.print(table)
 
 
@@ -151,7 +151,7 @@ def check(
             if status is not None:
                 status.update(f"gate: {message}")
             else:
-                err.print(f"gate: {message}", highlight=False)
+                err.print(f"gate: {escape(message)}", highlight=False)
 
         result = gate.run_gate(environments, outdir=outdir, progress=progress)
     table = Table(title=f"rtp check: {', '.join(environments)}")
@@ -159,7 +159,7 @@ def check(
         table.add_column(column)
     styles = {"passed": "green", "failed": "bold red", "skipped": "yellow", "error": "bold red"}
     for run in result.runs:
-        table.add_row(run.env, run.tool, f"[{styles[run.status]}]{run.status}[/]", run.detail)
+        table.add_row(run.env, run.tool, f"[{styles[run.status]}]{run.status}[/]", escape(run.detail))
     console.print(table)
     if result.findings:
         _findings_table(
@@ -297,6 +297,11 @@ def _deploy_local(
         )
     if template is not None and not template.is_file():
         _fail(f"--template {template}: no such file")
+    if transform:
+        with _spinner(f"checking --transform {transform}…"):
+            problem = control.check_transform(transform)
+        if problem:
+            _fail(problem)
     try:
         with _spinner("synthesizing the local environment…"):
             prepared = control.prepare("local", template, use_cache=not no_cache)
@@ -309,6 +314,9 @@ def _deploy_local(
             "cdk-nag findings: the local environment serves only a template that passes the gate",
         )
         raise typer.Exit(1)
+    busy = control.busy_port_problem(port, aws_port, control.running_state())
+    if busy:
+        _fail(busy)
     previous = control.stop_local()
     if previous and previous.get("pid"):
         err.print(f"replaced the running local environment (pid {previous['pid']}); local data starts empty")
@@ -934,7 +942,18 @@ if register_day2 is not None:
 
 
 def main() -> None:
-    app()
+    """The console script. A bug must not greet a user with a Python traceback: it gets one line, and
+    RTP_DEBUG=1 shows the traceback for a bug report."""
+    try:
+        app()
+    except Exception as error:
+        if os.environ.get("RTP_DEBUG"):
+            raise
+        print_error(
+            f"unexpected {type(error).__name__}: {error} (this is a bug in rtp; rerun with RTP_DEBUG=1 "
+            "for the traceback)"
+        )
+        raise SystemExit(1) from None
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rtp_cli.console import console, err
+from rtp_cli.console import console, err, escape, print_error
 from rtp_cli.day2.api import ApiClient
 from rtp_cli.day2.dlq import DeadLetterQueue
 from rtp_cli.day2.inputs import InputOptions, line_ranges
@@ -42,7 +42,7 @@ from rtp_cli.options import EnvOption, ProfileOption
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
-    err.print(f"[bold red]error:[/bold red] {message}")
+    print_error(message)
     return typer.Exit(code)
 
 
@@ -153,6 +153,8 @@ def _input(file: str) -> Iterator[tuple[Any, str]]:
             yield (lambda: open(spool.name, "rb")), "<stdin>"  # noqa: SIM115 - closed by bulk_send
         return
     path = Path(file)
+    if path.is_dir():
+        raise _fail(f"--file {file}: is a directory; give a JSON Lines or CSV file, or - for stdin")
     if not path.is_file():
         raise _fail(f"--file {file}: no such file")
 
@@ -173,7 +175,7 @@ def print_summary(summary: SendSummary, out: Console = console) -> None:
     if summary.rejected:
         out.print(f"[red]rejected[/red] {len(summary.rejected)} line(s): {line_ranges(rejected_lines)}")
         for problem in summary.rejected[:20]:
-            out.print(f"  line {problem.line}: {problem.reason}")
+            out.print(f"  line {problem.line}: {escape(problem.reason)}", highlight=False)
         if len(summary.rejected) > 20:
             out.print(f"  ... and {len(summary.rejected) - 20} more")
     if summary.failed:
@@ -181,7 +183,7 @@ def print_summary(summary: SendSummary, out: Console = console) -> None:
             f"[red]failed[/red] {summary.failed_records} record(s) on line(s) {line_ranges(failed_lines)}"
         )
         for lines, message in summary.failed[:5]:
-            out.print(f"  lines {line_ranges(lines, 3)}: {message}")
+            out.print(f"  lines {line_ranges(lines, 3)}: {escape(message)}", highlight=False)
     out.print(
         f"{summary.retries} retr{'y' if summary.retries == 1 else 'ies'}"
         f"{f', {summary.replayed_batches} replayed batch(es)' if summary.replayed_batches else ''}; "
@@ -205,7 +207,7 @@ def _smoke_table(records: list[SmokeRecord]) -> Table:
             record.expected,
             f"[{style}]{got}[/{style}]",
             latency,
-            record.detail,
+            escape(record.detail),
         )
     return table
 
@@ -361,7 +363,7 @@ def show_id(identifier: str, env: str, profile: str | None) -> None:
                 shown = value if isinstance(value, str) else json.dumps(value, default=str)
                 if key == "ids" and isinstance(value, list) and len(value) > 10:
                     shown = json.dumps(value[:10]) + f" … ({len(value)} ids)"
-                table.add_row(key, str(shown))
+                table.add_row(escape(key), escape(str(shown)))
             console.print(table)
             return
         if response.status != 404:
@@ -510,7 +512,7 @@ def dlq_peek(
             str(message.record_count or "-"),
             str(message.receive_count),
             _age(message.age_seconds()),
-            message.last_error or "-",
+            escape(message.last_error or "-"),
         )
     console.print(table)
 
@@ -537,7 +539,7 @@ def dlq_redrive(
     how = "SQS message-move task" if result.method == "native" else "receive/send/delete"
     console.print(f"moved {result.moved} message(s) to the work queue ({how}; {result.status})")
     for error in result.errors:
-        err.print(f"[red]{error}[/red]")
+        err.print(f"[red]{escape(str(error))}[/red]")
     if result.errors:
         raise typer.Exit(1)
 

@@ -9,6 +9,9 @@ One append-only JSON Lines file per (environment, input bytes, input options, ba
 - `sending`: written ahead of a batch's first attempt (its key and input lines).
 - `accepted`: the API answered 202 (batch id, record count): never sent again by a resumed run.
 - `done`: every batch was accepted.
+
+A new journal's file is written with its first `sending` entry: a run that stops before sending anything
+(bad input, a crash while reading) leaves no journal, so the next run does not ask for --resume.
 """
 
 from __future__ import annotations
@@ -42,16 +45,21 @@ class Journal:
     sending: dict[int, str] = field(default_factory=dict)
     done: bool = False
     resumed: bool = False
+    header: dict[str, Any] | None = None  # the `run` entry of a new journal, written with the first entry
 
     def idempotency_key(self, batch_index: int) -> str:
         return f"{self.run_id}-{batch_index:06d}"
 
     def _append(self, entry: dict[str, Any]) -> None:
-        entry = {**entry, "at": datetime.now(UTC).isoformat(timespec="milliseconds")}
+        at = datetime.now(UTC).isoformat(timespec="milliseconds")
+        entries = [{**entry, "at": at}]
+        if self.header is not None:
+            entries.insert(0, {**self.header, "at": at})
         with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(entry, separators=(",", ":")) + "\n")
+            handle.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries))
             handle.flush()
             os.fsync(handle.fileno())
+        self.header = None
 
     def will_send(self, batch_index: int, lines: list[int]) -> str:
         key = self.idempotency_key(batch_index)
@@ -91,7 +99,7 @@ class Journal:
             pass  # nothing to resume: a fresh run (said in the summary)
         path.unlink(missing_ok=True)
         journal = cls(path=path, run_id=f"rtp-send-{secrets.token_hex(8)}")
-        journal._append({"kind": "run", "runId": journal.run_id, **meta})
+        journal.header = {"kind": "run", "runId": journal.run_id, **meta}
         return journal
 
     @classmethod

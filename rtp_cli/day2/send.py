@@ -265,6 +265,8 @@ def bulk_send(
     summary.rejected = sorted([*invalid, *summary.rejected], key=lambda problem: problem.line)
     if journal is not None and summary.ok:
         journal.finish()
+    if journal is not None and not journal.path.exists():
+        summary.journal = None  # nothing was sent: there is nothing to resume
     summary.elapsed_seconds = time.monotonic() - started
     return summary
 

@@ -1,5 +1,10 @@
 """The template's REST API served on 127.0.0.1, behaving as API Gateway does for what the template says.
 
+HTTP/1.1 itself (framing, keep-alive, capacity) is `rtp_cli.local.http11`: its refusals (malformed or
+ambiguous framing 400, too large 413, more requests in flight than it handles 429) are rendered here like
+every other gateway error. Chunked request bodies are decoded and reach the function without their
+Transfer-Encoding header, as in API Gateway.
+
 Per request, in API Gateway's order: payload limit (10 MB, REQUEST_TOO_LARGE 413) -> stage and route
 from the template's Resources/Methods (unknown -> 403 Missing Authentication Token, as API Gateway
 answers) -> stage throttling (token bucket per method from the stage's MethodSettings, 429 THROTTLED)
@@ -26,13 +31,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from jsonschema import Draft4Validator  # type: ignore[import-untyped]
 
 from rtp_cli.local.functions import FunctionRuntime, Invocation
+from rtp_cli.local.http11 import Http11Server, Request, Response
 from rtp_cli.local.logs import LogShipper
 from rtp_cli.local.sigv4 import AuthFailure, verify
 from rtp_cli.local.template import ACCOUNT_ID, Template, TemplateError
@@ -50,6 +55,17 @@ _DEFAULT_MESSAGES = {
     "INTEGRATION_FAILURE": (502, "Internal server error"),
     "INTEGRATION_TIMEOUT": (504, "Endpoint request timed out"),
 }
+
+
+# The server's own refusals -> (gateway response type, x-amzn-ErrorType); others render DEFAULT_4XX/5XX.
+_REFUSALS = {
+    413: ("REQUEST_TOO_LARGE", ""),
+    429: ("THROTTLED", "ThrottlingException"),
+}
+# API Gateway drops Transfer-Encoding before the integration: the function gets the decoded body
+# ("important notes for REST APIs", header table: Transfer-Encoding is not passed to the integration;
+# https://docs.aws.amazon.com/apigateway/latest/developerguide/api-gateway-known-issues.html).
+_DROPPED_REQUEST_HEADERS = frozenset({"transfer-encoding"})
 
 
 @dataclass
@@ -272,7 +288,7 @@ class RequestState:
 
 
 class LocalApi:
-    """The HTTP front end; `serve_forever` in a thread, `shutdown` to stop."""
+    """The HTTP front end (`rtp_cli.local.http11`): `start()` serves in threads, `stop()` ends it."""
 
     def __init__(
         self,
@@ -293,79 +309,66 @@ class LocalApi:
         self.region = template.region
         self.access_stream = f"{self.model.api_id}-{secrets.token_hex(8)}"
         self.admin: Callable[[str, bytes], Any] | None = None
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            server_version = "rtp-local"
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
-            def _any(self) -> None:
-                api.handle(self)
-
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _any  # noqa: N815
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
+        self.server = Http11Server(host, port, self.respond, self.refuse, max_body=API_GATEWAY_MAX_PAYLOAD)
+        self.port = self.server.port
         self.url = f"http://{host}:{self.port}/{self.model.stage}/"
-        self._thread = threading.Thread(target=self.server.serve_forever, name="rtp-local-api", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        self.server.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
 
     # ---- request handling ---------------------------------------------------------------------
-    def handle(self, http: BaseHTTPRequestHandler) -> None:
-        now = datetime.now(UTC)
-        state = RequestState(
+    def _new_state(self, request: Request | None) -> RequestState:
+        return RequestState(
             request_id=str(uuid.uuid4()),
             extended_id=base64.b32encode(secrets.token_bytes(10)).decode()[:16],
             started=time.monotonic(),
-            time=now,
-            source_ip=http.client_address[0],
-            method=http.command,
-            path=http.path,
+            time=datetime.now(UTC),
+            source_ip=request.client[0] if request else "-",
+            method=request.method if request else "-",
+            path=request.target if request else "-",
         )
+
+    def respond(self, request: Request) -> Response:
+        """One complete request -> the answer API Gateway would give (and its access-log line)."""
+        state = self._new_state(request)
         try:
-            status, headers, body = self._process(http, state)
+            status, headers, body = self._process(request, state)
         except Exception as error:  # a bug in the runtime: answer like API Gateway's 500
             state.error_message = f"local runtime error: {error}"
             status, headers, body = self._gateway_error("DEFAULT_5XX", 500, "Internal server error", state)
+        return self._finish(state, status, headers, body)
+
+    def refuse(self, status: int, message: str, request: Request | None) -> Response:
+        """The server's own refusals (framing, limits, capacity), in the template's JSON error shape."""
+        state = self._new_state(request)
+        response_type, error_type = _REFUSALS.get(status, ("", ""))
+        # 501 is the answer to a transfer coding the client chose: its error, not the runtime's.
+        family = "DEFAULT_4XX" if status < 500 or status == 501 else "DEFAULT_5XX"
+        status, headers, body = self._gateway_error(
+            response_type or family, status, message, state, error_type=error_type
+        )
+        if status == 429:
+            headers["Retry-After"] = "1"
+        return self._finish(state, status, headers, body, close=status != 429)
+
+    def _finish(
+        self, state: RequestState, status: int, headers: dict[str, str], body: bytes, close: bool = False
+    ) -> Response:
         state.status = status
         state.response_length = len(body)
         headers.setdefault("x-amzn-RequestId", state.request_id)
         headers.setdefault("x-amz-apigw-id", state.extended_id)
-        try:
-            http.send_response(status)
-            for name, value in headers.items():
-                http.send_header(name, value)
-            http.send_header("Content-Length", str(len(body)))
-            if http.close_connection:
-                http.send_header("Connection", "close")
-            http.end_headers()
-            if http.command != "HEAD":
-                http.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
         self._access_log(state)
+        return Response(status, list(headers.items()), body, close=close)
 
-    def _process(
-        self, http: BaseHTTPRequestHandler, state: RequestState
-    ) -> tuple[int, dict[str, str], bytes]:
-        length = int(http.headers.get("Content-Length") or 0)
-        if length > API_GATEWAY_MAX_PAYLOAD:
-            http.close_connection = True  # do not read 10+ MB we are refusing
-            return self._gateway_error("REQUEST_TOO_LARGE", 413, "Request Too Long", state)
-        body = http.rfile.read(length) if length else b""
-        split = urlsplit(http.path)
+    def _process(self, request: Request, state: RequestState) -> tuple[int, dict[str, str], bytes]:
+        body = request.body
+        split = urlsplit(request.target)
         if split.path.startswith(ADMIN_PREFIX) and self.admin is not None:
-            return self._admin(http, body, split.path.removeprefix(ADMIN_PREFIX), state)
+            return self._admin(request, split.path.removeprefix(ADMIN_PREFIX))
         stage, _, rest = split.path.lstrip("/").partition("/")
         if stage != self.model.stage:
             return self._gateway_error(
@@ -375,7 +378,7 @@ class LocalApi:
                 state,
                 error_type="MissingAuthenticationTokenException",
             )
-        routed = self.model.route("/" + rest, http.command)
+        routed = self.model.route("/" + rest, request.method)
         if routed is None:
             return self._gateway_error(
                 "MISSING_AUTHENTICATION_TOKEN",
@@ -391,13 +394,12 @@ class LocalApi:
             return self._gateway_error(
                 "THROTTLED", 429, "Too Many Requests", state, error_type="ThrottlingException"
             )
-        header_pairs = list(http.headers.items())
         if method.authorization == "AWS_IAM":
-            host = http.headers.get("Host", f"127.0.0.1:{self.port}")
+            host = request.headers.get("Host", f"127.0.0.1:{self.port}")
             outcome = verify(
-                http.command,
-                f"http://{host}{http.path}",
-                header_pairs,
+                request.method,
+                f"http://{host}{request.target}",
+                request.headers.items(),
                 body,
                 access_key=self.access_key,
                 secret_key=self.secret_key,
@@ -410,25 +412,23 @@ class LocalApi:
                 )
             state.caller = outcome.access_key
         query = parse_qsl(split.query, keep_blank_values=True)
-        problem = self._validate(method, http, path_params, query, body, state)
+        problem = self._validate(method, request, path_params, query, state)
         if problem is not None:
             return problem
-        event = self._event(http, method, path_params, query, body, state)
+        event = self._event(request, method, path_params, query, state)
         started = time.monotonic()
         invocation = self.functions.invoke(method.function, event)
         state.integration_latency = str(round((time.monotonic() - started) * 1000))
         return self._proxy_response(invocation, state)
 
-    def _admin(
-        self, http: BaseHTTPRequestHandler, body: bytes, name: str, state: RequestState
-    ) -> tuple[int, dict[str, str], bytes]:
+    def _admin(self, request: Request, name: str) -> tuple[int, dict[str, str], bytes]:
         """Runtime introspection for `rtp status` (signed like the API; not part of the template's API)."""
-        host = http.headers.get("Host", f"127.0.0.1:{self.port}")
+        host = request.headers.get("Host", f"127.0.0.1:{self.port}")
         outcome = verify(
-            http.command,
-            f"http://{host}{http.path}",
-            list(http.headers.items()),
-            body,
+            request.method,
+            f"http://{host}{request.target}",
+            request.headers.items(),
+            request.body,
             access_key=self.access_key,
             secret_key=self.secret_key,
             region=self.region,
@@ -440,7 +440,7 @@ class LocalApi:
                 json.dumps({"message": outcome.message}).encode(),
             )
         assert self.admin is not None
-        payload = self.admin(name, body)
+        payload = self.admin(name, request.body)
         if payload is None:
             return 404, {"Content-Type": "application/json"}, json.dumps({"message": "not found"}).encode()
         return 200, {"Content-Type": "application/json"}, json.dumps(payload, default=str).encode()
@@ -448,10 +448,9 @@ class LocalApi:
     def _validate(
         self,
         method: MethodSpec,
-        http: BaseHTTPRequestHandler,
+        request: Request,
         path_params: dict[str, str],
         query: list[tuple[str, str]],
-        body: bytes,
         state: RequestState,
     ) -> tuple[int, dict[str, str], bytes] | None:
         if method.validate_params:
@@ -460,7 +459,7 @@ class LocalApi:
             for param in method.required_params:
                 _, _, kind, name = param.split(".", 3)
                 present = (
-                    (kind == "header" and http.headers.get(name) is not None)
+                    (kind == "header" and request.headers.get(name) is not None)
                     or (kind == "querystring" and name in query_names)
                     or (kind == "path" and bool(path_params.get(name)))
                 )
@@ -474,11 +473,11 @@ class LocalApi:
                 )
         if method.validate_body and method.models:
             content_type = (
-                (http.headers.get("Content-Type") or "application/json").split(";")[0].strip().lower()
+                (request.headers.get("Content-Type") or "application/json").split(";")[0].strip().lower()
             )
             schema = method.models.get(content_type) or method.models.get("$default")
             if schema is not None:
-                errors = _schema_errors(schema, body)
+                errors = _schema_errors(schema, request.body)
                 if errors:
                     state.validation_error = "[" + ", ".join(errors) + "]"
                     return self._gateway_error(
@@ -492,27 +491,28 @@ class LocalApi:
 
     def _event(
         self,
-        http: BaseHTTPRequestHandler,
+        request: Request,
         method: MethodSpec,
         path_params: dict[str, str],
         query: list[tuple[str, str]],
-        body: bytes,
         state: RequestState,
     ) -> dict[str, Any]:
         headers: dict[str, str] = {}
         multi_headers: dict[str, list[str]] = {}
-        for name, value in http.headers.items():
+        for name, value in request.headers.items():
+            if name.lower() in _DROPPED_REQUEST_HEADERS:
+                continue
             headers[name] = value
             multi_headers.setdefault(name, []).append(value)
         multi_query: dict[str, list[str]] = {}
         for name, value in query:
             multi_query.setdefault(name, []).append(value)
-        path = "/" + urlsplit(http.path).path.lstrip("/").partition("/")[2]
+        path = "/" + urlsplit(request.target).path.lstrip("/").partition("/")[2]
         identity_arn = f"arn:aws:iam::{ACCOUNT_ID}:user/local-developer" if state.caller else None
         return {
             "resource": method.resource_path,
             "path": path,
-            "httpMethod": http.command,
+            "httpMethod": request.method,
             "headers": headers or None,
             "multiValueHeaders": multi_headers or None,
             "queryStringParameters": {k: v[-1] for k, v in multi_query.items()} or None,
@@ -522,12 +522,12 @@ class LocalApi:
             "requestContext": {
                 "resourceId": method.resource_path,
                 "resourcePath": method.resource_path,
-                "httpMethod": http.command,
+                "httpMethod": request.method,
                 "extendedRequestId": state.extended_id,
                 "requestTime": state.time.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-                "path": urlsplit(http.path).path,
+                "path": urlsplit(request.target).path,
                 "accountId": ACCOUNT_ID,
-                "protocol": http.request_version,
+                "protocol": f"HTTP/{request.http_version}",
                 "stage": self.model.stage,
                 "domainPrefix": "127",
                 "requestTimeEpoch": int(state.time.timestamp() * 1000),
@@ -543,13 +543,13 @@ class LocalApi:
                     "cognitoAuthenticationType": None,
                     "cognitoAuthenticationProvider": None,
                     "userArn": identity_arn,
-                    "userAgent": http.headers.get("User-Agent"),
+                    "userAgent": request.headers.get("User-Agent"),
                     "user": state.caller or None,
                 },
-                "domainName": http.headers.get("Host", "127.0.0.1"),
+                "domainName": request.headers.get("Host", "127.0.0.1"),
                 "apiId": self.model.api_id,
             },
-            "body": body.decode("utf-8", "replace") if body else None,
+            "body": request.body.decode("utf-8", "replace") if request.body else None,
             "isBase64Encoded": False,
         }
 

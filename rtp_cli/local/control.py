@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import time
@@ -19,6 +21,20 @@ from rtp_cli.local.template import Template
 from rtp_cli.target import LOCAL_ENV, local_state_path, state_dir
 
 START_TIMEOUT_SECONDS = 90
+TRANSFORM_CHECK_SECONDS = 60
+_TRANSFORM_SPEC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*(:[A-Za-z_][A-Za-z0-9_]*)?$")
+# Imports the transform as a worker would (same sys.path order), in a throw-away interpreter.
+_IMPORT_CHECK = """
+import importlib, sys
+module_name, _, name = sys.argv[1].partition(":")
+try:
+    module = importlib.import_module(module_name)
+except BaseException as error:
+    sys.exit(f"cannot import module {module_name!r}: {type(error).__name__}: {error}")
+function = getattr(module, name or "transform", None)
+if not callable(function):
+    sys.exit(f"module {module_name!r} has no function {name or 'transform'!r}")
+"""
 
 
 class LocalStartError(RuntimeError):
@@ -52,6 +68,64 @@ def prepare(env: str = LOCAL_ENV, template: Path | None = None, use_cache: bool 
         # Refuse what the runtime cannot honour before starting anything (the server checks again).
         Template.load(prepared.template_path, prepared.stack_name, region).check_supported()
     return prepared
+
+
+def check_transform(spec: str) -> str | None:
+    """Why `--transform spec` cannot work (None if it imports and names a callable). Checked before
+    anything is stopped or started, instead of a worker failing at start-up."""
+    if not _TRANSFORM_SPEC.match(spec):
+        return f"--transform {spec}: expected module:function (e.g. mypackage.transforms:enrich)"
+    handlers = Path(__file__).resolve().parents[2] / "handlers"
+    project = handlers.parent
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(handlers), str(project), os.getcwd()]),
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    try:
+        completed = subprocess.run(  # noqa: S603 - our own interpreter, a fixed script, one argument
+            [sys.executable, "-c", _IMPORT_CHECK, spec],
+            env=env,
+            cwd=os.getcwd(),
+            capture_output=True,
+            text=True,
+            timeout=TRANSFORM_CHECK_SECONDS,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return f"--transform {spec}: importing it took more than {TRANSFORM_CHECK_SECONDS} s"
+    if completed.returncode != 0:
+        lines = [line for line in completed.stderr.strip().splitlines() if line.strip()]
+        return f"--transform {spec}: {lines[-1] if lines else f'exit code {completed.returncode}'}"
+    return None
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True if `port` cannot be bound on `host` now (0 means any free port: never in use)."""
+    if port == 0:
+        return False
+    try:
+        with socket.create_server((host, port)):
+            return False
+    except OSError:
+        return True
+
+
+def busy_port_problem(api_port: int, aws_port: int, running: dict[str, Any] | None) -> str | None:
+    """A port another process holds: checked before the running local environment is stopped, so a
+    busy port leaves it running. The running environment's own ports are fine: they are freed first."""
+    own = set((running or {}).get("ports", {}).values())
+    for option, port in (("--port", api_port), ("--aws-port", aws_port)):
+        if port in own:
+            continue
+        if port_in_use(port):
+            return (
+                f"{option} {port}: 127.0.0.1:{port} is already in use by another process "
+                f"(choose another {option}, or 0 for any free port); nothing was stopped or started"
+            )
+    if api_port and api_port == aws_port:
+        return f"--port and --aws-port are both {api_port}: they need two different ports"
+    return None
 
 
 def running_state() -> dict[str, Any] | None:

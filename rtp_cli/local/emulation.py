@@ -8,6 +8,12 @@ transaction touches (the only ones it can change), taken before any write: rollb
 same state as before, at a cost proportional to the transaction instead of the table.
 moto also runs concurrent transactions interleaved; DynamoDB transactions are isolated, so they are
 serialized here with a lock.
+
+moto answers any credentials by default, so any process on this machine could read and write the
+environment's table, bucket and queues directly, around the API. Given the local keys, the emulation
+answers only requests signed with them: moto's own IAM authentication (INITIAL_NO_AUTH_ACTION_COUNT = 0)
+with one user, `local-developer`, who holds exactly those keys and may do anything. Other keys get
+InvalidClientTokenId / InvalidAccessKeyId, a wrong secret SignatureDoesNotMatch.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import logging
 import threading
 from typing import Any
 
+LOCAL_USER = "local-developer"
 _state = threading.local()
 _transactions = threading.Lock()
 _patched = False
@@ -92,12 +99,40 @@ def patch_moto_dynamodb() -> None:
     _patched = True
 
 
-def start_emulation(host: str, port: int) -> Any:
-    """Start moto's server on host:port (0 = any free port) in this process; returns the server."""
+def require_credentials(access_key_id: str, secret_access_key: str) -> None:
+    """From now on this process's moto answers only requests signed with these keys (see above)."""
+    import json
+
+    from moto import settings
+    from moto.iam.models import iam_backends
+
+    from rtp_cli.local.template import ACCOUNT_ID
+
+    iam = iam_backends[ACCOUNT_ID]["global"]
+    iam.create_user(region_name="us-east-1", user_name=LOCAL_USER)
+    iam.put_user_policy(
+        LOCAL_USER,
+        "local-environment",
+        json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+        ),
+    )
+    key = iam.create_access_key(LOCAL_USER)
+    key.access_key_id, key.secret_access_key = access_key_id, secret_access_key
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+
+
+def start_emulation(
+    host: str, port: int, access_key_id: str | None = None, secret_access_key: str | None = None
+) -> Any:
+    """Start moto's server on host:port (0 = any free port) in this process; returns the server. With
+    keys, it answers only requests signed with them."""
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines from the emulation
     patch_moto_dynamodb()
+    if access_key_id and secret_access_key:
+        require_credentials(access_key_id, secret_access_key)
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
     return server

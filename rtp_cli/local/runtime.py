@@ -87,7 +87,7 @@ class LocalEnvironment:
         self._workers = prespawn(python_function_count(template))
         from rtp_cli.local.emulation import start_emulation  # heavy import (moto): only when we start
 
-        self._moto = start_emulation(opts.host, opts.aws_port)
+        self._moto = start_emulation(opts.host, opts.aws_port, opts.access_key_id, opts.secret_access_key)
         try:
             return self._start(template, started)
         except BaseException:
