@@ -8,6 +8,9 @@ transaction touches (the only ones it can change), taken before any write: rollb
 same state as before, at a cost proportional to the transaction instead of the table.
 moto also runs concurrent transactions interleaved; DynamoDB transactions are isolated, so they are
 serialized here with a lock.
+
+Every use of moto internals lives in this module, and tests/test_moto_guards.py fails by name when a moto
+upgrade changes one: the `copy` global of moto.dynamodb.models and the `_messages` list of an SQS queue.
 """
 
 from __future__ import annotations
@@ -90,6 +93,17 @@ def patch_moto_dynamodb() -> None:
 
     models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
     _patched = True
+
+
+def all_messages(queue: Any) -> list[Any]:
+    """Every message a moto SQS queue holds: visible, in flight and delayed.
+
+    The SQS API cannot read a queue without receiving (which counts as a delivery attempt and moves
+    messages toward the DLQ), and moto's public `Queue.messages` is only the visible ones
+    (`pending_messages`: only those in flight), so this reads moto's private `_messages`, here alone.
+    """
+    messages: list[Any] = list(queue._messages)
+    return messages
 
 
 def start_emulation(host: str, port: int) -> Any:
