@@ -9,11 +9,12 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 18,20
 export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: help install local test lint typecheck unit synth synth-all check cdk-synth bench clean
+.PHONY: help install local test test-fast lint typecheck unit synth synth-all check cdk-synth bench clean
 
 help:
 	@echo "make local        start the embedded local environment (rtp deploy --env local)"
 	@echo "make test         lint, type check and the whole test suite (all gates)"
+	@echo "make test-fast    domain, handler and CLI unit tests: no CDK synth, no end-to-end (pytest --fast)"
 	@echo "make synth ENV=x  write the one stack template for config/x.yaml to cdk.out/"
 	@echo "make check        rtp check --env all (cdk-nag, cfn-lint, checkov)"
 	@echo "make bench        benchmarks (bench/)"
@@ -52,6 +53,10 @@ unit: install
 	CHECKOV=$(CURDIR)/$(CHECKOV_VENV)/bin/checkov $(BIN)/pytest
 
 test: lint typecheck unit
+
+# The fast tier (tests/tiers.py): deselects `synth` and `e2e` tests; fails if jsii/aws_cdk gets imported.
+test-fast: $(VENV)/.installed
+	$(BIN)/pytest --fast
 
 synth: $(VENV)/.installed
 	rm -rf cdk.out

@@ -12,17 +12,24 @@ from __future__ import annotations
 import json
 import os
 import sys
+import tomllib
 from collections import Counter
 from collections.abc import Sequence
+from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.panel import Panel
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from rtp_cli.console import console, err, escape, print_error
+from rtp_cli.errors import CliError
+from rtp_cli.errors import fail as _fail  # the one error helper, under the name this module's commands use
 from rtp_cli.options import EnvOption, ProfileOption
+from rtp_cli.paths import PROJECT_ROOT
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 # jsii prints a multi-line banner for an end-of-life Node major on every synth; the Node version is the
@@ -30,7 +37,21 @@ os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "18,20")
 
 
+class _Rtp(TyperGroup):
+    """The `rtp` command group: a `CliError` from any command ends it as `error: <message>` on stderr with
+    the error's exit code (no traceback). Commands raise it through `rtp_cli.errors.fail`."""
+
+    def invoke(self, ctx: Any) -> Any:  # a click Context (typer vendors its own click)
+        try:
+            return super().invoke(ctx)
+        except CliError as error:
+            # A Text, not markup: the message is shown as written (paths, user input, brackets, colons).
+            err.print(Text.assemble(("error:", "bold red"), f" {error.message}"), highlight=False)
+            raise typer.Exit(error.exit_code) from None
+
+
 app = typer.Typer(
+    cls=_Rtp,
     name="rtp",
     help="Real-time pipeline platform: synth, check, doctor, deploy, diff, destroy, status and alarm test "
     "for every environment in config/, including the embedded `local` one (no AWS account, no Docker).",
@@ -39,6 +60,35 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def package_version() -> str:
+    """The installed distribution's version; from a checkout that was never installed, pyproject.toml's."""
+    try:
+        return metadata.version("rtp")
+    except metadata.PackageNotFoundError:
+        try:
+            pyproject = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+            return f"{pyproject['project']['version']} (not installed)"
+        except (OSError, KeyError, tomllib.TOMLDecodeError):
+            return "unknown (not installed)"
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        console.print(f"rtp {package_version()}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show rtp's version and exit."),
+    ] = False,
+) -> None:
+    pass
+
 
 # Services, as attributes so tests can inject fakes (a CDK runner, an STS identity, the gate).
 from rtp_cli import cdk as cdk_service  # noqa: E402
@@ -63,11 +113,6 @@ def _aws_identity(config: Any, profile: str | None) -> cdk_service.Identity:
 def interactive() -> bool:
     """Can we ask a person? (Never prompt a CI job: it would hang or read garbage.)"""
     return sys.stdin.isatty()
-
-
-def _fail(message: str, code: int = 2) -> NoReturn:
-    print_error(message)
-    raise typer.Exit(code)
 
 
 def _config(env: str) -> Any:

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rtp_cli.paths import PROJECT_ROOT
 from stack.config import EnvironmentConfig
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 APPROVAL_ENVIRONMENTS = frozenset({"prod"})  # environments where broadening changes need a person
 PRODUCTION_ENVIRONMENTS = frozenset({"prod"})  # no hotswap, no watch; invoke asks twice
 # The CDK CLI on `--hotswap` (and `cdk watch`, which hotswaps by default): "This option deliberately

@@ -21,7 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+from rtp_cli.paths import PROJECT_ROOT
+
 TOOLS = ("cdk-nag", "cfn-lint", "checkov")
 TOOL_URIS = {
     "cdk-nag": "https://github.com/cdklabs/cdk-nag",

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from rtp_cli.paths import PROJECT_ROOT
 from stack.config import CONFIG_DIR, load_config
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CACHE_ROOT = PROJECT_ROOT / ".rtp" / "synth-cache"
 KEEP = 8
 
@@ -53,11 +53,21 @@ def cache_key(env_name: str, config_dir: Path = CONFIG_DIR) -> str:
     return digest.hexdigest()[:24]
 
 
+def _cache_entry(env_name: str, stack_name: str, cache_root: Path) -> tuple[Path, Path]:
+    """(the cache directory for the environment's current inputs, the template inside it)."""
+    target = cache_root / f"{env_name}-{cache_key(env_name)}"
+    return target, target / f"{stack_name}.template.json"
+
+
+def cached_template(env_name: str, cache_root: Path = CACHE_ROOT) -> Path | None:
+    """The cached template for the environment's current inputs, or None. Never synthesizes (no CDK)."""
+    _, template = _cache_entry(env_name, load_config(env_name).stack_name, cache_root)
+    return template if template.is_file() else None
+
+
 def synthesize_cached(env_name: str, cache_root: Path = CACHE_ROOT, use_cache: bool = True) -> CachedSynth:
     config = load_config(env_name)  # ConfigError for a bad file, before any slow work
-    key = cache_key(env_name)
-    target = cache_root / f"{env_name}-{key}"
-    template = target / f"{config.stack_name}.template.json"
+    target, template = _cache_entry(env_name, config.stack_name, cache_root)
     if use_cache and template.is_file():
         return CachedSynth(template, config.stack_name, True, [])
     from stack.synth import synthesize  # imports aws_cdk (slow): only on a cache miss
@@ -85,3 +95,15 @@ def _prune(cache_root: Path) -> None:
     )
     for stale in entries[KEEP:]:
         shutil.rmtree(stale, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    # `python -m rtp_cli.synthcache ENV...`: fill the cache in a child process, so the caller (the fast
+    # test tier) never loads jsii/Node itself. Prints each template path; exit 1 on cdk-nag findings.
+    import sys
+
+    for name in sys.argv[1:]:
+        result = synthesize_cached(name)
+        if result.findings:
+            sys.exit(f"{name}: {len(result.findings)} cdk-nag finding(s): run `rtp synth --env {name}`")
+        print(result.template_path)

@@ -22,10 +22,10 @@ from botocore.config import Config as BotoConfig
 from botocore.credentials import ReadOnlyCredentials
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, ProfileNotFound
 
+from rtp_cli.paths import PROJECT_ROOT
 from stack.config import ConfigError, load_config
 
 LOCAL_ENV = "local"
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 STATE_DIR_ENV = "RTP_STATE_DIR"  # overrides where `.rtp/` lives (tests run several local instances)
 
 

@@ -1,34 +1,62 @@
-"""Shared fixtures. Every environment is synthesized once per test session and shared."""
+"""Shared fixtures. Every environment is synthesized once per test session and shared.
+
+The CDK (jsii, which starts Node) is imported only inside the synth fixtures, so a run that needs none of
+them (`make test-fast`) never loads it; tests/tiers.py marks the tests that use them `synth`.
+"""
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterator, Mapping
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from stack.config import available_environments
-from stack.synth import SynthResult, synthesize
+from tests.tiers import (  # the test tiers' hooks (pytest finds hooks by name in a conftest)
+    pytest_addoption,
+    pytest_collection_modifyitems,
+    pytest_configure,
+    pytest_pycollect_makemodule,
+    pytest_sessionfinish,
+    pytest_unconfigure,
+)
+
+if TYPE_CHECKING:
+    from stack.synth import SynthResult
+
+__all__ = [
+    "pytest_addoption",
+    "pytest_collection_modifyitems",
+    "pytest_configure",
+    "pytest_pycollect_makemodule",
+    "pytest_sessionfinish",
+    "pytest_unconfigure",
+]
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 ENVIRONMENTS = available_environments()
+ROOT = Path(__file__).resolve().parent.parent
 
 
-class _LazySynth(Mapping[str, SynthResult]):
+class _LazySynth(Mapping[str, "SynthResult"]):
     """env name -> SynthResult, each environment synthesized on first use (once per session), so a run
     that needs only `local` (e.g. the handler tests) does not pay for every environment."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, synthesize: Callable[[str, Path], SynthResult]) -> None:
         self._root = root
+        self._synthesize = synthesize
         self._done: dict[str, SynthResult] = {}
 
     def __getitem__(self, env: str) -> SynthResult:
         if env not in ENVIRONMENTS:
             raise KeyError(env)
         if env not in self._done:
-            self._done[env] = synthesize(env, self._root / env)
+            self._done[env] = self._synthesize(env, self._root / env)
         return self._done[env]
 
     def __iter__(self) -> Iterator[str]:
@@ -55,10 +83,24 @@ class _LazyTemplates(Mapping[str, dict[str, Any]]):
         return len(self._results)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _moto_as_the_local_runtime_runs_it() -> None:
+    """In-process moto gets the local runtime's transaction snapshot (rtp_cli/local/emulation.py), so the
+    handler tests run against the emulation `rtp deploy --env local` serves. It changes what a transaction
+    costs, not what it does (tests/test_moto_guards.py); a redelivery test takes ~1 s instead of ~4 s."""
+    from rtp_cli.local.emulation import patch_moto_dynamodb
+
+    patch_moto_dynamodb()
+
+
 @pytest.fixture(scope="session")
 def synthesized(tmp_path_factory: pytest.TempPathFactory) -> Mapping[str, SynthResult]:
     """env name -> SynthResult (template, findings) for every file in config/ (synthesized on first use)."""
-    return _LazySynth(tmp_path_factory.mktemp("cdk-out"))
+    # Imported here, not at collection: jsii/Node load only for a test that uses this fixture. Bound now,
+    # so a test that monkeypatches stack.synth.synthesize with a function reading this fixture still works.
+    from stack.synth import synthesize
+
+    return _LazySynth(tmp_path_factory.mktemp("cdk-out"), synthesize)
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +111,46 @@ def templates(synthesized: _LazySynth) -> Mapping[str, dict[str, Any]]:
 @pytest.fixture(scope="session")
 def template_paths(synthesized: dict[str, SynthResult]) -> dict[str, Path]:
     return {env: result.template_path for env, result in synthesized.items()}
+
+
+class _CachedTemplates(Mapping[str, dict[str, Any]]):
+    """env name -> template from the synth cache (rtp_cli/synthcache.py, shared with `rtp deploy --env
+    local`). On a miss a child process synthesizes and fills the cache, so this process never loads jsii.
+    The template is the one a fresh synth gives (same inputs, same key); there are no cdk-nag findings."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, dict[str, Any]] = {}
+
+    def __getitem__(self, env: str) -> dict[str, Any]:
+        if env not in ENVIRONMENTS:
+            raise KeyError(env)
+        if env not in self._loaded:
+            from rtp_cli.synthcache import cached_template
+
+            path = cached_template(env)
+            if path is None:
+                child = subprocess.run(
+                    [sys.executable, "-m", "rtp_cli.synthcache", env],
+                    cwd=ROOT,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                path = cached_template(env)
+                if child.returncode != 0 or path is None:
+                    pytest.fail(f"could not synthesize {env} into the synth cache:\n{child.stderr[-3000:]}")
+            self._loaded[env] = json.loads(path.read_text(encoding="utf-8"))
+        return self._loaded[env]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(ENVIRONMENTS)
+
+    def __len__(self) -> int:
+        return len(ENVIRONMENTS)
+
+
+@pytest.fixture(scope="session")
+def cached_templates() -> Mapping[str, dict[str, Any]]:
+    """env name -> template, from the synth cache: for tests that read a template but need no synth of
+    their own (the fast tier). Do not modify it: copy.deepcopy first (it is shared by the session)."""
+    return _CachedTemplates()

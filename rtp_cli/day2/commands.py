@@ -12,7 +12,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Annotated, Any, BinaryIO
@@ -22,7 +22,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rtp_cli.console import console, err, escape, print_error
+from rtp_cli.cdk import APPROVAL_ENVIRONMENTS
+from rtp_cli.console import console, err, escape
 from rtp_cli.day2.api import ApiClient
 from rtp_cli.day2.dlq import DeadLetterQueue
 from rtp_cli.day2.inputs import InputOptions, line_ranges
@@ -38,12 +39,8 @@ from rtp_cli.day2.send import (
     smoke_test,
     wait_for_batches,
 )
+from rtp_cli.errors import fail
 from rtp_cli.options import EnvOption, ProfileOption
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    print_error(message)
-    return typer.Exit(code)
 
 
 def _target(env: str, profile: str | None) -> Any:
@@ -52,7 +49,7 @@ def _target(env: str, profile: str | None) -> Any:
     try:
         return resolve_target(env, profile)
     except (ConfigError, TargetError) as error:
-        raise _fail(str(error)) from error
+        fail(str(error))
 
 
 def _api(target: Any) -> ApiClient:
@@ -77,13 +74,13 @@ def _confirm_destructive(env: str, action: str, yes: bool) -> None:
     if yes:
         return
     if not sys.stdin.isatty():
-        raise _fail(f"{action} needs confirmation: run it in a terminal or pass --yes")
-    if env == "prod":
-        typed = typer.prompt(f"{action} in PROD. Type the environment name to confirm")
+        fail(f"{action} needs confirmation: run it in a terminal or pass --yes")
+    if env in APPROVAL_ENVIRONMENTS:
+        typed = typer.prompt(f"{action} in {env.upper()}. Type the environment name to confirm")
         if typed.strip() != env:
-            raise _fail("confirmation did not match; nothing was done")
+            fail("confirmation did not match; nothing was done")
     elif not typer.confirm(f"{action} in {env}?", default=False):
-        raise _fail("cancelled; nothing was done", 1)
+        fail("cancelled; nothing was done", 1)
 
 
 # --- send --------------------------------------------------------------------------------------------
@@ -154,9 +151,9 @@ def _input(file: str) -> Iterator[tuple[Any, str]]:
         return
     path = Path(file)
     if path.is_dir():
-        raise _fail(f"--file {file}: is a directory; give a JSON Lines or CSV file, or - for stdin")
+        fail(f"--file {file}: is a directory; give a JSON Lines or CSV file, or - for stdin")
     if not path.is_file():
-        raise _fail(f"--file {file}: no such file")
+        fail(f"--file {file}: no such file")
 
     def opener() -> BinaryIO:
         return path.open("rb")
@@ -253,15 +250,15 @@ def send(
         _run_smoke(client, env, timeout)
         return
     if fmt not in ("jsonl", "csv"):
-        raise _fail(f"--format {fmt!r}: use jsonl or csv")
+        fail(f"--format {fmt!r}: use jsonl or csv")
     if fmt == "csv" and not record_type:
-        raise _fail("--format csv needs --type: the record type of every row")
+        fail("--format csv needs --type: the record type of every row")
     if resume and restart:
-        raise _fail("--resume and --restart exclude each other")
+        fail("--resume and --restart exclude each other")
     max_records, max_bytes = _limits(env)
     if batch_size is not None:
         if batch_size > max_records:
-            raise _fail(f"--batch-size {batch_size}: the API takes at most {max_records} records per request")
+            fail(f"--batch-size {batch_size}: the API takes at most {max_records} records per request")
         max_records = batch_size
     options = BulkOptions(
         env=env,
@@ -279,9 +276,9 @@ def send(
                 opener, name, client, options, input_options, progress, RetryPolicy(max_attempts=max_attempts)
             )
         except JournalError as error:
-            raise _fail(str(error)) from error
+            fail(str(error))
         except FatalSendError as error:
-            raise _fail(str(error), 1) from error
+            fail(str(error), 1)
     print_summary(summary)
     if wait and summary.batch_ids:
         report = wait_for_batches(client, summary.batch_ids, timeout)
@@ -291,7 +288,7 @@ def send(
             f"{report.complete} of {len(set(summary.batch_ids))} batch(es) complete"
         )
         if report.pending_batches:
-            raise _fail(
+            fail(
                 f"{len(report.pending_batches)} batch(es) not complete after {timeout:.0f}s "
                 f"(e.g. {report.pending_batches[0]}): check `rtp dlq list --env {env}`",
                 1,
@@ -301,14 +298,14 @@ def send(
 
 
 def _run_smoke(client: ApiClient, env: str, timeout: float) -> None:
-    with err.status("smoke test: sending and waiting for records…") if err.is_terminal else _nullcontext():
+    with err.status("smoke test: sending and waiting for records…") if err.is_terminal else nullcontext():
         result = smoke_test(client, timeout=timeout)
     console.print(_smoke_table(result.records))
     if result.error:
-        raise _fail(f"smoke test failed: {result.error}", 1)
+        fail(f"smoke test failed: {result.error}", 1)
     if result.timed_out:
         waiting = [r for r in result.records if not r.status]
-        raise _fail(
+        fail(
             f"smoke test timed out after {timeout:.0f}s: {len(waiting)} record(s) were accepted but never "
             f"processed. Is the processor running? Check `rtp dlq list --env {env}` and "
             f"`rtp logs --env {env} --function processor`.",
@@ -316,7 +313,7 @@ def _run_smoke(client: ApiClient, env: str, timeout: float) -> None:
         )
     wrong = [r for r in result.records if not r.ok]
     if wrong:
-        raise _fail(
+        fail(
             "smoke test failed: "
             + "; ".join(f"{r.shape}: expected {r.expected}, got {r.status}" for r in wrong),
             1,
@@ -324,11 +321,6 @@ def _run_smoke(client: ApiClient, env: str, timeout: float) -> None:
     console.print(
         f"[green]smoke test passed[/green]: {len(result.records)} records reached their expected status"
     )
-
-
-@contextmanager
-def _nullcontext() -> Iterator[None]:
-    yield
 
 
 # --- show (status ID) ----------------------------------------------------------------------------------
@@ -367,8 +359,8 @@ def show_id(identifier: str, env: str, profile: str | None) -> None:
             console.print(table)
             return
         if response.status != 404:
-            raise _fail(f"{response.status}: {response.error_message()}", 1)
-    raise _fail(f"no record or batch {identifier!r} in {env} (a record appears once it is processed)", 1)
+            fail(f"{response.status}: {response.error_message()}", 1)
+    fail(f"no record or batch {identifier!r} in {env} (a record appears once it is processed)", 1)
 
 
 # --- logs --------------------------------------------------------------------------------------------------
@@ -394,12 +386,12 @@ def logs(
     try:
         start = datetime.now(UTC) - parse_since(since)
     except ValueError as error:
-        raise _fail(str(error)) from error
+        fail(str(error))
     target = _target(env, profile)
     try:
         groups = log_groups(target.outputs, function)
     except ValueError as error:
-        raise _fail(str(error)) from error
+        fail(str(error))
     reader = LogReader(target.client("logs"), groups)
     out: IO[str] = sys.stdout
 
@@ -533,7 +525,7 @@ def dlq_redrive(
         result = dlq.redrive(max_messages, dry_run=True)
         console.print(f"dry run: would move {result.would_move} message(s) to the work queue; nothing moved")
         return
-    if env == "prod":
+    if env in APPROVAL_ENVIRONMENTS:
         _confirm_destructive(env, "Redrive the dead-letter queue", yes)
     result = dlq.redrive(max_messages)
     how = "SQS message-move task" if result.method == "native" else "receive/send/delete"

@@ -14,6 +14,9 @@ environment's table, bucket and queues directly, around the API. Given the local
 answers only requests signed with them: moto's own IAM authentication (INITIAL_NO_AUTH_ACTION_COUNT = 0)
 with one user, `local-developer`, who holds exactly those keys and may do anything. Other keys get
 InvalidClientTokenId / InvalidAccessKeyId, a wrong secret SignatureDoesNotMatch.
+
+Every use of moto internals lives in this module, and tests/test_moto_guards.py fails by name when a moto
+upgrade changes one: the `copy` global of moto.dynamodb.models and the `_messages` list of an SQS queue.
 """
 
 from __future__ import annotations
@@ -120,6 +123,17 @@ def require_credentials(access_key_id: str, secret_access_key: str) -> None:
     key = iam.create_access_key(LOCAL_USER)
     key.access_key_id, key.secret_access_key = access_key_id, secret_access_key
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+
+
+def all_messages(queue: Any) -> list[Any]:
+    """Every message a moto SQS queue holds: visible, in flight and delayed.
+
+    The SQS API cannot read a queue without receiving (which counts as a delivery attempt and moves
+    messages toward the DLQ), and moto's public `Queue.messages` is only the visible ones
+    (`pending_messages`: only those in flight), so this reads moto's private `_messages`, here alone.
+    """
+    messages: list[Any] = list(queue._messages)
+    return messages
 
 
 def start_emulation(

@@ -303,15 +303,14 @@ def queue_ages(region: str) -> dict[str, Any]:
     without receiving (receiving would count as a delivery attempt and move messages toward the DLQ)."""
     from moto.sqs.models import sqs_backends
 
+    from rtp_cli.local.emulation import all_messages
     from rtp_cli.local.template import ACCOUNT_ID
 
     now_ms = time.time() * 1000
     out: dict[str, Any] = {}
     backend = sqs_backends[ACCOUNT_ID][region]
     for name, queue in list(backend.queues.items()):
-        stamps: list[float] = [
-            float(m.sent_timestamp or 0) for m in list(queue._messages) if m.sent_timestamp
-        ]
+        stamps: list[float] = [float(m.sent_timestamp or 0) for m in all_messages(queue) if m.sent_timestamp]
         out[name] = {
             "messages": len(stamps),
             "oldest_age_seconds": round((now_ms - min(stamps)) / 1000, 1) if stamps else None,

@@ -21,12 +21,14 @@ from rtp_cli import doctor
 from rtp_cli.cdk import Identity
 from rtp_cli.doctor import AssemblyFacts, CheckResult, DoctorReport
 from stack.config import EnvironmentConfig, load_config
-from stack.functions import POWERTOOLS_LAYER_PARAMETER
 
 REGION = "eu-west-1"
 ACCOUNT = "111122223333"
 IDENTITY = Identity(ACCOUNT, f"arn:aws:iam::{ACCOUNT}:user/ci")
 BOOTSTRAP_PARAMETER = "/cdk-bootstrap/hnb659fds/version"
+# The shape of stack.functions.POWERTOOLS_LAYER_PARAMETER (importing it loads the CDK; the unit tests below
+# need a parameter name, and test_facts_from_the_synthesized_assembly checks the real one).
+POWERTOOLS_LAYER_PARAMETER = "/aws/service/powertools/python/arm64/python3.14/3.37.0"
 FACTS = AssemblyFacts(BOOTSTRAP_PARAMETER, 6, (POWERTOOLS_LAYER_PARAMETER,))
 LAYER_ARN = f"arn:aws:lambda:{REGION}:017000801446:layer:AWSLambdaPowertoolsPythonV3-python314-arm64:1"
 TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT}:rtp-prod-MonitoringAlarmTopic-ABC"
@@ -510,6 +512,8 @@ def test_prod_without_an_alarm_email_warns_dev_does_not(aws: Aws) -> None:
 def test_facts_from_the_synthesized_assembly(synthesized: Any) -> None:
     """The pinned aws-cdk-lib's template asserts a minimum bootstrap version, the manifest agrees, and the
     Powertools layer is one of the SSM parameters the template resolves at deploy time."""
+    from stack.functions import POWERTOOLS_LAYER_PARAMETER as SHIPPED_LAYER_PARAMETER
+
     result = synthesized["dev"]
     facts = doctor.assembly_facts(result.template_path, None, "rtp-dev")
     rule_minimum = doctor.min_version_from_rule(result.template)
@@ -518,7 +522,7 @@ def test_facts_from_the_synthesized_assembly(synthesized: Any) -> None:
     required = manifest["artifacts"]["rtp-dev"]["properties"]["requiresBootstrapStackVersion"]
     assert facts.min_bootstrap_version == max(rule_minimum, required)
     assert facts.bootstrap_parameter == BOOTSTRAP_PARAMETER
-    assert facts.ssm_parameters == (POWERTOOLS_LAYER_PARAMETER,)
+    assert facts.ssm_parameters == (SHIPPED_LAYER_PARAMETER,)
     requalified = doctor.assembly_facts(result.template_path, "myqualif", "rtp-dev")
     assert requalified.bootstrap_parameter == "/cdk-bootstrap/myqualif/version"
 

@@ -36,15 +36,15 @@ def test_every_resource_type_of_every_environment_is_accounted_for(templates: An
         assert types <= set(SUPPORT), f"{env}: {sorted(types - set(SUPPORT))}"
 
 
-def test_local_template_is_honoured_and_aws_only_parts_are_reported(templates: Any) -> None:
-    notes = _template(templates["local"]).check_supported()
+def test_local_template_is_honoured_and_aws_only_parts_are_reported(cached_templates: Any) -> None:
+    notes = _template(cached_templates["local"]).check_supported()
     aws_only = {note.type for note in notes if note.message.startswith("AWS-only")}
     assert {"AWS::CloudWatch::Alarm", "AWS::CloudWatch::Dashboard", "AWS::IAM::Role"} <= aws_only
     assert any("X-Ray" in note.message for note in notes)  # TracingConfig is reported, not silently dropped
 
 
-def test_unknown_types_and_properties_are_refused_by_name(templates: Any) -> None:
-    document = copy.deepcopy(templates["local"])
+def test_unknown_types_and_properties_are_refused_by_name(cached_templates: Any) -> None:
+    document = copy.deepcopy(cached_templates["local"])
     document["Resources"]["Fire"] = {"Type": "AWS::Kinesis::Firehose::DeliveryStream", "Properties": {}}
     table = next(lid for lid, r in document["Resources"].items() if r["Type"] == "AWS::DynamoDB::Table")
     document["Resources"][table]["Properties"]["KinesisStreamSpecification"] = {"StreamArn": "x"}
@@ -197,8 +197,10 @@ def test_token_bucket_burst_then_rate() -> None:
     assert bucket.take()
 
 
-def test_schema_errors_like_api_gateway(templates: Any) -> None:
-    model = next(r for r in templates["local"]["Resources"].values() if r["Type"] == "AWS::ApiGateway::Model")
+def test_schema_errors_like_api_gateway(cached_templates: Any) -> None:
+    model = next(
+        r for r in cached_templates["local"]["Resources"].values() if r["Type"] == "AWS::ApiGateway::Model"
+    )
     schema = model["Properties"]["Schema"]
     assert _schema_errors(schema, json.dumps({"records": [{"type": "t", "data": {}}]}).encode()) == []
     errors = _schema_errors(schema, json.dumps({"records": [{"type": "t"}]}).encode())

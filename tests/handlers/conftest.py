@@ -46,8 +46,8 @@ def _lambda_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def local_template(templates: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
-    return templates[TEMPLATE_ENV]
+def local_template(cached_templates: Mapping[str, dict[str, Any]]) -> dict[str, Any]:
+    return cached_templates[TEMPLATE_ENV]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,167 @@
+"""Guards on the moto internals the local runtime relies on (all in rtp_cli/local/emulation.py).
+
+A moto upgrade that changes one of them fails a test here by name, instead of local processing silently
+dropping back to minutes for a few thousand records (the transaction snapshot) or `rtp status --env local`
+silently reporting wrong queue ages (the SQS message list).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from rtp_cli.local import emulation
+from rtp_cli.local.runtime import queue_ages
+from rtp_cli.local.template import ACCOUNT_ID
+
+REGION = "us-east-1"
+TABLE_ITEMS = 200  # unpatched, a 10-item transaction would deep-copy 10 x 200 items
+
+
+@pytest.fixture
+def ddb(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    # What start_emulation does. Process-wide and permanent, as in the runtime; it changes the cost of a
+    # transaction, not its outcome (test_a_failed_transaction_still_rolls_back_exactly).
+    emulation.patch_moto_dynamodb()
+    with mock_aws():
+        yield boto3.client("dynamodb", region_name=REGION)
+
+
+@pytest.fixture
+def item_copies(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every DynamoDB item moto deep-copies while the test runs, however the copy is reached."""
+    from moto.dynamodb.models.dynamo_type import Item
+
+    copied: list[Any] = []
+    original = Item.__deepcopy__
+
+    def counting(self: Any, memo: dict[int, Any]) -> Any:
+        copied.append(self)
+        return original(self, memo)
+
+    monkeypatch.setattr(Item, "__deepcopy__", counting)
+    return copied
+
+
+def _table(ddb: Any, name: str, range_key: bool) -> None:
+    keys = [{"AttributeName": "pk", "KeyType": "HASH"}]
+    attributes = [{"AttributeName": "pk", "AttributeType": "S"}]
+    if range_key:
+        keys.append({"AttributeName": "sk", "KeyType": "RANGE"})
+        attributes.append({"AttributeName": "sk", "AttributeType": "S"})
+    ddb.create_table(
+        TableName=name, KeySchema=keys, AttributeDefinitions=attributes, BillingMode="PAY_PER_REQUEST"
+    )
+    for start in range(0, TABLE_ITEMS, 25):
+        ddb.batch_write_item(
+            RequestItems={
+                name: [
+                    {"PutRequest": {"Item": _key(n, range_key) | {"v": {"N": "0"}}}}
+                    for n in range(start, min(start + 25, TABLE_ITEMS))
+                ]
+            }
+        )
+
+
+def _key(n: int, range_key: bool) -> dict[str, Any]:
+    return {"pk": {"S": f"item-{n}"}} | ({"sk": {"S": "s"}} if range_key else {})
+
+
+def _scan(ddb: Any, name: str) -> list[dict[str, Any]]:
+    items = ddb.scan(TableName=name)["Items"]
+    return sorted(items, key=lambda item: (item["pk"]["S"], item.get("sk", {}).get("S", "")))
+
+
+@pytest.mark.parametrize("range_key", [False, True], ids=["hash-key", "hash-and-range-key"])
+def test_moto_transactions_still_use_the_snapshot_speed_up(
+    ddb: Any, item_copies: list[Any], range_key: bool
+) -> None:
+    """If this fails, moto's TransactWriteItems no longer snapshots through `moto.dynamodb.models.copy`
+    (emulation.patch_moto_dynamodb): every transaction copies the whole table again. Re-aim the patch."""
+    import moto.dynamodb.models as models
+
+    assert isinstance(models.copy, emulation._SnapshotOncePerTable)
+    _table(ddb, "guarded", range_key)
+    item_copies.clear()
+    touched = [5, 6, 7, TABLE_ITEMS + 1, TABLE_ITEMS + 2]  # three existing items, two new ones
+    ddb.transact_write_items(
+        TransactItems=[
+            {"Put": {"TableName": "guarded", "Item": _key(n, range_key) | {"v": {"N": "1"}}}} for n in touched
+        ]
+    )
+    assert len(item_copies) <= len(touched), (
+        f"moto deep-copied {len(item_copies)} items for a {len(touched)}-item transaction on a "
+        f"{TABLE_ITEMS}-item table: the snapshot speed-up no longer applies"
+    )
+    written = {item["pk"]["S"] for item in _scan(ddb, "guarded") if item["v"]["N"] == "1"}
+    assert written == {f"item-{n}" for n in touched}
+
+
+@pytest.mark.parametrize("range_key", [False, True], ids=["hash-key", "hash-and-range-key"])
+def test_a_failed_transaction_still_rolls_back_exactly(ddb: Any, range_key: bool) -> None:
+    _table(ddb, "rollback", range_key)
+    before = _scan(ddb, "rollback")
+    with pytest.raises(ddb.exceptions.TransactionCanceledException):
+        ddb.transact_write_items(
+            TransactItems=[
+                {"Put": {"TableName": "rollback", "Item": _key(1, range_key) | {"v": {"N": "9"}}}},
+                {"Delete": {"TableName": "rollback", "Key": _key(2, range_key)}},
+                {"Put": {"TableName": "rollback", "Item": _key(TABLE_ITEMS + 5, range_key)}},
+                {
+                    "ConditionCheck": {
+                        "TableName": "rollback",
+                        "Key": _key(3, range_key),
+                        "ConditionExpression": "attribute_not_exists(pk)",  # item-3 exists: cancels all
+                    }
+                },
+            ]
+        )
+    assert _scan(ddb, "rollback") == before
+
+
+def test_the_copy_counter_sees_a_whole_table_copy(ddb: Any, item_copies: list[Any]) -> None:
+    """The counter above is not blind: a deep copy of the table (what moto does unpatched) is counted."""
+    from moto.dynamodb.models import dynamodb_backends
+
+    _table(ddb, "counted", False)
+    item_copies.clear()
+    copy.deepcopy(dynamodb_backends[ACCOUNT_ID][REGION].tables["counted"])
+    assert len(item_copies) == TABLE_ITEMS
+
+
+def test_moto_sqs_queues_still_hold_every_message_in_their_message_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If this fails, moto no longer keeps a queue's messages in `Queue._messages`: fix
+    emulation.all_messages (the only reader), which `rtp status --env local` uses for queue ages."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    with mock_aws():
+        from moto.sqs.models import sqs_backends
+
+        sqs = boto3.client("sqs", region_name=REGION)
+        url = sqs.create_queue(QueueName="guarded")["QueueUrl"]
+        for body in ("first", "second"):
+            sqs.send_message(QueueUrl=url, MessageBody=body)
+        sqs.send_message(QueueUrl=url, MessageBody="delayed", DelaySeconds=60)
+        received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1, VisibilityTimeout=60)
+        assert len(received["Messages"]) == 1  # now in flight
+        queue = sqs_backends[ACCOUNT_ID][REGION].queues["guarded"]
+
+        messages = emulation.all_messages(queue)
+        assert sorted(m.body for m in messages) == ["delayed", "first", "second"]
+        assert all(float(m.sent_timestamp) > 0 for m in messages)
+        assert len(queue.messages) == 1  # moto's public list: the visible one only (why _messages is read)
+        ages = queue_ages(REGION)["guarded"]
+        assert ages["messages"] == 3 and ages["oldest_age_seconds"] is not None

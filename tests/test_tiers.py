@@ -1,0 +1,108 @@
+"""The test tiers (tests/tiers.py): what `--fast` deselects, skips and refuses, shown on a small suite run
+in a child pytest with stand-in `aws_cdk`/`jsii` packages (nothing heavy is imported)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import tests.conftest
+from tests.tiers import CDK_MODULES, SYNTH_FIXTURES
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SUITE = {
+    "pytest.ini": "[pytest]\nmarkers =\n    synth: stand-in\n    e2e: stand-in\n",
+    "aws_cdk/__init__.py": "",
+    "jsii/__init__.py": "",
+    "conftest.py": """
+        import os
+
+        import pytest
+
+        from tests.tiers import *  # noqa: F403 - the hooks under test
+
+        if os.environ.get("PRELOAD_CDK"):
+            import aws_cdk  # noqa: F401 - loaded before the plugin is configured
+
+        @pytest.fixture
+        def synthesized():
+            return {}
+        """,
+    "test_plain.py": "def test_plain():\n    pass\n",
+    "test_uses_synth.py": "def test_uses_synth(synthesized):\n    pass\n",
+    "test_imports_cdk_at_module_level.py": "import aws_cdk\n\ndef test_never_runs():\n    pass\n",
+    "test_imports_cdk_inside.py": "def test_imports_jsii():\n    import jsii\n",
+}
+
+
+def run_suite(tmp_path: Path, *args: str, preload: bool = False) -> subprocess.CompletedProcess[str]:
+    for name, text in SUITE.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text))
+    env = {
+        "PYTHONPATH": f"{tmp_path}:{ROOT}",
+        "PATH": "/usr/bin:/bin",
+        **({"PRELOAD_CDK": "1"} if preload else {}),
+    }
+    command = [sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "--rootdir", str(tmp_path)]
+    return subprocess.run(
+        [*command, *args, str(tmp_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+
+
+def test_fast_tier_deselects_synth_skips_cdk_modules_and_fails_a_cdk_import(tmp_path: Path) -> None:
+    result = run_suite(tmp_path, "--fast")
+    out = result.stdout
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, out
+    assert "PASSED test_plain.py::test_plain" in out
+    assert "1 deselected" in out  # test_uses_synth: marked `synth` from its fixture, then deselected
+    assert "test_imports_cdk_at_module_level.py: synth tier, imports aws_cdk at module level" in out
+    assert "FAILED test_imports_cdk_inside.py::test_imports_jsii" in out
+    assert "CdkImportError: `import jsii` in the fast tier (from test_imports_cdk_inside.py:2)" in out
+
+
+def test_the_full_tier_runs_everything(tmp_path: Path) -> None:
+    result = run_suite(tmp_path)
+    assert result.returncode == pytest.ExitCode.OK, result.stdout
+    assert "4 passed" in result.stdout and "deselected" not in result.stdout
+
+
+def test_fast_tier_fails_when_the_cdk_was_loaded_before_it_could_block(tmp_path: Path) -> None:
+    result = run_suite(tmp_path, "--fast", "-k", "plain", preload=True)
+    assert "1 passed" in result.stdout
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
+    assert "fast tier: aws_cdk loaded in this process" in result.stdout
+
+
+def test_the_marking_fixtures_are_fixtures() -> None:
+    """A renamed synth fixture would silently stop marking its tests: each name must be a real fixture."""
+    fixture_type = type(tests.conftest.cached_templates)
+    assert {name for name in SYNTH_FIXTURES if type(getattr(tests.conftest, name, None)) is fixture_type} == (
+        SYNTH_FIXTURES
+    )
+    assert set(CDK_MODULES) == {"jsii", "aws_cdk"}
+
+
+def test_a_test_using_a_synth_fixture_is_marked_synth(
+    request: pytest.FixtureRequest, templates: object
+) -> None:
+    """(Runs in the full tier only, which is the point; `templates` synthesizes nothing until indexed.)"""
+    assert request.node.get_closest_marker("synth") is not None
+
+
+def test_a_test_using_the_synth_cache_stays_in_the_fast_tier(
+    request: pytest.FixtureRequest, cached_templates: object
+) -> None:
+    assert request.node.get_closest_marker("synth") is None

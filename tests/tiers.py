@@ -1,0 +1,163 @@
+"""The two test tiers, as a pytest plugin (its hooks are imported by tests/conftest.py).
+
+- `make test`: everything.
+- `make test-fast` (`pytest --fast`): the domain, handler and CLI unit tests, without the CDK. It deselects
+  tests marked `synth` (they synthesize with the CDK in the test process: jsii starts Node) and `e2e`
+  (they start the local environment as processes), and keeps jsii out of the process.
+
+A test is marked `synth` here, from the fixtures it uses (`SYNTH_FIXTURES`), so a new test is classified
+without anyone remembering to mark it. A test that only needs a template uses `cached_templates` instead
+(tests/conftest.py: the synth cache, filled by a child process on a miss) and stays in the fast tier.
+
+In the fast tier, importing jsii or aws_cdk raises `CdkImportError`: a test that does it fails by name, a
+test module that does it at module level is skipped as a whole (reported: it belongs to the synth tier),
+and the run fails if either was loaded anyway (e.g. by a conftest before this plugin was configured).
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import sys
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+__all__ = [  # the hooks, for a conftest to import
+    "pytest_addoption",
+    "pytest_collection_modifyitems",
+    "pytest_configure",
+    "pytest_pycollect_makemodule",
+    "pytest_sessionfinish",
+    "pytest_unconfigure",
+]
+
+SYNTH_FIXTURES = frozenset({"synthesized", "templates", "template_paths"})
+SLOW_MARKERS = ("synth", "e2e")
+CDK_MODULES = ("jsii", "aws_cdk")  # constructs and cdk_nag load jsii first
+
+
+class CdkImportError(ImportError):
+    """Raised by an import of jsii or aws_cdk during a fast-tier run."""
+
+
+class _CdkBlocker(importlib.abc.MetaPathFinder):
+    """First on sys.meta_path during a fast run: refuses the CDK's modules and remembers who asked."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.attempts: list[str] = []
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None) -> None:
+        if fullname.partition(".")[0] not in CDK_MODULES:
+            return None
+        caller = _project_frames(self.root)
+        self.attempts.append(f"{fullname} (from {caller})")
+        raise CdkImportError(
+            f"`import {fullname}` in the fast tier (from {caller}): it starts jsii/Node. Use the "
+            "`cached_templates` fixture for a template, or the synth tier (`synthesized`/`templates` "
+            "fixtures, run by `make test`).",
+            name=fullname,
+        )
+
+
+def _project_frames(root: Path) -> str:
+    """The last frames under the rootdir that led to the import (not pytest, not site-packages)."""
+    chain = [
+        f"{path.relative_to(root)}:{frame.lineno}"
+        for frame in traceback.extract_stack()[:-2]
+        if (path := Path(frame.filename)).is_absolute()
+        and path.is_relative_to(root)
+        and ".venv" not in path.parts
+        and path != Path(__file__).resolve()
+    ]
+    return " -> ".join(chain[-3:]) or "outside the rootdir"
+
+
+_BLOCKER_KEY = pytest.StashKey[_CdkBlocker]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="the fast tier: deselect `synth` and `e2e` tests and fail if jsii or aws_cdk is imported",
+    )
+
+
+def fast_tier(config: pytest.Config) -> bool:
+    return bool(config.getoption("--fast", default=False))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if fast_tier(config):
+        blocker = _CdkBlocker(config.rootpath)
+        sys.meta_path.insert(0, blocker)
+        config.stash[_BLOCKER_KEY] = blocker
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    blocker = config.stash.get(_BLOCKER_KEY, None)
+    if blocker is not None and blocker in sys.meta_path:
+        sys.meta_path.remove(blocker)
+
+
+class _FastTierModule(pytest.Module):
+    """A test module that, in the fast tier, is skipped (not failed) when it imports the CDK at import."""
+
+    def collect(self) -> Any:
+        try:
+            return super().collect()
+        except self.CollectError as error:
+            if isinstance(error.__cause__, CdkImportError):
+                pytest.skip(
+                    f"{self.nodeid}: synth tier, imports {error.__cause__.name} at module level "
+                    "(`make test` runs it)",
+                    allow_module_level=True,
+                )
+            raise
+
+
+def pytest_pycollect_makemodule(module_path: Path, parent: pytest.Collector) -> pytest.Module | None:
+    if fast_tier(parent.config):
+        module: pytest.Module = _FastTierModule.from_parent(parent, path=module_path)
+        return module
+    return None  # pytest's own
+
+
+@pytest.hookimpl(tryfirst=True)  # before `-m` filters on the markers added here
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if SYNTH_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.synth)
+    if not fast_tier(config):
+        return
+    kept = [item for item in items if not any(item.get_closest_marker(m) for m in SLOW_MARKERS)]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
+
+
+def cdk_modules_loaded() -> list[str]:
+    return [name for name in CDK_MODULES if name in sys.modules]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not fast_tier(session.config):
+        return
+    loaded = cdk_modules_loaded()
+    if not loaded:
+        return
+    blocker = session.config.stash.get(_BLOCKER_KEY, None)
+    attempts = blocker.attempts if blocker is not None else []
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    message = (
+        f"fast tier: {', '.join(loaded)} loaded in this process (jsii starts Node); "
+        f"blocked imports: {'; '.join(attempts) or 'none (loaded before the plugin was configured)'}"
+    )
+    if reporter is not None:
+        reporter.write_line(message, red=True, bold=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
