@@ -767,7 +767,12 @@ def estimate_env(
     config = load_config(env)
     # Check the numbers before the (slow, first time) synth.
     b = float(records_per_request if records_per_request is not None else config.api.max_records_per_request)
-    check_inputs(records_per_day, b, int(record_bytes or 1024), int(config.api.max_records_per_request))
+    check_inputs(
+        records_per_day,
+        b,
+        int(record_bytes if record_bytes is not None else 1024),
+        int(config.api.max_records_per_request),
+    )
     model = Model.load(model_path)
     from rtp_cli.synthcache import synthesize_cached
 

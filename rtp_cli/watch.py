@@ -46,8 +46,8 @@ from typing import Any
 
 from rtp_cli.local.functions import FunctionRuntime, FunctionSpec, InitError, Replacement, function_specs
 from rtp_cli.local.template import SUPPORT, Template, TemplateError
+from rtp_cli.paths import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HANDLERS_DIR = PROJECT_ROOT / "handlers"
 POLL_SECONDS = 0.05
 SETTLE_SECONDS = 0.02  # an editor's save can be several writes: wait until the files stop changing
