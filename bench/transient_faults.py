@@ -8,7 +8,7 @@ mapping with failed messages visible again at once; one fresh account per run.
     .venv/bin/python -m bench transient_faults [--runs 5] [--requests 10] [--records 50] [--rate 0.02]
 
 Before the change (commit ff5dc28) each redelivery re-ran all 50 records, so a message failed whenever
-any of them failed: about a quarter to a third of requests were dead-lettered.
+any of them failed: 53 of 200 requests were dead-lettered (--runs 20); after it, 0 of 200.
 """
 
 from __future__ import annotations

@@ -140,7 +140,14 @@ def _props(resource: dict[str, Any]) -> dict[str, Any]:
 
 
 def deploy(template: dict[str, Any], session: boto3.Session) -> Resolver:
-    """Create the template's keys, tables, buckets and queues in moto (mock must be active)."""
+    """Create the template's keys, tables, buckets and queues in moto (mock must be active).
+
+    moto's DynamoDB transactions get the local environment's fix (rtp_cli.local.emulation): a rollback
+    snapshot of the touched items instead of a deep copy of the whole table per item, so a transaction
+    costs what it writes, as in `rtp deploy --env local`, not what the table holds."""
+    from rtp_cli.local.emulation import patch_moto_dynamodb
+
+    patch_moto_dynamodb()
     resolve = Resolver(template)
     kms: Any = session.client("kms")
     ddb: Any = session.client("dynamodb")
