@@ -20,7 +20,7 @@ from rtp_cli.local.runtime import queue_ages
 from rtp_cli.local.template import ACCOUNT_ID
 
 REGION = "us-east-1"
-TABLE_ITEMS = 200  # unpatched, a 10-item transaction would deep-copy 10 x 200 items
+TABLE_ITEMS = 100  # unpatched, a 5-item transaction deep-copies 5 x 100 items
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def item_copies(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return copied
 
 
-def _table(ddb: Any, name: str, range_key: bool) -> None:
+def _table(ddb: Any, name: str, range_key: bool, items: int = TABLE_ITEMS) -> None:
     keys = [{"AttributeName": "pk", "KeyType": "HASH"}]
     attributes = [{"AttributeName": "pk", "AttributeType": "S"}]
     if range_key:
@@ -63,12 +63,12 @@ def _table(ddb: Any, name: str, range_key: bool) -> None:
     ddb.create_table(
         TableName=name, KeySchema=keys, AttributeDefinitions=attributes, BillingMode="PAY_PER_REQUEST"
     )
-    for start in range(0, TABLE_ITEMS, 25):
+    for start in range(0, items, 25):
         ddb.batch_write_item(
             RequestItems={
                 name: [
                     {"PutRequest": {"Item": _key(n, range_key) | {"v": {"N": "0"}}}}
-                    for n in range(start, min(start + 25, TABLE_ITEMS))
+                    for n in range(start, min(start + 25, items))
                 ]
             }
         )
@@ -110,7 +110,7 @@ def test_moto_transactions_still_use_the_snapshot_speed_up(
 
 @pytest.mark.parametrize("range_key", [False, True], ids=["hash-key", "hash-and-range-key"])
 def test_a_failed_transaction_still_rolls_back_exactly(ddb: Any, range_key: bool) -> None:
-    _table(ddb, "rollback", range_key)
+    _table(ddb, "rollback", range_key, items=10)
     before = _scan(ddb, "rollback")
     with pytest.raises(ddb.exceptions.TransactionCanceledException):
         ddb.transact_write_items(

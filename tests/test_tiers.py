@@ -50,7 +50,8 @@ def run_suite(tmp_path: Path, *args: str, preload: bool = False) -> subprocess.C
         "PATH": "/usr/bin:/bin",
         **({"PRELOAD_CDK": "1"} if preload else {}),
     }
-    command = [sys.executable, "-m", "pytest", "-rA", "-p", "no:cacheprovider", "--rootdir", str(tmp_path)]
+    command = [sys.executable, "-m", "pytest", "-rA", "--rootdir", str(tmp_path)]
+    command += ["-p", "no:cacheprovider", "-p", "no:hypothesispytest"]  # quicker start
     return subprocess.run(
         [*command, *args, str(tmp_path)],
         cwd=tmp_path,
