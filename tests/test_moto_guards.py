@@ -165,3 +165,18 @@ def test_moto_sqs_queues_still_hold_every_message_in_their_message_list(
         assert len(queue.messages) == 1  # moto's public list: the visible one only (why _messages is read)
         ages = queue_ages(REGION)["guarded"]
         assert ages["messages"] == 3 and ages["oldest_age_seconds"] is not None
+
+
+def test_the_local_keys_requirement_is_released_with_the_emulation() -> None:
+    """`require_credentials` switches on moto's process-wide IAM auth; an environment run in-process (the
+    watch tests) must hand open moto back on stop, or every later `mock_aws` test in the session gets 403."""
+    from moto import mock_aws, settings
+
+    from rtp_cli.local.emulation import release_credentials, require_credentials
+
+    before = settings.INITIAL_NO_AUTH_ACTION_COUNT
+    with mock_aws():
+        require_credentials("AKIALOCALTEST0000000", "local-secret")
+        assert settings.INITIAL_NO_AUTH_ACTION_COUNT == 0
+        release_credentials()
+    assert before == settings.INITIAL_NO_AUTH_ACTION_COUNT

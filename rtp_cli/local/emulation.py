@@ -102,6 +102,9 @@ def patch_moto_dynamodb() -> None:
     _patched = True
 
 
+_open_auth_count: float | None = None  # moto's auth setting before require_credentials
+
+
 def require_credentials(access_key_id: str, secret_access_key: str) -> None:
     """From now on this process's moto answers only requests signed with these keys (see above)."""
     import json
@@ -122,7 +125,22 @@ def require_credentials(access_key_id: str, secret_access_key: str) -> None:
     )
     key = iam.create_access_key(LOCAL_USER)
     key.access_key_id, key.secret_access_key = access_key_id, secret_access_key
+    global _open_auth_count
+    if _open_auth_count is None:
+        _open_auth_count = settings.INITIAL_NO_AUTH_ACTION_COUNT
     settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+
+
+def release_credentials() -> None:
+    """Undo `require_credentials` when the emulation stops: the setting is process-wide, so a process that
+    goes on using moto (a test session running an environment in-process) must get open moto back."""
+    global _open_auth_count
+    if _open_auth_count is None:
+        return
+    from moto import settings
+
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = _open_auth_count
+    _open_auth_count = None
 
 
 def all_messages(queue: Any) -> list[Any]:

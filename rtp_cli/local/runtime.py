@@ -284,6 +284,9 @@ class LocalEnvironment:
             with contextlib.suppress(Exception):
                 self._moto.stop()
             self._moto = None
+            from rtp_cli.local.emulation import release_credentials
+
+            release_credentials()
 
 
 def _aws_only(notes: list[Note]) -> list[dict[str, Any]]:
