@@ -237,7 +237,7 @@ HARMS: dict[str, Any] = {
     "lone surrogate in source": ("source", "src-\udfff"),
     "empty key": ("data", {"": 1}),
     "nested 40 deep": ("data", {"deep": json.loads("[" * 40 + "]" * 40)}),
-    "number past 38 digits": ("data", {"n": 10**40}),
+    "number past 38 digits": ("data", {"n": 12345678901234567890123456789012345678901}),
 }
 
 
@@ -278,7 +278,11 @@ def test_generated_records_are_all_stored_and_read_back(local_env: LocalInstance
             assert response.status_code == 400, (harm, response.status_code, document)
             assert set(document["error"]) >= {"code", "message", "details", "requestId"}
             assert document["error"]["code"] == "VALIDATION_ERROR", (harm, document)
-            assert any(d.get("index") == harm[1] for d in document["error"]["details"]), (harm, document)
+            # The function names the record; what the request model itself refuses (the timestamp
+            # pattern's ASCII digits) is API Gateway's "Invalid request body", which carries no details.
+            named = any(d.get("index") == harm[1] for d in document["error"]["details"])
+            by_model = document["error"]["message"] == "Invalid request body"
+            assert named or by_model, (harm, document)
             refused.append((response.status_code, document))
 
     post()
