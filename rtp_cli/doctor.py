@@ -530,7 +530,13 @@ def check_api_gateway_account(
     """API Gateway's account-level CloudWatch role: the stage's access logging needs it."""
     name = "API Gateway CloudWatch role"
     role_arn = account_settings.get("cloudwatchRoleArn")
-    repair = "nothing to do: the stack's account-role custom resource sets a working role on deploy"
+    # The custom resource runs when the stack is created (or its properties change), not on every deploy.
+    repair = (
+        "a first deploy of this stack sets a working role (its account-role custom resource); on a stack "
+        "that already exists it does not run again: set it with `aws apigateway update-account "
+        "--patch-operations op=replace,path=/cloudwatchRoleArn,value=<a role trusted by apigateway."
+        "amazonaws.com with AmazonAPIGatewayPushToCloudWatchLogs>`"
+    )
     if not role_arn:
         return CheckResult(
             name,
@@ -549,7 +555,7 @@ def check_api_gateway_account(
                 "WARN",
                 f"cloudwatchRoleArn names {role_arn}, which no longer exists (dangling): the stage's logging "
                 f"setup would fail; {OUTLIVES_STACK}",
-                repair.replace("sets", "repairs it with"),
+                repair,
                 DOC_APIGW_LOGGING,
             )
         return _could_not_check(name, f"iam:GetRole {_role_name(role_arn)}", error, DOC_APIGW_LOGGING)
@@ -561,7 +567,7 @@ def check_api_gateway_account(
             "WARN",
             f"cloudwatchRoleArn names {role_arn}, but its trust policy does not let apigateway.amazonaws.com "
             "assume it",
-            repair.replace("sets", "replaces it with"),
+            repair,
             DOC_APIGW_LOGGING,
         )
     return CheckResult(

@@ -15,7 +15,8 @@ mapping draining the queue) and returns every property it broke:
 - nothing is dead-lettered and nothing stays queued.
 
 This module drives only the HTTP-level handlers (no import of the domain package), so the same cases can
-be run against older versions of handlers/ (bench/door_fuzz.py counts them).
+be run against older versions of handlers/ (copy this file, test_fuzz_pipeline.py, harness.py and
+faults.py into a checkout of the older commit and run test_fuzz_pipeline.py there).
 """
 
 from __future__ import annotations

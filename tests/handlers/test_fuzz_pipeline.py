@@ -8,7 +8,8 @@ is a 4xx in the documented error shape; nothing is stored or counted twice; noth
 Mutated and corpus requests must also be refused (or, for the harmless neighbours, accepted) as listed.
 
 Every case runs even when one fails, and a failure lists how many cases broke which property, by kind of
-input: run against an older handlers/ (see bench/door_fuzz.py), this file measures it.
+input: run against an older handlers/ (copied into a checkout of it with fuzz.py, harness.py and
+faults.py), this file measures it.
 """
 
 from __future__ import annotations
