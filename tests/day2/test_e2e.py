@@ -140,7 +140,11 @@ def test_a_killed_run_resumes_without_duplicates(stopped_stack: LocalStack, rtp:
 
     refused = rtp(stopped_stack, "send", "--file", str(path), "--batch-size", "100")
     assert refused.returncode == 2 and "--resume" in refused.stderr
-    resumed = rtp(stopped_stack, "send", "--file", str(path), "--batch-size", "100", "--resume")
+    # This stack's stage allows 10 requests/s (burst 3), for the throttling test: the resumed run gets the
+    # attempts to ride it out, since what is tested here is the resume, not the retry budget.
+    resumed = rtp(
+        stopped_stack, "send", "--file", str(path), "--batch-size", "100", "--resume", "--max-attempts", "30"
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert "accepted 10000 record(s) in 100 batch(es)" in " ".join(resumed.stdout.split())
     assert f"({killed_at * 100} by the earlier run, resumed)" in " ".join(resumed.stdout.split())
