@@ -28,7 +28,7 @@ def _processor() -> Processor:
     return Processor(
         settings,
         RawStore(client("s3"), settings.bucket_name, settings.raw_prefix),
-        PipelineTable(client("dynamodb"), settings.table_name),
+        PipelineTable(client("dynamodb"), settings.table_name, compress=settings.compress_results),
         transform.transform,
     )
 

@@ -73,13 +73,6 @@ class DataStores(Construct):
             time_to_live_attribute="expiresAt",
             removal_policy=RemovalPolicy.DESTROY,
         )
-        self.table.add_global_secondary_index(
-            index_name="by-type-status",
-            partition_key=dynamodb.Attribute(name="gsi1pk", type=dynamodb.AttributeType.STRING),
-            sort_key=dynamodb.Attribute(name="gsi1sk", type=dynamodb.AttributeType.STRING),
-            projection_type=dynamodb.ProjectionType.KEYS_ONLY,
-        )
-
         # Server access logs cannot be delivered to a KMS-encrypted bucket, so they get their own.
         self.access_logs = s3.Bucket(
             self,

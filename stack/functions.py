@@ -122,10 +122,9 @@ class PipelineFunctions(Construct):
         self._allow(self.ingest, ["kms:GenerateDataKey", "kms:Encrypt", "kms:Decrypt"], [data.key.key_arn])
 
         self._allow(self.processor, ["s3:GetObject"], [raw_objects])
+        # No GetItem: a refused conditional put returns the stored item (storage.PipelineTable._put_record).
         self._allow(
-            self.processor,
-            ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:BatchGetItem"],
-            [table],
+            self.processor, ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchGetItem"], [table]
         )
         # What Lambda's queue poller calls with the function's role (as in AWSLambdaSQSQueueExecutionRole).
         self._allow(

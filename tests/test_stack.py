@@ -99,22 +99,14 @@ def test_table_on_demand_pitr_ttl_gsi_and_cmk(template: Template, raw: dict) -> 
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
             "TimeToLiveSpecification": {"AttributeName": "expiresAt", "Enabled": True},
             "SSESpecification": {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": getatt_arn(key)},
-            "GlobalSecondaryIndexes": [
-                Match.object_like(
-                    {
-                        "KeySchema": [
-                            {"AttributeName": "gsi1pk", "KeyType": "HASH"},
-                            {"AttributeName": "gsi1sk", "KeyType": "RANGE"},
-                        ]
-                    }
-                )
-            ],
+            # No index: every write lands on a key of its own (README, "Storage layout").
+            "GlobalSecondaryIndexes": Match.absent(),
+            "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
         },
     )
-    # The TTL and GSI attributes are the ones the storage code writes (read as text: no handler import).
+    # The TTL attribute is the one the storage code writes (read as text: no handler import).
     storage = (ROOT / "handlers" / "rtp_pipeline" / "storage.py").read_text(encoding="utf-8")
-    for attribute in ("expiresAt", "gsi1pk", "gsi1sk"):
-        assert f'"{attribute}"' in storage, attribute
+    assert '"expiresAt"' in storage
 
 
 def _bucket_policy_statements(raw: dict, bucket_id: str) -> list[dict[str, Any]]:

@@ -94,16 +94,23 @@ class Ingestor:
                 idempotency_key,
                 request_hash,
                 claim,
-                response,
+                {"batchId": batch_id, "accepted": len(records)},  # the ids follow from the same body
                 ttl(received, hours=self.settings.idempotency_ttl_hours),
                 received + IDEMPOTENCY_LEASE,
             )
             if earlier is not None:
-                return self._replay(idempotency_key, earlier, request_hash, received)
+                return self._replay(idempotency_key, earlier, request_hash, received, records)
         self._enqueue_once(idempotency_key, claim, ids, received)
         return Accepted(response, replayed=False)
 
-    def _replay(self, key: str, earlier: dict[str, Any], request_hash: str, received: datetime) -> Accepted:
+    def _replay(
+        self,
+        key: str,
+        earlier: dict[str, Any],
+        request_hash: str,
+        received: datetime,
+        records: list[dict[str, Any]],
+    ) -> Accepted:
         if earlier["requestHash"] != request_hash:
             raise ApiError(
                 422,
@@ -111,6 +118,8 @@ class Ingestor:
                 "this Idempotency-Key was already used with a different request body; use a new key",
             )
         response: dict[str, Any] = json.loads(earlier["response"])
+        if "ids" not in response:  # the same body (same hash) gives the same ids under the first batch id
+            response["ids"] = record_ids(response["batchId"], records)
         if not earlier.get("enqueued"):
             # Not enqueued yet: the first request is still running (answer 409, the client retries with
             # the same key), or it died before enqueueing and its lease ran out (finish its work, once).

@@ -6,7 +6,7 @@ A record's content never fails its neighbours. Every record ends in one of three
 - REJECTED, stored with its reason and never retried: the record breaks the schema or what the store can
   hold (ingest refuses those, the processor checks again what it reads back); the transform raised
   `RejectRecord`; or the result cannot be stored (checked before writing; an item DynamoDB refuses all the
-  same is turned into REJECTED by `PipelineTable.store_outcomes`, and the rest of its transaction written).
+  same is turned into REJECTED by `PipelineTable.store_chunk`, and its neighbours written).
 - Not done yet: the transform raised anything else (the contract's transient fault), or S3/DynamoDB failed
   after the SDK's own retries. The transform is retried inside the invocation (`RetryPolicy`: bounded
   attempts, exponential backoff with full jitter, never past the function's remaining time less a
@@ -29,14 +29,15 @@ from transform import RejectRecord, TransformContext
 from rtp_pipeline.ingest import record_ids
 from rtp_pipeline.settings import Settings
 from rtp_pipeline.storage import (
+    CHUNK_RECORDS,
     KEY_LIMITS,
     PROCESSED,
     REJECTED,
-    TRANSACTION_RECORDS,
     ClaimCheck,
     Outcome,
     PipelineTable,
     RawStore,
+    Stored,
     serialize,
     ttl,
 )
@@ -145,27 +146,27 @@ class Processor:
         ids = record_ids(claim.batch_id, records)
 
         # A first delivery has stored nothing yet. A redelivery reads which records an earlier delivery
-        # stored (one BatchGetItem per 100 ids) and does not transform them again.
-        owners = self.table.stored_owners(ids) if receive_count > 1 else {}
+        # stored (one BatchGetItem per chunk): it does not transform them again, and counts its chunks from
+        # what the table holds.
+        known = self.table.stored_records(ids) if receive_count > 1 else {}
         skipped = duplicates = 0
-        todo: list[tuple[int, Any, str]] = []
-        for index, (record, record_id) in enumerate(zip(records, ids, strict=True)):
-            owner = owners.get(record_id)
-            if owner == claim.batch_id:
-                skipped += 1
-            elif owner is not None:
-                self.table.count_duplicate(claim.batch_id, record_id, expires)
-                duplicates += 1
-            else:
-                todo.append((index, record, record_id))
-
         stored: list[Outcome] = []
         not_done: list[tuple[str, BaseException]] = []
-        for start in range(0, len(todo), TRANSACTION_RECORDS):
+        for chunk, start in enumerate(range(0, len(records), CHUNK_RECORDS)):
+            settled: dict[str, Stored] = {}
             outcomes: list[Outcome] = []
-            for index, record, record_id in todo[start : start + TRANSACTION_RECORDS]:
+            complete = True
+            for index in range(start, min(start + CHUNK_RECORDS, len(records))):
+                record, record_id = records[index], ids[index]
+                existing = known.get(record_id)
+                if existing is not None:
+                    settled[record_id] = existing
+                    if existing.batch_id == claim.batch_id:
+                        skipped += 1
+                    continue
                 if deadline.passed():
                     not_done.append((record_id, TimeoutError("too little time left in this invocation")))
+                    complete = False
                     continue
                 context = TransformContext(
                     record_id, claim.batch_id, claim.correlation_id, received_at, started
@@ -176,8 +177,14 @@ class Processor:
                     )
                 except Exception as error:  # the contract's transient fault, retried in vain
                     not_done.append((record_id, error))
-            # What succeeded is stored even if a neighbour failed: the redelivery will skip it.
-            stored.extend(self.table.store_outcomes(claim.batch_id, outcomes, expires, started))
+                    complete = False
+            # What succeeded is stored even if a neighbour failed: the redelivery will skip it. The chunk
+            # is counted once all its records are settled, by this delivery or a later one.
+            written = self.table.store_chunk(
+                claim.batch_id, chunk, outcomes, settled, complete, expires, started
+            )
+            stored.extend(written.stored)
+            duplicates += sum(1 for held in written.settled.values() if held.batch_id != claim.batch_id)
 
         if not_done:
             record_id, first = not_done[0]
@@ -232,7 +239,7 @@ class Processor:
             raise TypeError(f"the transform returned a {type(result).__name__}; it must return a dict")
         outcome = Outcome(record_id, PROCESSED, str(result.get("type", record_type)), result=result)
         # What DynamoDB can hold (valid Unicode, numbers in range, depth, names, 400 KB with the record's
-        # bookkeeping), checked before writing so that one record cannot fail the transaction.
+        # bookkeeping), checked before writing so that one record cannot fail its put.
         item = PipelineTable.record_item(context.batch_id, outcome, expires, context.processed_at)
         problems = item_problems(item, KEY_LIMITS)
         if problems:

@@ -17,6 +17,8 @@ class Settings:
     max_body_bytes: int
     record_ttl_days: int
     idempotency_ttl_hours: int = 24
+    # zlib for results of 200+ bytes of JSON (storage.COMPRESS_MIN_BYTES); RESULT_COMPRESSION=none: maps.
+    compress_results: bool = True
 
     @classmethod
     def from_environment(cls, env: dict[str, str] | None = None) -> Settings:
@@ -29,6 +31,7 @@ class Settings:
             max_records=int(source.get("MAX_RECORDS", "500")),
             max_body_bytes=int(source.get("MAX_BODY_BYTES", "3000000")),
             record_ttl_days=int(source.get("RECORD_TTL_DAYS", "90")),
+            compress_results=source.get("RESULT_COMPRESSION", "zlib").lower() != "none",
         )
 
 

@@ -1,25 +1,42 @@
 """Where the pipeline keeps things: raw requests in S3, claim checks on SQS, state in one DynamoDB table.
 
-Table layout (partition key `pk` only; a GSI `gsi1pk`/`gsi1sk` lists records by type and status over time):
+Table layout (partition key `pk` only, no index: every item is written and read on a key of its own):
 
-| item         | pk                     | main attributes                                              |
-|--------------|------------------------|--------------------------------------------------------------|
-| record       | REC#<recordId>         | recordId, batchId, status PROCESSED/REJECTED, reason, result |
-| batch        | BATCH#<batchId>        | accepted, processed, rejected, duplicates, ids, rawKey       |
-| duplicate    | DUP#<batchId>#<id>     | marks an id already stored by another batch (counted once)   |
-| idempotency  | IDEM#<Idempotency-Key> | requestHash, batchId, response, claimCheck, enqueued         |
+| item        | pk                     | attributes                                                        |
+|-------------|------------------------|-------------------------------------------------------------------|
+| record      | REC#<recordId>         | b batchId, s status P/R, t type, at processedAt, expiresAt, and   |
+|             |                        | r result (a map) or z result (zlib JSON), or e reason             |
+| batch       | BATCH#<batchId>        | accepted, processed, rejected, duplicates, cc counted chunks, ... |
+| batch ids   | IDS#<batchId>          | ids (newline-joined), only when the client named some records     |
+| idempotency | IDEM#<Idempotency-Key> | requestHash, batchId, response (no ids), claimCheck, enqueued     |
 
-Every write that counts is conditional, so an SQS redelivery never stores or counts a record twice. An item
-DynamoDB refuses for its content (a `ValidationException`, or a cancelled transaction whose reason for that
-item is `ValidationError`) never takes its neighbours down: that record is stored as REJECTED with
-DynamoDB's reason and the rest of the transaction is written.
+A record item carries one-letter bookkeeping names (the names count towards the item's size, and the size
+rounds up to whole 1 KB write units); `PipelineTable.get_record` gives them their long names back.
+
+Exactly once, without transactions (a transactional write costs twice a plain one):
+- Each record is one PutItem conditioned on `attribute_not_exists(pk)`: stored once whatever redelivers
+  it. A refused put returns the stored item (ReturnValuesOnConditionCheckFailure=ALL_OLD, no read units),
+  so the writer learns at once whether this batch stored it earlier or another batch owns the id.
+- The batch counters move once per chunk of `CHUNK_RECORDS` records (by index in the request), by one
+  UpdateItem that ADDs the chunk's counts and its number to the set `cc`, conditioned on `cc` not holding
+  that number yet. A chunk is counted only when every record of it is settled, and its counts come from
+  what the table holds (the puts' outcomes, the items a refused put returned, and on redelivery the items
+  BatchGetItem read), never from what one delivery meant to write. A crash between the puts and the
+  counter update leaves the chunk uncounted; the redelivery reads the stored items and counts it.
+- An id stored by another batch counts as one duplicate of this chunk: counted once with the chunk.
+
+An item DynamoDB refuses for its content (a `ValidationException`, or a client-side ParamValidationError)
+never takes its neighbours down: that record is stored as REJECTED with DynamoDB's reason.
+
+Items written by the layout before this one (long names, a GSI, ids in the batch item) are not migrated.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -30,20 +47,24 @@ from botocore.exceptions import ClientError, ParamValidationError
 
 PROCESSED = "PROCESSED"
 REJECTED = "REJECTED"
-GSI_NAME = "by-type-status"
-# A transaction holds at most 100 items: 99 record puts plus the batch counter update.
-TRANSACTION_RECORDS = 99
-# BatchGetItem reads at most 100 keys per call.
+_STATUS_CODES = {PROCESSED: "P", REJECTED: "R"}
+_STATUS_NAMES = {code: name for name, code in _STATUS_CODES.items()}
+# Records counted together on the batch: one counter update per chunk. Also BatchGetItem's limit (100
+# keys per call), so that a redelivery reads one chunk's stored items in one call.
+CHUNK_RECORDS = 100
 BATCH_GET_KEYS = 100
-# Key attributes hold at most 2048 bytes (partition keys) and 1024 (sort keys), GSI keys included:
+# Key attributes hold at most 2048 bytes (partition keys):
 # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html#limits-partition-sort-keys
-KEY_LIMITS = {"pk": 2048, "gsi1pk": 2048, "gsi1sk": 1024}
+KEY_LIMITS = {"pk": 2048}
 # A REJECTED record's reason is kept short: it explains, it does not carry data.
 MAX_REASON_CHARS = 2000
-# Cancellation reason codes that mean "DynamoDB refuses this item as written" (its content: size, a number
-# out of range, nesting, an empty name...). "ValidationError" is DynamoDB's, listed in
-# https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html (Errors,
-# TransactionCanceledException); moto reports "ValidationException" for the same refusals.
+# Results whose JSON is at least this long are stored zlib-compressed when that makes them smaller. Write
+# units are whole KB of item size (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/
+# read-write-operations.html#write-operation-consumption): below about 200 bytes compression cannot save a
+# unit and costs CPU both ways. The trade-off: a compressed result is opaque to DynamoDB (no projection
+# or filter on its fields, unreadable in the console); the query path decompresses it transparently.
+COMPRESS_MIN_BYTES = 200
+# DynamoDB's refusals of an item's content.
 _ITEM_REFUSED = frozenset({"ValidationError", "ValidationException"})
 
 _serializer = TypeSerializer()
@@ -98,15 +119,6 @@ def deserialize(item: dict[str, Any]) -> dict[str, Any]:
 
 def epoch_seconds(moment: datetime) -> int:
     return int(moment.timestamp())
-
-
-def _cancellation_codes(error: ClientError, puts: int) -> list[tuple[str, str]] | None:
-    """From a cancelled store transaction (`puts` record puts, then the batch counter update): each put's
-    (code, message). None when the reasons are missing or do not line up."""
-    reasons = error.response.get("CancellationReasons")
-    if not isinstance(reasons, list) or len(reasons) != puts + 1:
-        return None
-    return [(str(reason.get("Code")), str(reason.get("Message", ""))) for reason in reasons[:puts]]
 
 
 def _error_code(error: ClientError) -> str:
@@ -165,6 +177,20 @@ class ClaimCheck:
 
 
 @dataclass(frozen=True)
+class Stored:
+    """What the table holds for one record id: the batch that stored it and its status."""
+
+    batch_id: str
+    status: str
+
+
+@dataclass(frozen=True)
+class ChunkWrite:
+    stored: list[Outcome]  # stored by this call
+    settled: dict[str, Stored]  # every record of the chunk seen: known before, stored now, found stored
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What processing decided for one record."""
 
@@ -207,8 +233,8 @@ class ClaimCheckQueue:
 
 
 class PipelineTable:
-    def __init__(self, dynamodb: Any, table_name: str) -> None:
-        self.db, self.name = dynamodb, table_name
+    def __init__(self, dynamodb: Any, table_name: str, compress: bool = True) -> None:
+        self.db, self.name, self.compress = dynamodb, table_name, compress
 
     # --- ingest ---------------------------------------------------------------------------------
     def claim_idempotency_key(
@@ -285,19 +311,24 @@ class PipelineTable:
         )
 
     def create_batch(self, claim: ClaimCheck, ids: Sequence[str], expires: datetime) -> None:
-        item = {
+        item: dict[str, Any] = {
             "pk": f"BATCH#{claim.batch_id}",
             "batchId": claim.batch_id,
             "accepted": len(ids),
             "processed": 0,
             "rejected": 0,
             "duplicates": 0,
-            "ids": list(ids),
             "rawKey": claim.key,
             "correlationId": claim.correlation_id,
             "receivedAt": claim.received_at,
             "expiresAt": epoch_seconds(expires),
         }
+        # Ids the processor derives (`<batchId>-<index>`) are not stored; ids a client chose are kept apart
+        # from the batch item, whose size every counter update pays.
+        if list(ids) != derived_ids(claim.batch_id, len(ids)):
+            item["clientIds"] = True
+            ids_item = {"pk": f"IDS#{claim.batch_id}", "ids": "\n".join(ids), "expiresAt": item["expiresAt"]}
+            self.db.put_item(TableName=self.name, Item=serialize(ids_item))  # same content when retried
         try:
             self.db.put_item(
                 TableName=self.name, Item=serialize(item), ConditionExpression="attribute_not_exists(pk)"
@@ -307,204 +338,184 @@ class PipelineTable:
                 raise  # an existing batch is a retried request finishing what it started: fine
 
     # --- processing -----------------------------------------------------------------------------
-    def stored_owners(self, record_ids: Sequence[str]) -> dict[str, str]:
-        """Which of these record ids are already stored, and by which batch: {record id: batch id}.
+    def stored_records(self, record_ids: Sequence[str]) -> dict[str, Stored]:
+        """Which of these record ids are already stored: {record id: (owning batch, status)}.
 
-        BatchGetItem, 100 keys per call, eventually consistent: it only saves work (a redelivery skips
-        what an earlier delivery stored, minutes earlier), while exactly-once storage rests on the
-        conditional writes. Keys DynamoDB leaves unprocessed are simply not reported."""
-        owners: dict[str, str] = {}
+        BatchGetItem, 100 keys per call, eventually consistent. A record item never changes once written,
+        so what it returns is exact; a record it misses is found by its conditional put instead. Keys
+        DynamoDB leaves unprocessed are asked for again, briefly, then simply not reported."""
+        found: dict[str, Stored] = {}
         unique = list(dict.fromkeys(record_ids))
         for start in range(0, len(unique), BATCH_GET_KEYS):
             keys = [{"pk": {"S": f"REC#{record_id}"}} for record_id in unique[start : start + BATCH_GET_KEYS]]
-            request: dict[str, Any] = {self.name: {"Keys": keys, "ProjectionExpression": "recordId, batchId"}}
-            for _ in range(3):  # unprocessed keys (throttling, 16 MB pages) are asked for again, briefly
+            request: dict[str, Any] = {
+                self.name: {
+                    "Keys": keys,
+                    "ProjectionExpression": "#k, #b, #s",
+                    "ExpressionAttributeNames": {"#k": "pk", "#b": "b", "#s": "s"},
+                }
+            }
+            for _ in range(3):
                 answer = self.db.batch_get_item(RequestItems=request)
                 for item in answer.get("Responses", {}).get(self.name, []):
-                    owners[item["recordId"]["S"]] = item["batchId"]["S"]
+                    found[item["pk"]["S"][4:]] = _stored(item)
                 request = answer.get("UnprocessedKeys") or {}
                 if not request:
                     break
-        return owners
+        return found
 
     def store_outcomes(
         self, batch_id: str, outcomes: Sequence[Outcome], expires: datetime, now: datetime
     ) -> list[Outcome]:
-        """Store outcomes and count them on the batch, exactly once each. Returns the outcomes stored now,
-        as stored: an outcome DynamoDB refused for its content comes back as the REJECTED one stored instead.
-        Anything else (throttling, a conflict, a service error) raises, for SQS to redeliver."""
+        """Store a whole batch's outcomes (in request order) and count them: `store_chunk` per chunk."""
         stored: list[Outcome] = []
-        for start in range(0, len(outcomes), TRANSACTION_RECORDS):
-            stored.extend(
-                self._store_chunk(batch_id, list(outcomes[start : start + TRANSACTION_RECORDS]), expires, now)
-            )
+        for chunk, start in enumerate(range(0, len(outcomes), CHUNK_RECORDS)):
+            part = outcomes[start : start + CHUNK_RECORDS]
+            stored.extend(self.store_chunk(batch_id, chunk, part, {}, True, expires, now).stored)
         return stored
 
-    def _store_chunk(
-        self, batch_id: str, pending: list[Outcome], expires: datetime, now: datetime
-    ) -> list[Outcome]:
-        pending = [self._serializable(batch_id, outcome, expires, now) for outcome in pending]
-        while pending:
-            try:
-                self._transact(batch_id, pending, expires, now)
-                return pending
-            except ParamValidationError:
-                return self._store_each(batch_id, pending, expires, now)  # which one? each on its own
-            except ClientError as error:
-                code = _error_code(error)
-                if code == "ValidationException":  # the request as a whole: one of its items is refused
-                    return self._store_each(batch_id, pending, expires, now)
-                if code != "TransactionCanceledException":
-                    raise
-                reasons = _cancellation_codes(error, len(pending))
-                if reasons is None:
-                    return self._store_each(batch_id, pending, expires, now)  # no usable reasons
-                exists = [reason == "ConditionalCheckFailed" for reason, _ in reasons]
-                refused = [reason in _ITEM_REFUSED for reason, _ in reasons]
-                if not any(exists) and not any(refused):
-                    raise  # cancelled for another reason (a conflicting write, throttling): SQS retries it
-            # Records stored by an earlier delivery (or by another batch) leave the transaction; a record
-            # DynamoDB refuses becomes REJECTED with its reason; the rest is retried at once, so a
-            # redelivery costs one extra call, not one per record.
-            next_pending: list[Outcome] = []
-            for outcome, stored_before, refusal, (_, message) in zip(
-                pending, exists, refused, reasons, strict=True
-            ):
-                if stored_before:
-                    self._settle_existing(batch_id, outcome, expires)
-                elif refusal:
-                    next_pending.append(refused_by_dynamodb(outcome, message))
-                else:
-                    next_pending.append(outcome)
-            pending = next_pending
-        return []
-
-    def _store_each(
-        self, batch_id: str, outcomes: Sequence[Outcome], expires: datetime, now: datetime
-    ) -> list[Outcome]:
+    def store_chunk(
+        self,
+        batch_id: str,
+        chunk: int,
+        outcomes: Sequence[Outcome],
+        known: Mapping[str, Stored],
+        complete: bool,
+        expires: datetime,
+        now: datetime,
+    ) -> ChunkWrite:
+        """Put `outcomes` (records of chunk number `chunk` not known to be stored), then, if `complete`
+        (`known` and `outcomes` together are every record of the chunk), count the chunk on the batch once.
+        Returns the outcomes stored now, as stored (an outcome DynamoDB refused for its content comes back
+        as the REJECTED one stored instead), and what the table holds for every record of the chunk seen.
+        Anything else (throttling, a service error) raises, for SQS to redeliver."""
+        settled = dict(known)
         stored: list[Outcome] = []
         for outcome in outcomes:
-            settled = self._store_one(batch_id, outcome, expires, now)
-            if settled is not None:
-                stored.append(settled)
-        return stored
+            existing = self._put_record(batch_id, outcome, expires, now)
+            if isinstance(existing, Stored):
+                settled[outcome.record_id] = existing
+            else:
+                stored.append(existing)
+                settled[outcome.record_id] = Stored(batch_id, existing.status)
+        if complete:
+            self.count_chunk(batch_id, chunk, settled.values())
+        return ChunkWrite(stored, settled)
 
-    def _store_one(self, batch_id: str, outcome: Outcome, expires: datetime, now: datetime) -> Outcome | None:
-        """One record in its own transaction. Returns what was stored, or None if it was stored before."""
+    def _put_record(
+        self, batch_id: str, outcome: Outcome, expires: datetime, now: datetime
+    ) -> Outcome | Stored:
+        """One conditional put. Returns the outcome stored, or what was stored under its id before."""
         for _ in range(2):  # the outcome, then (if DynamoDB refuses its content) its REJECTED stand-in
             try:
-                self._transact(batch_id, [outcome], expires, now)
+                item = self.record_attributes(batch_id, outcome, expires, now)
+            except (TypeError, ValueError, ArithmeticError) as error:  # DecimalException: ArithmeticError
+                outcome = refused_by_dynamodb(outcome, f"{type(error).__name__}: {error}")
+                continue
+            try:
+                # ALL_OLD on a failed condition returns the stored item at no read cost:
+                # https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_PutItem.html
+                self.db.put_item(
+                    TableName=self.name,
+                    Item=item,
+                    ConditionExpression="attribute_not_exists(pk)",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
                 return outcome
             except ParamValidationError as error:
                 outcome = refused_by_dynamodb(outcome, str(error))
             except ClientError as error:
-                code = _error_code(error)
-                reasons = _cancellation_codes(error, 1) if code == "TransactionCanceledException" else None
-                if code == "ValidationException":
-                    outcome = refused_by_dynamodb(outcome, error.response.get("Error", {}).get("Message", ""))
-                elif reasons and reasons[0][0] in _ITEM_REFUSED:
-                    outcome = refused_by_dynamodb(outcome, reasons[0][1])
-                elif code == "TransactionCanceledException" and (
-                    reasons is None or reasons[0][0] == "ConditionalCheckFailed"
-                ):
-                    self._settle_existing(batch_id, outcome, expires)
-                    return None
-                else:
+                if _is_condition_failure(error):
+                    old: Any = error.response.get("Item")
+                    if not isinstance(old, dict) or not old:
+                        raise RuntimeError(
+                            f"record {outcome.record_id}: stored, but DynamoDB did not say how"
+                        ) from error
+                    return _stored(old)
+                if _error_code(error) not in _ITEM_REFUSED:
                     raise
+                outcome = refused_by_dynamodb(outcome, error.response.get("Error", {}).get("Message", ""))
         raise RuntimeError(f"record {outcome.record_id}: DynamoDB refused its REJECTED stand-in")
 
-    def _serializable(self, batch_id: str, outcome: Outcome, expires: datetime, now: datetime) -> Outcome:
-        """The outcome, or its REJECTED stand-in if its item cannot even be serialized (a type boto3 does
-        not know, a number boto3 cannot convert)."""
+    def count_chunk(self, batch_id: str, chunk: int, settled: Iterable[Stored]) -> bool:
+        """Add one settled chunk's counts to the batch, once: the update is conditioned on the chunk's
+        number not being in the batch's set of counted chunks, and adds it. False if counted before."""
+        processed = rejected = duplicates = 0
+        for record in settled:
+            if record.batch_id != batch_id:
+                duplicates += 1
+            elif record.status == PROCESSED:
+                processed += 1
+            else:
+                rejected += 1
         try:
-            serialize(self.record_item(batch_id, outcome, expires, now))
-        except (TypeError, ValueError, ArithmeticError) as error:  # DecimalException is an ArithmeticError
-            return refused_by_dynamodb(outcome, f"{type(error).__name__}: {error}")
-        return outcome
-
-    def _transact(self, batch_id: str, chunk: Sequence[Outcome], expires: datetime, now: datetime) -> None:
-        processed = sum(1 for outcome in chunk if outcome.status == PROCESSED)
-        items: list[dict[str, Any]] = [
-            {
-                "Put": {
-                    "TableName": self.name,
-                    "Item": serialize(self.record_item(batch_id, outcome, expires, now)),
-                    "ConditionExpression": "attribute_not_exists(pk)",
-                }
-            }
-            for outcome in chunk
-        ]
-        items.append(self._count(batch_id, processed=processed, rejected=len(chunk) - processed))
-        self.db.transact_write_items(TransactItems=items)
-
-    def _settle_existing(self, batch_id: str, outcome: Outcome, expires: datetime) -> None:
-        """`outcome`'s record id is already stored: by this batch (nothing to do) or by another one."""
-        existing = self.get_record(outcome.record_id)
-        if existing is None:
-            raise RuntimeError(f"record {outcome.record_id}: transaction cancelled but no record stored")
-        if existing.get("batchId") != batch_id:
-            self.count_duplicate(batch_id, outcome.record_id, expires)
-        # else: stored and counted by an earlier delivery of this message
-
-    def count_duplicate(self, batch_id: str, record_id: str, expires: datetime) -> None:
-        """The id was already used by another batch: keep the first record, count a duplicate once."""
-        marker = {"pk": f"DUP#{batch_id}#{record_id}", "expiresAt": epoch_seconds(expires)}
-        try:
-            self.db.transact_write_items(
-                TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self.name,
-                            "Item": serialize(marker),
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
-                    self._count(batch_id, duplicates=1),
-                ]
-            )
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "TransactionCanceledException":
-                raise
-
-    def _count(
-        self, batch_id: str, processed: int = 0, rejected: int = 0, duplicates: int = 0
-    ) -> dict[str, Any]:
-        return {
-            "Update": {
-                "TableName": self.name,
-                "Key": {"pk": {"S": f"BATCH#{batch_id}"}},
+            self.db.update_item(
+                TableName=self.name,
+                Key={"pk": {"S": f"BATCH#{batch_id}"}},
                 # `processed` is a DynamoDB reserved word: every name goes through a placeholder.
-                "UpdateExpression": "ADD #p :p, #r :r, #d :d",
-                "ExpressionAttributeNames": {"#p": "processed", "#r": "rejected", "#d": "duplicates"},
-                "ExpressionAttributeValues": {
+                UpdateExpression="ADD #p :p, #r :r, #d :d, #c :c",
+                ConditionExpression="NOT contains(#c, :n)",
+                ExpressionAttributeNames={
+                    "#p": "processed",
+                    "#r": "rejected",
+                    "#d": "duplicates",
+                    "#c": "cc",
+                },
+                ExpressionAttributeValues={
                     ":p": {"N": str(processed)},
                     ":r": {"N": str(rejected)},
                     ":d": {"N": str(duplicates)},
+                    ":c": {"NS": [str(chunk)]},
+                    ":n": {"N": str(chunk)},
                 },
-            }
-        }
+            )
+            return True
+        except ClientError as error:
+            if not _is_condition_failure(error):
+                raise
+            return False
 
     @staticmethod
     def record_item(batch_id: str, outcome: Outcome, expires: datetime, now: datetime) -> dict[str, Any]:
-        processed_at = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        # The type is part of a GSI key (at most 2048 bytes, never empty): bounded and readable, always.
-        record_type = readable(outcome.type, 200) or "unknown"
+        """The record's item as plain values, result uncompressed: what the storable checks look at."""
         item: dict[str, Any] = {
             "pk": f"REC#{outcome.record_id}",
-            "recordId": outcome.record_id,
-            "batchId": batch_id,
-            "status": outcome.status,
-            "type": record_type,
-            "processedAt": processed_at,
-            "gsi1pk": f"{record_type}#{outcome.status}",
-            "gsi1sk": f"{processed_at}#{outcome.record_id}",
+            "b": batch_id,
+            "s": _STATUS_CODES[outcome.status],
+            "t": readable(outcome.type, 200),
+            "at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             "expiresAt": epoch_seconds(expires),
         }
         if outcome.result is not None:
-            item["result"] = outcome.result
+            item["r"] = outcome.result
         if outcome.reason is not None:
-            item["reason"] = readable(outcome.reason)
+            item["e"] = readable(outcome.reason)
         return item
+
+    def record_attributes(
+        self, batch_id: str, outcome: Outcome, expires: datetime, now: datetime
+    ) -> dict[str, Any]:
+        """The record's item as DynamoDB attribute values, its result compressed when that pays."""
+        item = self.record_item(batch_id, outcome, expires, now)
+        result = item.pop("r", None)
+        attributes: dict[str, Any] = {
+            "pk": {"S": item["pk"]},
+            "b": {"S": batch_id},
+            "s": {"S": item["s"]},
+            "t": {"S": item["t"]},
+            "at": {"S": item["at"]},
+            "expiresAt": {"N": str(item["expiresAt"])},
+        }
+        if "e" in item:
+            attributes["e"] = {"S": item["e"]}
+        if result is not None:
+            packed = compress_result(result) if self.compress else None
+            attributes.update(
+                {"z": {"B": packed}}
+                if packed is not None
+                else {"r": _serializer.serialize(to_dynamo(result))}
+            )
+        return attributes
 
     def record_failure(self, batch_id: str, error: str) -> None:
         """Best effort: note the last processing error on the batch, for `rtp dlq peek` and the status API."""
@@ -520,14 +531,75 @@ class PipelineTable:
 
     # --- queries --------------------------------------------------------------------------------
     def get_record(self, record_id: str) -> dict[str, Any] | None:
-        return self._get(f"REC#{record_id}")
+        """The record with its long attribute names: recordId, batchId, status, type, processedAt,
+        expiresAt, and result or reason."""
+        item = self._get(f"REC#{record_id}")
+        if item is None:
+            return None
+        if "b" not in item:  # written by the layout before this one: already long names
+            return {key: value for key, value in item.items() if key not in {"gsi1pk", "gsi1sk"}}
+        view: dict[str, Any] = {
+            "recordId": record_id,
+            "batchId": item["b"],
+            "status": _STATUS_NAMES.get(item["s"], item["s"]),
+            "type": item.get("t", ""),
+            "processedAt": item.get("at"),
+            "expiresAt": item.get("expiresAt"),
+        }
+        if "z" in item:
+            view["result"] = decompress_result(item["z"])
+        elif "r" in item:
+            view["result"] = item["r"]
+        if "e" in item:
+            view["reason"] = item["e"]
+        return view
 
     def get_batch(self, batch_id: str) -> dict[str, Any] | None:
-        return self._get(f"BATCH#{batch_id}")
+        """The batch item, with `ids`: the clients' (IDS item) or the derived ones."""
+        batch = self._get(f"BATCH#{batch_id}")
+        if batch is None or "ids" in batch:
+            return batch
+        ids_item = self._get(f"IDS#{batch_id}") if batch.get("clientIds") else None
+        batch["ids"] = (
+            str(ids_item["ids"]).split("\n")
+            if ids_item
+            else derived_ids(batch_id, int(batch.get("accepted", 0)))
+        )
+        return batch
 
     def _get(self, pk: str) -> dict[str, Any] | None:
         found = self.db.get_item(TableName=self.name, Key={"pk": {"S": pk}})
         return deserialize(found["Item"]) if "Item" in found else None
+
+
+def derived_ids(batch_id: str, count: int) -> list[str]:
+    """The ids of records a client did not name: `<batchId>-<index>`."""
+    return [f"{batch_id}-{index}" for index in range(count)]
+
+
+def compress_result(result: dict[str, Any]) -> bytes | None:
+    """zlib of the result's JSON, when it is long enough and that makes it smaller; else None."""
+    try:
+        text = json.dumps(result, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    except (TypeError, ValueError):  # not JSON (a set, bytes...): stored as a map, as DynamoDB types allow
+        return None
+    if len(text) < COMPRESS_MIN_BYTES:
+        return None
+    packed = zlib.compress(text)
+    return packed if len(packed) < len(text) else None
+
+
+def decompress_result(packed: bytes) -> dict[str, Any]:
+    value: dict[str, Any] = json.loads(zlib.decompress(bytes(packed)))
+    return value
+
+
+def _stored(item: Mapping[str, Any]) -> Stored:
+    """Owner and status from a record item's attribute values (this layout's, or the one before it)."""
+    batch = item.get("b") or item.get("batchId") or {}
+    status = item.get("s") or item.get("status") or {}
+    code = str(status.get("S", ""))
+    return Stored(str(batch.get("S", "")), _STATUS_NAMES.get(code, code))
 
 
 def ttl(now: datetime, days: int = 0, hours: int = 0) -> datetime:

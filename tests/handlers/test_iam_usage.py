@@ -36,7 +36,7 @@ def scenario(pipeline: Pipeline) -> list[ApiCall]:
     )
     flaky = fail_calls(client("s3"), "GetObject", lambda _: not flaky, "SlowDown")
     pipeline.drain()  # the redelivery reads which of its records are stored (BatchGetItem)
-    # A first delivery that meets an id another batch stored: the cancelled write is settled (GetItem).
+    # A first delivery that meets an id another batch stored: the refused put returns the stored item.
     pipeline.post_records({"records": [{"id": "r-1", "type": "t", "data": {"n": 4}}]})
     pipeline.drain()
     for batch_id in (first.body["batchId"], second.body["batchId"], "missing"):

@@ -1,4 +1,4 @@
-"""PipelineTable.store_outcomes on its own: exactly-once storage and counting, and what a redelivery costs."""
+"""PipelineTable on its own: exactly-once storage and per-chunk counting, refusals, compression, costs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 from moto import mock_aws
-from rtp_pipeline.storage import PROCESSED, REJECTED, Outcome, PipelineTable, deserialize
+from rtp_pipeline.storage import (
+    COMPRESS_MIN_BYTES,
+    PROCESSED,
+    REJECTED,
+    Outcome,
+    PipelineTable,
+    Stored,
+    deserialize,
+)
 
 from tests.handlers.harness import REGION
 
@@ -19,14 +27,18 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
 class CountingClient:
-    """The real (moto) DynamoDB client, counting TransactWriteItems calls."""
+    """The real (moto) DynamoDB client, counting PutItem and UpdateItem calls."""
 
     def __init__(self, client: Any) -> None:
-        self._client, self.transactions = client, 0
+        self._client, self.puts, self.updates = client, 0, 0
 
-    def transact_write_items(self, **kwargs: Any) -> Any:
-        self.transactions += 1
-        return self._client.transact_write_items(**kwargs)
+    def put_item(self, **kwargs: Any) -> Any:
+        self.puts += 1
+        return self._client.put_item(**kwargs)
+
+    def update_item(self, **kwargs: Any) -> Any:
+        self.updates += 1
+        return self._client.update_item(**kwargs)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._client, name)
@@ -58,18 +70,65 @@ def counters(table: PipelineTable, batch_id: str) -> dict[str, int]:
     return {key: batch.get(key, 0) for key in ("processed", "rejected", "duplicates")}
 
 
-def test_redelivery_stores_the_rest_once_and_costs_one_transaction_more_per_chunk(table: Any) -> None:
+def test_one_put_per_record_and_one_counter_update_per_chunk(table: Any) -> None:
     pipeline, client = table
-    first = pipeline.store_outcomes("b1", outcomes(250)[:120], NOW, NOW)  # a delivery that died midway
-    assert len(first) == 120 and client.transactions == 2  # chunks of 99 + 21
-
-    client.transactions = 0
-    again = pipeline.store_outcomes("b1", outcomes(250), NOW, NOW)  # SQS redelivers the whole message
-    assert [o.record_id for o in again] == [f"r{n}" for n in range(120, 250)]
-    # chunk 1: 99 stored before -> 1 cancelled call; chunk 2: 21 of 99 stored -> cancelled + retry;
-    # chunk 3: 52 new -> 1 call. Not one transaction per record.
-    assert client.transactions == 4
+    stored = pipeline.store_outcomes("b1", outcomes(250), NOW, NOW)
+    assert len(stored) == 250 and (client.puts, client.updates) == (250, 3)  # chunks of 100, 100, 50
     assert counters(pipeline, "b1") == {"processed": 225, "rejected": 25, "duplicates": 0}
+    assert pipeline.get_batch("b1")["cc"] == [0, 1, 2]
+
+
+def test_a_redelivery_counts_each_chunk_once_from_what_is_stored(table: Any) -> None:
+    """The first delivery died midway: chunk 0 stored and counted, chunk 1 stored in part and not counted
+    (a record of it was not done). The redelivery reads what is stored, puts the rest, counts chunk 1 from
+    the stored items and chunk 0 not again."""
+    pipeline, client = table
+    every = outcomes(150)
+    pipeline.store_chunk("b1", 0, every[:100], {}, True, NOW, NOW)
+    pipeline.store_chunk("b1", 1, every[100:120], {}, False, NOW, NOW)
+    assert counters(pipeline, "b1") == {"processed": 90, "rejected": 10, "duplicates": 0}
+
+    known = pipeline.stored_records([o.record_id for o in every])
+    assert len(known) == 120 and known["r100"] == Stored("b1", REJECTED)
+    client.puts = 0
+    for chunk, start in enumerate((0, 100)):
+        part = every[start : start + 100]
+        todo = [o for o in part if o.record_id not in known]
+        seen = {o.record_id: known[o.record_id] for o in part if o.record_id in known}
+        pipeline.store_chunk("b1", chunk, todo, seen, True, NOW, NOW)
+    assert client.puts == 30  # only the records not stored yet
+    assert counters(pipeline, "b1") == {"processed": 135, "rejected": 15, "duplicates": 0}
+
+
+def test_a_crash_between_the_puts_and_the_counter_update_is_repaired_by_the_redelivery(table: Any) -> None:
+    pipeline, client = table
+
+    class CrashingOnCount(CountingClient):
+        def update_item(self, **kwargs: Any) -> Any:
+            raise ClientError({"Error": {"Code": "InternalServerError", "Message": "gone"}}, "UpdateItem")
+
+    pipeline.db = CrashingOnCount(client._client)
+    with pytest.raises(ClientError, match="gone"):
+        pipeline.store_outcomes("b1", outcomes(20), NOW, NOW)
+    assert counters(pipeline, "b1") == {"processed": 0, "rejected": 0, "duplicates": 0}
+
+    pipeline.db = client
+    for _ in range(2):  # redelivered twice: counted once
+        known = pipeline.stored_records([f"r{n}" for n in range(20)])
+        written = pipeline.store_chunk("b1", 0, [], known, True, NOW, NOW)
+        assert written.stored == []
+    assert counters(pipeline, "b1") == {"processed": 18, "rejected": 2, "duplicates": 0}
+
+
+def test_a_record_the_read_missed_is_counted_from_its_refused_put(table: Any) -> None:
+    """BatchGetItem is eventually consistent: a record it misses is put again, refused, and the refused
+    put's ALL_OLD item (not this delivery's outcome) says what is stored."""
+    pipeline, _ = table
+    pipeline.store_chunk("b1", 0, [Outcome("a", REJECTED, "t", reason="no")], {}, False, NOW, NOW)
+    written = pipeline.store_chunk("b1", 0, processed(["a", "b"]), {}, True, NOW, NOW)
+    assert [o.record_id for o in written.stored] == ["b"]
+    assert written.settled == {"a": Stored("b1", REJECTED), "b": Stored("b1", PROCESSED)}
+    assert counters(pipeline, "b1") == {"processed": 1, "rejected": 1, "duplicates": 0}
 
 
 def test_ids_stored_by_another_batch_are_counted_as_duplicates_once(table: Any) -> None:
@@ -83,53 +142,33 @@ def test_ids_stored_by_another_batch_are_counted_as_duplicates_once(table: Any) 
 
 # --- a record's content never fails its neighbours --------------------------------------------------
 class RefusingClient(CountingClient):
-    """Like DynamoDB refusing items for their content: a transaction holding an item `refuses` picks is
-    answered as DynamoDB answers (`mode`): "cancel" (TransactionCanceledException, reason ValidationError
-    on that put), "request" (ValidationException for the whole request) or "params" (botocore's
-    client-side ParamValidationError). Other transactions go to moto."""
+    """Like DynamoDB refusing items for their content: a put of an item `refuses` picks is answered as
+    DynamoDB answers (`mode`): "request" (ValidationException) or "params" (botocore's client-side
+    ParamValidationError). Other calls go to moto."""
 
     def __init__(self, client: Any, refuses: Callable[[dict[str, Any]], bool], mode: str) -> None:
         super().__init__(client)
         self.refuses, self.mode = refuses, mode
 
-    def transact_write_items(self, **kwargs: Any) -> Any:
-        items = kwargs["TransactItems"]
-        refused = ["Put" in item and self.refuses(deserialize(item["Put"]["Item"])) for item in items]
-        if not any(refused):
-            return super().transact_write_items(**kwargs)
-        self.transactions += 1
+    def put_item(self, **kwargs: Any) -> Any:
+        if not self.refuses(deserialize(kwargs["Item"])):
+            return super().put_item(**kwargs)
+        self.puts += 1
         if self.mode == "params":
-            raise ParamValidationError(report="Invalid type for parameter TransactItems[0].Put.Item")
-        if self.mode == "request":
-            error: Any = {
-                "Error": {
-                    "Code": "ValidationException",
-                    "Message": "Item size has exceeded the maximum allowed size",
-                }
-            }
-            raise ClientError(error, "TransactWriteItems")
-        reasons = [
-            {"Code": "ValidationError", "Message": "Nesting Levels have exceeded supported limits"}
-            if bad
-            else {"Code": "None"}
-            for bad in refused
-        ]
-        cancelled: Any = {
-            "Error": {"Code": "TransactionCanceledException", "Message": "cancelled"},
-            "CancellationReasons": reasons,
-        }
-        raise ClientError(cancelled, "TransactWriteItems")
+            raise ParamValidationError(report="Invalid type for parameter Item.r")
+        error: Any = {"Error": {"Code": "ValidationException", "Message": "Nesting Levels have exceeded"}}
+        raise ClientError(error, "PutItem")
 
 
 def processed(ids: list[str]) -> list[Outcome]:
     return [Outcome(i, PROCESSED, "t", result={"id": i}) for i in ids]
 
 
-@pytest.mark.parametrize("mode", ["cancel", "request", "params"])
+@pytest.mark.parametrize("mode", ["request", "params"])
 def test_an_item_dynamodb_refuses_is_stored_rejected_and_the_rest_is_written(table: Any, mode: str) -> None:
     pipeline, client = table
-    refusing = RefusingClient(client._client, lambda item: item["pk"] == "REC#bad" and "result" in item, mode)
-    pipeline.db = refusing
+    refusing = RefusingClient(client._client, lambda item: item["pk"] == "REC#bad" and "r" in item, mode)
+    pipeline.db, pipeline.compress = refusing, False
     ids = ["a", "bad", "c", "d"]
 
     stored = pipeline.store_outcomes("b1", processed(ids), NOW, NOW)
@@ -144,8 +183,7 @@ def test_an_item_dynamodb_refuses_is_stored_rejected_and_the_rest_is_written(tab
     assert bad["status"] == REJECTED and "result" not in bad
     assert bad["reason"].startswith("DynamoDB cannot store the result")
     assert counters(pipeline, "b1") == {"processed": 3, "rejected": 1, "duplicates": 0}
-    # With reasons, one retry of the transaction; without, one transaction per record, once.
-    assert refusing.transactions == (2 if mode == "cancel" else 1 + len(ids) + 1)
+    assert refusing.puts == len(ids) + 1  # the refused put, then its REJECTED stand-in
     again = pipeline.store_outcomes("b1", processed(ids), NOW, NOW)  # redelivered: nothing new
     assert again == [] and counters(pipeline, "b1") == {"processed": 3, "rejected": 1, "duplicates": 0}
 
@@ -153,6 +191,7 @@ def test_an_item_dynamodb_refuses_is_stored_rejected_and_the_rest_is_written(tab
 def test_moto_refusals_of_real_items_are_isolated_too(table: Any) -> None:
     """Without injection: items moto (like DynamoDB) refuses, too large or with a number out of range."""
     pipeline, _ = table
+    pipeline.compress = False  # compressed, the 410 KB string would fit
     outcomes = [
         *processed(["a"]),
         Outcome("huge", PROCESSED, "t", result={"s": "x" * 410_000}),
@@ -174,29 +213,26 @@ def test_an_unserializable_result_is_rejected_before_writing(table: Any) -> None
     pipeline, client = table
     stored = pipeline.store_outcomes("b1", [Outcome("o", PROCESSED, "t", result={"x": object()})], NOW, NOW)
     assert [o.status for o in stored] == [REJECTED] and "TypeError" in (stored[0].reason or "")
-    assert client.transactions == 1
+    assert client.puts == 1
 
 
-def test_a_refused_rejected_record_or_a_conflict_fails_loudly(table: Any) -> None:
-    """Not content: the REJECTED stand-in itself refused, or a conflicting write. SQS must retry."""
+def test_a_refused_rejected_record_or_a_throttle_fails_loudly(table: Any) -> None:
+    """Not content: the REJECTED stand-in itself refused, or throttling. SQS must retry; nothing counted."""
     pipeline, client = table
-    pipeline.db = RefusingClient(client._client, lambda item: item["pk"] == "REC#bad", "cancel")
+    pipeline.db = RefusingClient(client._client, lambda item: item["pk"] == "REC#bad", "request")
     with pytest.raises(RuntimeError, match="DynamoDB refused the REJECTED record bad"):
         pipeline.store_outcomes("b1", processed(["bad"]), NOW, NOW)
 
-    class Conflicting(CountingClient):
-        def transact_write_items(self, **kwargs: Any) -> Any:
-            reasons = [{"Code": "TransactionConflict"} for _ in kwargs["TransactItems"]]
-            error: Any = {
-                "Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
-                "CancellationReasons": reasons,
-            }
-            raise ClientError(error, "TransactWriteItems")
+    class Throttled(CountingClient):
+        def put_item(self, **kwargs: Any) -> Any:
+            error: Any = {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}
+            raise ClientError(error, "PutItem")
 
-    pipeline.db = Conflicting(client._client)
-    with pytest.raises(ClientError, match="conflict"):
+    pipeline.db = Throttled(client._client)
+    with pytest.raises(ClientError, match="slow down"):
         pipeline.store_outcomes("b2", processed(["x", "y"]), NOW, NOW)
-    assert pipeline.get_record("x") is None
+    pipeline.db = client
+    assert pipeline.get_record("x") is None and counters(pipeline, "b2")["processed"] == 0
 
 
 def test_reasons_and_types_are_stored_readable_and_bounded(table: Any) -> None:
@@ -209,9 +245,51 @@ def test_reasons_and_types_are_stored_readable_and_bounded(table: Any) -> None:
     assert item["type"].startswith("t\\ud800") and len(item["type"]) == 200
 
 
-def test_stored_owners_reads_in_pages_of_100(table: Any) -> None:
+def test_stored_records_reads_in_pages_of_100(table: Any) -> None:
     pipeline, _ = table
     pipeline.store_outcomes("b1", outcomes(150), NOW, NOW)
     pipeline.store_outcomes("b2", outcomes(3, prefix="x"), NOW, NOW)
-    owners = pipeline.stored_owners([f"r{n}" for n in range(140, 160)] + ["x1", "missing", "x1"])
-    assert owners == {**{f"r{n}": "b1" for n in range(140, 150)}, "x1": "b2"}
+    found = pipeline.stored_records([f"r{n}" for n in range(140, 160)] + ["x1", "missing", "x1"])
+    assert found == {
+        **{f"r{n}": Stored("b1", REJECTED if n % 10 == 0 else PROCESSED) for n in range(140, 150)},
+        "x1": Stored("b2", PROCESSED),
+    }
+
+
+# --- the item: compact, compressed when that pays -------------------------------------------------
+def _raw(client: Any, record_id: str) -> dict[str, Any]:
+    item: dict[str, Any] = client._client.get_item(TableName="t", Key={"pk": {"S": f"REC#{record_id}"}})[
+        "Item"
+    ]
+    return item
+
+
+def test_large_results_are_stored_compressed_and_read_back_unchanged(table: Any) -> None:
+    pipeline, client = table
+    result = {"data": {"text": "reading " * 150, "celsius": 21.5, "n": 10**40, "deep": [{"a": [1, 2.5]}]}}
+    small = {"n": 1}
+    pipeline.store_outcomes("b1", [Outcome("big", PROCESSED, "t", result=result)], NOW, NOW)
+    pipeline.store_outcomes("b2", [Outcome("small", PROCESSED, "t", result=small)], NOW, NOW)
+    big = _raw(client, "big")
+    assert set(big) == {"pk", "b", "s", "t", "at", "expiresAt", "z"} and len(big["z"]["B"]) < 200
+    assert set(_raw(client, "small")) == {"pk", "b", "s", "t", "at", "expiresAt", "r"}  # too small to pay
+    assert len('{"n":1}') < COMPRESS_MIN_BYTES
+    assert pipeline.get_record("big")["result"] == result
+    assert pipeline.get_record("small") == {
+        "recordId": "small",
+        "batchId": "b2",
+        "status": PROCESSED,
+        "type": "t",
+        "processedAt": "2026-11-22T12:00:00.000Z",
+        "expiresAt": int(NOW.timestamp()),
+        "result": small,
+    }
+
+
+def test_compression_can_be_turned_off(table: Any) -> None:
+    pipeline, client = table
+    pipeline.compress = False
+    result = {"text": "reading " * 150}
+    pipeline.store_outcomes("b1", [Outcome("big", PROCESSED, "t", result=result)], NOW, NOW)
+    assert "r" in _raw(client, "big") and "z" not in _raw(client, "big")
+    assert pipeline.get_record("big")["result"] == result

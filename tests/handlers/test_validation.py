@@ -301,7 +301,7 @@ def test_a_record_the_door_accepts_the_default_transform_can_store(record: dict[
     outcome = Outcome("r" * 128, PROCESSED, result["type"], result=result)
     item = PipelineTable.record_item("B" * 26, outcome, now, now)
     assert item_problems(item, KEY_LIMITS) == []
-    assert _same(result, deserialize(serialize(item))["result"])
+    assert _same(result, deserialize(serialize(item))["r"])
 
 
 @settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
