@@ -122,9 +122,18 @@ class PipelineFunctions(Construct):
         self._allow(self.ingest, ["kms:GenerateDataKey", "kms:Encrypt", "kms:Decrypt"], [data.key.key_arn])
 
         self._allow(self.processor, ["s3:GetObject"], [raw_objects])
-        # No GetItem: a refused conditional put returns the stored item (storage.PipelineTable._put_record).
+        # GetItem reads a batch's counted chunks on redelivery; a refused conditional put returns the stored
+        # item itself (storage.PipelineTable._put_record); BatchWriteItem writes the records a batch owns.
         self._allow(
-            self.processor, ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:BatchGetItem"], [table]
+            self.processor,
+            [
+                "dynamodb:PutItem",
+                "dynamodb:UpdateItem",
+                "dynamodb:GetItem",
+                "dynamodb:BatchGetItem",
+                "dynamodb:BatchWriteItem",
+            ],
+            [table],
         )
         # What Lambda's queue poller calls with the function's role (as in AWSLambdaSQSQueueExecutionRole).
         self._allow(

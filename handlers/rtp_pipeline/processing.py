@@ -21,7 +21,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from transform import RejectRecord, TransformContext
@@ -31,6 +31,7 @@ from rtp_pipeline.settings import Settings
 from rtp_pipeline.storage import (
     CHUNK_RECORDS,
     KEY_LIMITS,
+    LEASED_WRITE_MIN,
     PROCESSED,
     REJECTED,
     ClaimCheck,
@@ -38,6 +39,7 @@ from rtp_pipeline.storage import (
     PipelineTable,
     RawStore,
     Stored,
+    owned_by,
     serialize,
     ttl,
 )
@@ -48,6 +50,10 @@ from rtp_pipeline.validation import (
     parse_rfc3339,
     validate_record,
 )
+
+# A Lambda function runs at most 15 minutes:
+# https://docs.aws.amazon.com/lambda/latest/dg/configuration-timeout.html
+LAMBDA_MAX_TIMEOUT_MS = 900_000
 
 Transform = Callable[[dict[str, Any], TransformContext], dict[str, Any]]
 
@@ -85,6 +91,13 @@ class Deadline:
         if remaining_ms is None:
             return cls(None)
         return cls(remaining_ms, min(policy.reserve_ms, remaining_ms() / 4))
+
+    def lease_window(self) -> tuple[datetime, datetime]:
+        """(now, until) by the wall clock for a chunk lease: until this invocation must have ended (Lambda
+        stops it at its timeout, at most 15 minutes), plus a second of clock skew."""
+        now = datetime.now(UTC)
+        left_ms = self.remaining_ms() if self.remaining_ms is not None else LAMBDA_MAX_TIMEOUT_MS
+        return now, now + timedelta(milliseconds=left_ms + 1_000)
 
     def passed(self, after_s: float = 0.0) -> bool:
         return self.remaining_ms is not None and self.remaining_ms() - after_s * 1000 < self.reserve_ms
@@ -145,18 +158,34 @@ class Processor:
         expires = ttl(started, days=self.settings.record_ttl_days)
         ids = record_ids(claim.batch_id, records)
 
-        # A first delivery has stored nothing yet. A redelivery reads which records an earlier delivery
-        # stored (one BatchGetItem per chunk): it does not transform them again, and counts its chunks from
-        # what the table holds.
-        known = self.table.stored_records(ids) if receive_count > 1 else {}
+        # A first delivery has stored nothing yet. A redelivery skips the chunks already counted (one
+        # consistent GetItem), and reads which records of the others an earlier delivery stored (one
+        # BatchGetItem per chunk): it does not transform them again, and counts from what the table holds.
+        counted = self.table.counted_chunks(claim.batch_id) if receive_count > 1 else set()
         skipped = duplicates = 0
         stored: list[Outcome] = []
         not_done: list[tuple[str, BaseException]] = []
         for chunk, start in enumerate(range(0, len(records), CHUNK_RECORDS)):
+            indexes = range(start, min(start + CHUNK_RECORDS, len(records)))
+            if chunk in counted:
+                skipped += len(indexes)
+                continue
+            lease: int | None = None
+            if sum(owned_by(ids[index], claim.batch_id) for index in indexes) >= LEASED_WRITE_MIN:
+                held = self.table.lease_chunk(claim.batch_id, chunk, *deadline.lease_window())
+                if held == "counted":
+                    skipped += len(indexes)
+                    continue
+                if held == "busy":
+                    busy = RuntimeError(f"another delivery of this message holds chunk {chunk}")
+                    not_done.extend((ids[index], busy) for index in indexes)
+                    continue
+                lease = int(held)
+            known = self.table.stored_records([ids[index] for index in indexes]) if receive_count > 1 else {}
             settled: dict[str, Stored] = {}
             outcomes: list[Outcome] = []
             complete = True
-            for index in range(start, min(start + CHUNK_RECORDS, len(records))):
+            for index in indexes:
                 record, record_id = records[index], ids[index]
                 existing = known.get(record_id)
                 if existing is not None:
@@ -180,9 +209,16 @@ class Processor:
                     complete = False
             # What succeeded is stored even if a neighbour failed: the redelivery will skip it. The chunk
             # is counted once all its records are settled, by this delivery or a later one.
-            written = self.table.store_chunk(
-                claim.batch_id, chunk, outcomes, settled, complete, expires, started
-            )
+            counted_now = False
+            try:
+                written = self.table.store_chunk(
+                    claim.batch_id, chunk, outcomes, settled, complete, expires, started, lease
+                )
+                counted_now = complete
+            finally:
+                if lease is not None and not counted_now:
+                    # Given back now, so that the redelivery need not wait for the lease to run out.
+                    self.table.release_chunk(claim.batch_id, chunk, lease)
             stored.extend(written.stored)
             duplicates += sum(1 for held in written.settled.values() if held.batch_id != claim.batch_id)
 

@@ -14,16 +14,23 @@ A record item carries one-letter bookkeeping names (the names count towards the 
 rounds up to whole 1 KB write units); `PipelineTable.get_record` gives them their long names back.
 
 Exactly once, without transactions (a transactional write costs twice a plain one):
-- Each record is one PutItem conditioned on `attribute_not_exists(pk)`: stored once whatever redelivers
-  it. A refused put returns the stored item (ReturnValuesOnConditionCheckFailure=ALL_OLD, no read units),
-  so the writer learns at once whether this batch stored it earlier or another batch owns the id.
 - The batch counters move once per chunk of `CHUNK_RECORDS` records (by index in the request), by one
   UpdateItem that ADDs the chunk's counts and its number to the set `cc`, conditioned on `cc` not holding
   that number yet. A chunk is counted only when every record of it is settled, and its counts come from
-  what the table holds (the puts' outcomes, the items a refused put returned, and on redelivery the items
-  BatchGetItem read), never from what one delivery meant to write. A crash between the puts and the
-  counter update leaves the chunk uncounted; the redelivery reads the stored items and counts it.
-- An id stored by another batch counts as one duplicate of this chunk: counted once with the chunk.
+  what the table holds, never from what one delivery meant to write. A crash between the record writes and
+  the counter update leaves the chunk uncounted; the redelivery reads the stored items and counts it.
+- A record a client named (its id may be another batch's too) is one PutItem conditioned on
+  `attribute_not_exists(pk)`: stored once whatever redelivers it, first writer wins. A refused put returns
+  the stored item (ReturnValuesOnConditionCheckFailure=ALL_OLD, no read units), so the writer learns at
+  once whether this batch stored it earlier or another batch owns the id (one duplicate, counted with the
+  chunk).
+- A record without a client id has an id only its own batch can produce (`<batchId>-<index>`; ingest
+  refuses client ids of that shape), so only deliveries of its own message write it. A chunk with at least
+  `LEASED_WRITE_MIN` such records writes them with BatchWriteItem (25 items a call, no condition) under a
+  chunk lease: one conditional UpdateItem on the batch item gives the chunk to one delivery until its
+  invocation's time runs out (Lambda ends it by then), and only the holder may count the chunk. Two
+  deliveries of one message running at once (SQS is at-least-once) therefore never mix their outcomes
+  into one chunk's items and counts, even for a transform that decides differently each time.
 
 An item DynamoDB refuses for its content (a `ValidationException`, or a client-side ParamValidationError)
 never takes its neighbours down: that record is stored as REJECTED with DynamoDB's reason.
@@ -35,8 +42,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
+import re
+import time
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -53,6 +63,16 @@ _STATUS_NAMES = {code: name for name, code in _STATUS_CODES.items()}
 # keys per call), so that a redelivery reads one chunk's stored items in one call.
 CHUNK_RECORDS = 100
 BATCH_GET_KEYS = 100
+# BatchWriteItem takes at most 25 put requests per call:
+# https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchWriteItem.html
+BATCH_WRITE_ITEMS = 25
+# A chunk with at least this many records its batch owns writes them in BatchWriteItem calls under a lease
+# (two small updates on the batch item); below it, conditional puts are cheaper than the lease.
+LEASED_WRITE_MIN = 4
+# UnprocessedItems (throttling inside a batch) are written again this many times, with full-jitter backoff.
+BATCH_WRITE_ATTEMPTS = 8
+# Ids the API assigns: a batch id (a ULID: 26 Crockford base32 characters) and the record's index.
+DERIVED_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}-(0|[1-9][0-9]*)")
 # Key attributes hold at most 2048 bytes (partition keys):
 # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html#limits-partition-sort-keys
 KEY_LIMITS = {"pk": 2048}
@@ -123,6 +143,12 @@ def epoch_seconds(moment: datetime) -> int:
 
 def _error_code(error: ClientError) -> str:
     return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _item_returned(error: ClientError) -> dict[str, Any]:
+    """The item a failed condition returned (ReturnValuesOnConditionCheckFailure=ALL_OLD); {} if none."""
+    item: Any = error.response.get("Item")
+    return item if isinstance(item, dict) else {}
 
 
 def _is_condition_failure(error: ClientError) -> bool:
@@ -364,6 +390,59 @@ class PipelineTable:
                     break
         return found
 
+    def counted_chunks(self, batch_id: str) -> set[int]:
+        """The chunks of this batch already counted (strongly consistent: a redelivery skips them)."""
+        found = self.db.get_item(
+            TableName=self.name,
+            Key={"pk": {"S": f"BATCH#{batch_id}"}},
+            ProjectionExpression="#c",
+            ExpressionAttributeNames={"#c": "cc"},
+            ConsistentRead=True,
+        )
+        return {int(number) for number in found.get("Item", {}).get("cc", {}).get("NS", [])}
+
+    def lease_chunk(self, batch_id: str, chunk: int, now: datetime, until: datetime) -> int | str:
+        """Give chunk number `chunk` to this delivery until `until`: returns the lease token, or "counted"
+        (another delivery counted it: nothing left to do) or "busy" (another live delivery holds it)."""
+        # The token is the lease's end in microseconds plus a random tail, so that two leases never match.
+        token = int(until.timestamp() * 1_000_000) + random.randrange(1000)
+        try:
+            self.db.update_item(
+                TableName=self.name,
+                Key={"pk": {"S": f"BATCH#{batch_id}"}},
+                UpdateExpression="SET #l = :token",
+                ConditionExpression="attribute_exists(pk) AND NOT contains(#c, :n) "
+                "AND (attribute_not_exists(#l) OR #l < :now)",
+                ExpressionAttributeNames={"#l": f"l{chunk}", "#c": "cc"},
+                ExpressionAttributeValues={
+                    ":token": {"N": str(token)},
+                    ":n": {"N": str(chunk)},
+                    ":now": {"N": str(int(now.timestamp() * 1_000_000))},
+                },
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+            return token
+        except ClientError as error:
+            if not _is_condition_failure(error):
+                raise
+            old = _item_returned(error)
+            if not old:
+                raise RuntimeError(f"batch {batch_id} has no batch item to count its records on") from error
+            return "counted" if str(chunk) in old.get("cc", {}).get("NS", []) else "busy"
+
+    def release_chunk(self, batch_id: str, chunk: int, lease: int) -> None:
+        """Best effort: give a chunk's lease back early (this delivery stops without counting the chunk)."""
+        # On failure the lease runs out on its own; the original error is what the caller reports.
+        with contextlib.suppress(ClientError):
+            self.db.update_item(
+                TableName=self.name,
+                Key={"pk": {"S": f"BATCH#{batch_id}"}},
+                UpdateExpression="REMOVE #l",
+                ConditionExpression="#l = :token",
+                ExpressionAttributeNames={"#l": f"l{chunk}"},
+                ExpressionAttributeValues={":token": {"N": str(lease)}},
+            )
+
     def store_outcomes(
         self, batch_id: str, outcomes: Sequence[Outcome], expires: datetime, now: datetime
     ) -> list[Outcome]:
@@ -383,24 +462,85 @@ class PipelineTable:
         complete: bool,
         expires: datetime,
         now: datetime,
+        lease: int | None = None,
     ) -> ChunkWrite:
-        """Put `outcomes` (records of chunk number `chunk` not known to be stored), then, if `complete`
+        """Write `outcomes` (records of chunk number `chunk` not known to be stored), then, if `complete`
         (`known` and `outcomes` together are every record of the chunk), count the chunk on the batch once.
+        With a `lease` (from `lease_chunk`), records this batch owns (`owned_by`) are written with
+        BatchWriteItem and only the lease's holder counts; client-named ids are always conditional puts.
         Returns the outcomes stored now, as stored (an outcome DynamoDB refused for its content comes back
         as the REJECTED one stored instead), and what the table holds for every record of the chunk seen.
-        Anything else (throttling, a service error) raises, for SQS to redeliver."""
+        Anything else (throttling that outlasts the retries, a service error) raises, for SQS to redeliver.
+        """
         settled = dict(known)
         stored: list[Outcome] = []
+        batched: list[tuple[Outcome, dict[str, Any]]] = []
         for outcome in outcomes:
+            if lease is not None and owned_by(outcome.record_id, batch_id):
+                outcome, item = self._storable(batch_id, outcome, expires, now)
+                batched.append((outcome, item))
+                continue
             existing = self._put_record(batch_id, outcome, expires, now)
             if isinstance(existing, Stored):
                 settled[outcome.record_id] = existing
             else:
                 stored.append(existing)
                 settled[outcome.record_id] = Stored(batch_id, existing.status)
+        for start in range(0, len(batched), BATCH_WRITE_ITEMS):
+            for record_id, result in self._batch_write(
+                batch_id, batched[start : start + BATCH_WRITE_ITEMS], expires, now
+            ):
+                if isinstance(result, Stored):
+                    settled[record_id] = result
+                else:
+                    stored.append(result)
+                    settled[record_id] = Stored(batch_id, result.status)
         if complete:
-            self.count_chunk(batch_id, chunk, settled.values())
+            self.count_chunk(batch_id, chunk, settled.values(), lease)
         return ChunkWrite(stored, settled)
+
+    def _storable(
+        self, batch_id: str, outcome: Outcome, expires: datetime, now: datetime
+    ) -> tuple[Outcome, dict[str, Any]]:
+        """The outcome and its item's attribute values, or its REJECTED stand-in if it cannot be built."""
+        try:
+            return outcome, self.record_attributes(batch_id, outcome, expires, now)
+        except (TypeError, ValueError, ArithmeticError) as error:  # DecimalException: ArithmeticError
+            outcome = refused_by_dynamodb(outcome, f"{type(error).__name__}: {error}")
+            return outcome, self.record_attributes(batch_id, outcome, expires, now)
+
+    def _batch_write(
+        self,
+        batch_id: str,
+        group: Sequence[tuple[Outcome, dict[str, Any]]],
+        expires: datetime,
+        now: datetime,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> list[tuple[str, Outcome | Stored]]:
+        """One BatchWriteItem of at most 25 records this batch owns, under the chunk's lease. Items DynamoDB
+        leaves unprocessed (throttling) are sent again with backoff; a call DynamoDB refuses as a whole for
+        an item's content is redone one conditional put per record, so that only that record is refused.
+        https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchWriteItem.html"""
+        request: dict[str, Any] = {self.name: [{"PutRequest": {"Item": item}} for _, item in group]}
+        try:
+            for attempt in range(BATCH_WRITE_ATTEMPTS):
+                request = self.db.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
+                if not request:
+                    return [(outcome.record_id, outcome) for outcome, _ in group]
+                sleep(random.uniform(0.0, min(1.0, 0.05 * 2**attempt)))
+        except ParamValidationError:
+            pass
+        except ClientError as error:
+            if _error_code(error) not in _ITEM_REFUSED:
+                raise
+        else:
+            left = len(request.get(self.name, []))
+            raise RuntimeError(f"DynamoDB left {left} record(s) of batch {batch_id} unwritten (throttled)")
+        # Under the lease only this delivery writes these ids: a put refused by its condition found the item
+        # an earlier, crashed delivery of this message stored.
+        return [
+            (outcome.record_id, self._put_record(batch_id, outcome, expires, now)) for outcome, _ in group
+        ]
 
     def _put_record(
         self, batch_id: str, outcome: Outcome, expires: datetime, now: datetime
@@ -437,9 +577,12 @@ class PipelineTable:
                 outcome = refused_by_dynamodb(outcome, error.response.get("Error", {}).get("Message", ""))
         raise RuntimeError(f"record {outcome.record_id}: DynamoDB refused its REJECTED stand-in")
 
-    def count_chunk(self, batch_id: str, chunk: int, settled: Iterable[Stored]) -> bool:
+    def count_chunk(
+        self, batch_id: str, chunk: int, settled: Iterable[Stored], lease: int | None = None
+    ) -> bool:
         """Add one settled chunk's counts to the batch, once: the update is conditioned on the chunk's
-        number not being in the batch's set of counted chunks, and adds it. False if counted before."""
+        number not being in the batch's set of counted chunks (and, with a lease, on holding it), and adds
+        it. False if counted before; raises if the lease was lost (the message is then redelivered)."""
         processed = rejected = duplicates = 0
         for record in settled:
             if record.batch_id != batch_id:
@@ -448,31 +591,39 @@ class PipelineTable:
                 processed += 1
             else:
                 rejected += 1
+        names = {"#p": "processed", "#r": "rejected", "#d": "duplicates", "#c": "cc"}
+        values = {
+            ":p": {"N": str(processed)},
+            ":r": {"N": str(rejected)},
+            ":d": {"N": str(duplicates)},
+            ":c": {"NS": [str(chunk)]},
+            ":n": {"N": str(chunk)},
+        }
+        # `processed` is a DynamoDB reserved word: every name goes through a placeholder.
+        update, condition = "ADD #p :p, #r :r, #d :d, #c :c", "NOT contains(#c, :n)"
+        if lease is not None:
+            names["#l"] = f"l{chunk}"
+            values[":token"] = {"N": str(lease)}
+            update, condition = update + " REMOVE #l", condition + " AND #l = :token"
         try:
             self.db.update_item(
                 TableName=self.name,
                 Key={"pk": {"S": f"BATCH#{batch_id}"}},
-                # `processed` is a DynamoDB reserved word: every name goes through a placeholder.
-                UpdateExpression="ADD #p :p, #r :r, #d :d, #c :c",
-                ConditionExpression="NOT contains(#c, :n)",
-                ExpressionAttributeNames={
-                    "#p": "processed",
-                    "#r": "rejected",
-                    "#d": "duplicates",
-                    "#c": "cc",
-                },
-                ExpressionAttributeValues={
-                    ":p": {"N": str(processed)},
-                    ":r": {"N": str(rejected)},
-                    ":d": {"N": str(duplicates)},
-                    ":c": {"NS": [str(chunk)]},
-                    ":n": {"N": str(chunk)},
-                },
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
             return True
         except ClientError as error:
             if not _is_condition_failure(error):
                 raise
+            counted = str(chunk) in _item_returned(error).get("cc", {}).get("NS", [])
+            if lease is not None and not counted:
+                raise RuntimeError(
+                    f"batch {batch_id} chunk {chunk}: the lease ran out before counting"
+                ) from error
             return False
 
     @staticmethod
@@ -570,6 +721,12 @@ class PipelineTable:
     def _get(self, pk: str) -> dict[str, Any] | None:
         found = self.db.get_item(TableName=self.name, Key={"pk": {"S": pk}})
         return deserialize(found["Item"]) if "Item" in found else None
+
+
+def owned_by(record_id: str, batch_id: str) -> bool:
+    """Whether `record_id` is one the API assigned in this batch (no other batch can hold it)."""
+    index = record_id[len(batch_id) + 1 :]
+    return record_id.startswith(f"{batch_id}-") and index.isascii() and index.isdigit()
 
 
 def derived_ids(batch_id: str, count: int) -> list[str]:

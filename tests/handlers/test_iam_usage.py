@@ -20,7 +20,8 @@ from tests.handlers.harness import ESM, ApiCall, Pipeline, fail_calls
 def scenario(pipeline: Pipeline) -> list[ApiCall]:
     """Every code path that talks to AWS: accept (with and without an idempotency key, a replay, a retry
     that finishes an interrupted request), process (new records, a duplicate id, a transient failure and
-    its redelivery, which skips what is stored), query (records, batches, misses)."""
+    its redelivery, which skips what is stored, a leased chunk of ids the API assigned), query (records,
+    batches, misses)."""
     from rtp_pipeline.aws import client
 
     start = len(pipeline.recorder.calls)
@@ -38,6 +39,8 @@ def scenario(pipeline: Pipeline) -> list[ApiCall]:
     pipeline.drain()  # the redelivery reads which of its records are stored (BatchGetItem)
     # A first delivery that meets an id another batch stored: the refused put returns the stored item.
     pipeline.post_records({"records": [{"id": "r-1", "type": "t", "data": {"n": 4}}]})
+    # Records without client ids, enough for one chunk lease: BatchWriteItem under the lease.
+    pipeline.post_records({"records": [{"type": "t", "data": {"n": n}} for n in range(8)]})
     pipeline.drain()
     for batch_id in (first.body["batchId"], second.body["batchId"], "missing"):
         pipeline.get_batch(batch_id)

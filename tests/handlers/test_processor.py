@@ -244,7 +244,7 @@ def test_a_crash_between_the_record_puts_and_the_counter_update_loses_and_double
     failed = fail_calls(
         client("dynamodb"),
         "UpdateItem",
-        lambda params: not failed and ":n" in params.get("ExpressionAttributeValues", {}),
+        lambda params: not failed and ":p" in params.get("ExpressionAttributeValues", {}),
         "InternalServerError",
         500,
     )
