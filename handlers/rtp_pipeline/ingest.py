@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ IDEMPOTENCY_KEY = "idempotency-key"
 # Longer than any ingest invocation can run (API Gateway stops waiting after 29 s).
 IDEMPOTENCY_LEASE = timedelta(seconds=30)
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Ids the API assigns (`record_ids`): a batch id (a ULID, 26 Crockford base32 characters), a dash, an index.
+DERIVED_ID = re.compile(rf"[{_CROCKFORD}]{{26}}-[0-9]+")
 # A refused request lists at most this many problems (500 records could hold thousands), so the error
 # answer stays small.
 MAX_DETAILS = 100
@@ -167,12 +170,31 @@ class Ingestor:
         duplicates = duplicate_ids(records)
         if duplicates:
             raise ApiError(400, "VALIDATION_ERROR", "record ids must be unique within a request", duplicates)
+        reserved = reserved_ids(records)
+        if reserved:
+            raise ApiError(
+                400,
+                "VALIDATION_ERROR",
+                "ids of the form <batchId>-<index> (a 26-character batch id, a dash, a number) are the ones "
+                "the API assigns to records without an id; choose another id",
+                reserved[:MAX_DETAILS],
+            )
         return records
 
 
 def record_ids(batch_id: str, records: list[dict[str, Any]]) -> list[str]:
     """The client's id, or `<batchId>-<index>`: deterministic, so the processor derives the same ids."""
     return [str(record.get("id") or f"{batch_id}-{index}") for index, record in enumerate(records)]
+
+
+def reserved_ids(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Client ids shaped like the ids the API assigns: refused, because only a record's own batch may
+    write an assigned id (storage writes those without a condition, under a chunk lease)."""
+    return [
+        {"index": index, "field": f"records[{index}].id", "message": "has the form of an id the API assigns"}
+        for index, record in enumerate(records)
+        if isinstance(record.get("id"), str) and DERIVED_ID.fullmatch(record["id"])
+    ]
 
 
 def duplicate_ids(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

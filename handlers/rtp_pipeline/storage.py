@@ -43,7 +43,6 @@ from __future__ import annotations
 import contextlib
 import json
 import random
-import re
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -71,8 +70,6 @@ BATCH_WRITE_ITEMS = 25
 LEASED_WRITE_MIN = 4
 # UnprocessedItems (throttling inside a batch) are written again this many times, with full-jitter backoff.
 BATCH_WRITE_ATTEMPTS = 8
-# Ids the API assigns: a batch id (a ULID: 26 Crockford base32 characters) and the record's index.
-DERIVED_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}-(0|[1-9][0-9]*)")
 # Key attributes hold at most 2048 bytes (partition keys):
 # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html#limits-partition-sort-keys
 KEY_LIMITS = {"pk": 2048}

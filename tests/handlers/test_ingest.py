@@ -179,6 +179,21 @@ def test_duplicate_ids_in_one_request_are_400(pipeline: Pipeline) -> None:
     assert pipeline.queued() == 0
 
 
+def test_ids_shaped_like_the_ones_the_api_assigns_are_400(pipeline: Pipeline) -> None:
+    """Only a record's own batch may write an id the API assigned (storage writes those unconditionally)."""
+    taken = pipeline.post_records({"records": [ORDER]}).body["ids"][0]  # e.g. 01KB...-0
+    records = [
+        {"id": taken, **ORDER},
+        {"id": "01kb3x9z8q7w6v5t4s3r2p1n0m-1", **ORDER},
+        {"id": "order-7", **ORDER},
+    ]
+    details = assert_error(pipeline.post_records({"records": records}), 400, "VALIDATION_ERROR")
+    assert details == [
+        {"index": 0, "field": "records[0].id", "message": "has the form of an id the API assigns"}
+    ]
+    assert pipeline.post_records({"records": records[1:]}).status == 202  # lower case: not a batch id
+
+
 def test_idempotency_key_replays_the_same_batch_and_enqueues_nothing_new(pipeline: Pipeline) -> None:
     headers = {"Content-Type": "application/json", "Idempotency-Key": "client-retry-1"}
     payload = {"records": [ORDER, {"id": "x-2", **ORDER}]}

@@ -194,3 +194,63 @@ def test_without_in_invocation_retries_or_skipping_the_same_load_dead_letters(
     monkeypatch.setattr(PipelineTable, "stored_records", lambda self, ids: {})
     load = run_flaky_load(pipeline, rate=0.02, seed=1, requests=3, records=50)  # smaller: DLQ paths are slow
     assert load.dead_lettered >= 1, json.dumps(load.__dict__)
+
+
+@pytest.mark.parametrize("leased", [True, False], ids=["leased", "negative-without-lease"])
+def test_two_deliveries_at_once_never_mix_their_outcomes_even_with_a_fickle_transform(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, leased: bool
+) -> None:
+    """SQS may hand the same message to two invocations at once. With a transform that decides differently
+    each call, the chunk lease keeps each chunk's items and counts from one delivery: the batch's counters
+    always equal what its items say. (Negative: with a lease that excludes no one, they do not.)"""
+    from rtp_pipeline.aws import client
+    from rtp_pipeline.processing import Processor, RecordsNotDoneError
+    from rtp_pipeline.settings import Settings
+    from rtp_pipeline.storage import ClaimCheck, PipelineTable, RawStore
+
+    accepted = accept(pipeline, [{"type": "t", "data": {"n": n}} for n in range(250)])
+    [message] = pipeline.peek()
+    claim = ClaimCheck.from_json(message["Body"])
+    with pipeline.environment_of("processor"):
+        settings = Settings.from_environment()
+    raw = RawStore(client("s3"), settings.bucket_name, settings.raw_prefix)
+    table = PipelineTable(client("dynamodb"), settings.table_name)
+    calls: Counter[str] = Counter()
+    other: list[BaseException] = []
+    reject = pipeline.module("processor").transform.RejectRecord
+    if not leased:
+        count = PipelineTable.count_chunk
+        monkeypatch.setattr(PipelineTable, "lease_chunk", lambda *_: 1)
+        monkeypatch.setattr(PipelineTable, "release_chunk", lambda *_: None)
+        monkeypatch.setattr(
+            PipelineTable, "count_chunk", lambda self, b, c, s, lease=None: count(self, b, c, s)
+        )
+
+    def fickle(record: dict[str, Any], context: Any) -> dict[str, Any]:
+        """Processes everything, except inside the duplicate delivery, which rejects everything."""
+        calls["all"] += 1
+        if calls["all"] == 150:  # halfway through chunk 1, the duplicate delivery runs start to end
+            calls["duplicate"] = 1
+            try:
+                Processor(settings, raw, table, fickle).process(claim, receive_count=2)
+            except RecordsNotDoneError as error:
+                other.append(error)
+            calls["duplicate"] = 0
+        if calls["duplicate"]:
+            raise reject("changed its mind")
+        return {"type": "t", "call": calls["all"]}
+
+    Processor(settings, raw, table, fickle).process(claim, receive_count=1)
+
+    items = [pipeline.item(f"REC#{record_id}") for record_id in accepted["ids"]]
+    statuses = Counter(item["s"] for item in items if item)
+    assert sum(statuses.values()) == 250
+    view = pipeline.get_batch(accepted["batchId"]).body
+    counts = (view["status"], view["processed"], view["rejected"])
+    if not leased:
+        assert other == [] and counts != ("COMPLETE", statuses["P"], statuses["R"])
+        return
+    # The duplicate found chunk 1 held and gave up on it; it did chunk 2 (no one held it yet); chunk 0
+    # was counted before it ran.
+    assert len(other) == 1 and "holds chunk 1" in str(other[0]) and "100 of 250" in str(other[0])
+    assert counts == ("COMPLETE", statuses["P"], statuses["R"])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -12,6 +12,7 @@ import pytest
 from botocore.exceptions import ClientError, ParamValidationError
 from moto import mock_aws
 from rtp_pipeline.storage import (
+    BATCH_WRITE_ATTEMPTS,
     COMPRESS_MIN_BYTES,
     PROCESSED,
     REJECTED,
@@ -30,7 +31,17 @@ class CountingClient:
     """The real (moto) DynamoDB client, counting PutItem and UpdateItem calls."""
 
     def __init__(self, client: Any) -> None:
-        self._client, self.puts, self.updates = client, 0, 0
+        self._client, self.puts, self.updates, self.batch_writes = client, 0, 0, 0
+        self.unprocessed: list[int] = []  # per BatchWriteItem call: how many items to leave unprocessed
+
+    def batch_write_item(self, **kwargs: Any) -> Any:
+        self.batch_writes += 1
+        left = self.unprocessed.pop(0) if self.unprocessed else 0
+        [(name, requests)] = kwargs["RequestItems"].items()
+        done = self._client.batch_write_item(RequestItems={name: requests[left:]}) if requests[left:] else {}
+        if left:  # as a throttled partition answers: these were not written, send them again
+            done["UnprocessedItems"] = {name: requests[:left]}
+        return done
 
     def put_item(self, **kwargs: Any) -> Any:
         self.puts += 1
@@ -293,3 +304,107 @@ def test_compression_can_be_turned_off(table: Any) -> None:
     pipeline.store_outcomes("b1", [Outcome("big", PROCESSED, "t", result=result)], NOW, NOW)
     assert "r" in _raw(client, "big") and "z" not in _raw(client, "big")
     assert pipeline.get_record("big")["result"] == result
+
+
+# --- records the API named: BatchWriteItem under a chunk lease -------------------------------------------
+BATCH = "01KBATCH0000000000000000AA"
+
+
+def owned(count: int, batch_id: str = BATCH) -> list[Outcome]:
+    """Outcomes of records without a client id: `<batchId>-<index>`, every tenth REJECTED."""
+    return [
+        Outcome(f"{batch_id}-{n}", REJECTED if n % 10 == 0 else PROCESSED, "t", result={"n": n})
+        for n in range(count)
+    ]
+
+
+def new_batch(pipeline: PipelineTable, batch_id: str = BATCH) -> None:
+    db = getattr(pipeline.db, "_client", pipeline.db)  # not counted: ingest writes the batch item
+    db.put_item(TableName="t", Item={"pk": {"S": f"BATCH#{batch_id}"}, "accepted": {"N": "0"}})
+
+
+def lease(pipeline: PipelineTable, chunk: int, seconds: float = 60, batch_id: str = BATCH) -> int | str:
+    now = datetime.now(UTC)
+    return pipeline.lease_chunk(batch_id, chunk, now, now + timedelta(seconds=seconds))
+
+
+def test_a_leased_chunk_is_written_25_records_a_call_and_counted_once(table: Any) -> None:
+    pipeline, client = table
+    new_batch(pipeline)
+    token = lease(pipeline, 0)
+    assert isinstance(token, int)
+    written = pipeline.store_chunk(BATCH, 0, owned(100), {}, True, NOW, NOW, token)
+    assert len(written.stored) == 100
+    assert (client.batch_writes, client.puts) == (4, 0)  # 100 records: 4 BatchWriteItem calls, no PutItem
+    assert counters(pipeline, BATCH) == {"processed": 90, "rejected": 10, "duplicates": 0}
+    assert "l0" not in (pipeline.get_batch(BATCH) or {})  # the count gave the lease back
+    assert lease(pipeline, 0) == "counted"
+    assert pipeline.get_record(f"{BATCH}-7")["result"] == {"n": 7}
+
+
+def test_a_held_lease_keeps_other_deliveries_out_until_it_runs_out(table: Any) -> None:
+    pipeline, _ = table
+    new_batch(pipeline)
+    first = lease(pipeline, 0, seconds=60)
+    assert isinstance(first, int) and lease(pipeline, 0) == "busy"
+    assert isinstance(lease(pipeline, 1), int)  # leases are per chunk
+    # A delivery that crashed holding chunk 2 (its lease already over): the next one takes it over, and
+    # the crashed one can no longer count.
+    stale = lease(pipeline, 2, seconds=-1)
+    assert isinstance(stale, int)
+    taken = lease(pipeline, 2)
+    assert isinstance(taken, int) and taken != stale
+    with pytest.raises(RuntimeError, match="lease ran out"):
+        pipeline.store_chunk(BATCH, 2, owned(10), {}, True, NOW, NOW, stale)
+    pipeline.store_chunk(BATCH, 2, owned(10), {}, True, NOW, NOW, taken)
+    assert counters(pipeline, BATCH)["processed"] == 9
+    # Given back early (the delivery stopped without counting): the next delivery need not wait.
+    pipeline.release_chunk(BATCH, 0, first)
+    assert isinstance(lease(pipeline, 0), int)
+
+
+def test_a_lease_needs_the_batch_item(table: Any) -> None:
+    pipeline, _ = table
+    with pytest.raises(RuntimeError, match="no batch item"):
+        lease(pipeline, 0, batch_id="01KNOBATCH0000000000000000")
+
+
+def test_unprocessed_items_are_sent_again_and_a_lasting_throttle_fails_loudly(
+    table: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pipeline, client = table
+    monkeypatch.setattr("time.sleep", lambda _: None)
+    new_batch(pipeline)
+    client.unprocessed = [10, 3]  # the first call leaves 10 unwritten, their resend 3
+    token = lease(pipeline, 0)
+    assert isinstance(token, int)
+    pipeline.store_chunk(BATCH, 0, owned(25), {}, True, NOW, NOW, token)
+    assert client.batch_writes == 3
+    assert counters(pipeline, BATCH)["processed"] == 22
+    assert all(pipeline.get_record(f"{BATCH}-{n}") for n in range(25))
+
+    client.unprocessed = [1] * BATCH_WRITE_ATTEMPTS
+    token = lease(pipeline, 1)
+    assert isinstance(token, int)
+    with pytest.raises(RuntimeError, match=r"1 record.*unwritten"):
+        pipeline.store_chunk(BATCH, 1, owned(125)[100:], {}, True, NOW, NOW, token)
+    assert counters(pipeline, BATCH)["processed"] == 22  # chunk 1 not counted: the redelivery will
+
+
+def test_a_batch_dynamodb_refuses_for_one_item_is_written_one_put_at_a_time(table: Any) -> None:
+    """BatchWriteItem refuses the whole call for one item's content: the group is redone with conditional
+    puts, so only that record becomes REJECTED (and puts refused by their condition find what an earlier
+    delivery of the same message stored)."""
+    pipeline, client = table
+    pipeline.compress = False  # compressed, the 410 KB string would fit
+    new_batch(pipeline)
+    records = owned(25)
+    records[3] = Outcome(records[3].record_id, PROCESSED, "t", result={"s": "x" * 410_000})
+    pipeline.store_chunk(BATCH, 0, records[:2], {}, False, NOW, NOW)  # an earlier, crashed delivery
+    token = lease(pipeline, 0)
+    assert isinstance(token, int)
+    client.puts = 0
+    pipeline.store_chunk(BATCH, 0, records, {}, True, NOW, NOW, token)  # its read missed those two
+    assert client.batch_writes == 1 and client.puts == 26  # 25 records, and the refused one's stand-in
+    assert "Item size" in pipeline.get_record(f"{BATCH}-3")["reason"]
+    assert counters(pipeline, BATCH) == {"processed": 21, "rejected": 4, "duplicates": 0}
