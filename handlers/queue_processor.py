@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from rtp_pipeline.aws import client
-from rtp_pipeline.processing import Processor
+from rtp_pipeline.processing import Processor, RecordsNotDoneError
 from rtp_pipeline.settings import current_settings
 from rtp_pipeline.storage import ClaimCheck, PipelineTable, RawStore
 
@@ -31,6 +31,19 @@ def _processor() -> Processor:
         PipelineTable(client("dynamodb"), settings.table_name, compress=settings.compress_results),
         transform.transform,
     )
+
+
+def hand_back(record: SQSRecord) -> None:
+    """Best effort: make a message whose records only lacked time visible again now, rather than after the
+    queue's visibility timeout (6 x the function's timeout): the next invocation carries on at once.
+    https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ChangeMessageVisibility.html
+    https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html"""
+    try:
+        client("sqs").change_message_visibility(
+            QueueUrl=current_settings().queue_url, ReceiptHandle=record.receipt_handle, VisibilityTimeout=0
+        )
+    except Exception:  # the visibility timeout hands it back anyway, later
+        logger.warning("could not hand the message back early", exc_info=True)
 
 
 @tracer.capture_method
@@ -51,6 +64,8 @@ def process_message(record: SQSRecord, lambda_context: LambdaContext) -> None:
             "batch failed; SQS will redeliver it", receive_count=record.attributes.approximate_receive_count
         )
         processor.table.record_failure(claim.batch_id, f"{type(error).__name__}: {error}")
+        if isinstance(error, RecordsNotDoneError) and error.out_of_time:
+            hand_back(record)
         raise
     # Count only what this delivery stored: a redelivered message must not inflate the metrics either.
     metrics.add_metric(name="RecordsProcessed", unit=MetricUnit.Count, value=result.newly_processed)

@@ -104,7 +104,13 @@ class PipelineFunctions(Construct):
             FunctionSpec(
                 "processor", "queue_processor.handler", "SQS: validate, transform, store", fns.processor
             ),
-            {**common_env, "BUCKET_NAME": data.raw_bucket.bucket_name, "RAW_PREFIX": RAW_PREFIX},
+            {
+                **common_env,
+                "BUCKET_NAME": data.raw_bucket.bucket_name,
+                "RAW_PREFIX": RAW_PREFIX,
+                # Where a message that ran out of time is handed back at once (queue_processor.py).
+                "QUEUE_URL": queues.work.queue_url,
+            },
         )
         self.query = self._function(
             FunctionSpec(
@@ -141,6 +147,8 @@ class PipelineFunctions(Construct):
             ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
             [queues.work.queue_arn],
         )
+        # The function's own call: a message that ran out of time is made visible again at once.
+        self._allow(self.processor, ["sqs:ChangeMessageVisibility"], [queues.work.queue_arn])
         self._allow(self.processor, ["kms:GenerateDataKey", "kms:Encrypt", "kms:Decrypt"], [data.key.key_arn])
 
         raw_finding = f"AwsSolutions-IAM5[Resource::{ref(data.raw_bucket, 'Arn')}/{RAW_PREFIX}*]"

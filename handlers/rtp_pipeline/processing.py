@@ -40,7 +40,6 @@ from rtp_pipeline.storage import (
     RawStore,
     Stored,
     owned_by,
-    serialize,
     ttl,
 )
 from rtp_pipeline.validation import (
@@ -105,7 +104,12 @@ class Deadline:
 
 class RecordsNotDoneError(RuntimeError):
     """Some records of the message are not stored yet (transient faults that outlasted their retries, or no
-    time left); the others are. Raised so that SQS redelivers the message."""
+    time left); the others are. Raised so that SQS redelivers the message. `out_of_time`: only time was
+    missing (no fault): the message can be handed back at once instead of after its visibility timeout."""
+
+    def __init__(self, message: str, out_of_time: bool = False) -> None:
+        super().__init__(message)
+        self.out_of_time = out_of_time
 
 
 @dataclass(frozen=True)
@@ -226,7 +230,8 @@ class Processor:
             record_id, first = not_done[0]
             raise RecordsNotDoneError(
                 f"{len(not_done)} of {len(records)} record(s) not done, e.g. {record_id}: "
-                f"{type(first).__name__}: {first}"
+                f"{type(first).__name__}: {first}",
+                out_of_time=all(isinstance(error, TimeoutError) for _, error in not_done),
             ) from first
         newly_processed = sum(1 for outcome in stored if outcome.status == PROCESSED)
         return BatchResult(
@@ -282,8 +287,6 @@ class Processor:
             return Outcome(
                 record_id, REJECTED, record_type, reason="result cannot be stored: " + "; ".join(problems)
             )
-        try:
-            serialize(item)
-        except (TypeError, ValueError, ArithmeticError) as error:  # DecimalException is an ArithmeticError
-            return Outcome(record_id, REJECTED, record_type, reason=f"result cannot be stored: {error!r}")
+        # A value the checks pass but boto3 cannot serialize (a set of mixed types, say) is turned into a
+        # REJECTED stand-in by the store (`PipelineTable._storable`): not serialized twice here.
         return outcome

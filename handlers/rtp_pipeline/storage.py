@@ -41,6 +41,7 @@ Items written by the layout before this one (long names, a GSI, ids in the batch
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import random
 import time
@@ -631,7 +632,7 @@ class PipelineTable:
             "b": batch_id,
             "s": _STATUS_CODES[outcome.status],
             "t": readable(outcome.type, 200),
-            "at": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "at": _iso_millis(now),
             "expiresAt": epoch_seconds(expires),
         }
         if outcome.result is not None:
@@ -754,6 +755,12 @@ def _stored(item: Mapping[str, Any]) -> Stored:
     status = item.get("s") or item.get("status") or {}
     code = str(status.get("S", ""))
     return Stored(str(batch.get("S", "")), _STATUS_NAMES.get(code, code))
+
+
+@functools.lru_cache(maxsize=8)
+def _iso_millis(moment: datetime) -> str:
+    """`2026-11-28T12:00:00.000Z`: one string per processing time, not one per record."""
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def ttl(now: datetime, days: int = 0, hours: int = 0) -> datetime:

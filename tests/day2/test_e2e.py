@@ -68,6 +68,13 @@ def test_smoke_test_times_out_when_the_processor_is_stopped(stopped_stack: Local
     assert "Is the processor running?" in message
 
 
+def client_ids(stack: LocalStack, prefix: str) -> list[list[str]]:
+    """Per batch whose records a client named with ids starting `prefix`: those ids, in request order (the
+    IDS#<batchId> item, storage.py)."""
+    items = scan(stack.target(), "IDS#")
+    return [item["ids"]["S"].split("\n") for item in items if item["ids"]["S"].startswith(prefix)]
+
+
 # --- bulk loads ------------------------------------------------------------------------------------------
 
 
@@ -82,12 +89,12 @@ def test_ten_thousand_records_arrive_completely(main_stack: LocalStack, rtp: Rtp
     out = " ".join(result.stdout.split())
     assert "accepted 10000 record(s) in 20 batch(es)" in out
     assert "processed 10000, rejected by the transform 0, duplicates 0; 20 of 20 batch(es) complete" in out
-    batches = [b for b in scan(main_stack.target(), "BATCH#") if b["ids"]["L"][0]["S"].startswith("bulk-")]
-    ids = [value["S"] for batch in batches for value in batch["ids"]["L"]]
+    batches = client_ids(main_stack, "bulk-")
+    ids = [record_id for batch in batches for record_id in batch]
     assert len(batches) == 20 and sorted(ids) == sorted(f"bulk-{n}" for n in range(10_000))
     records = scan(main_stack.target(), "REC#bulk-")
     assert len(records) == 10_000
-    assert {item["status"]["S"] for item in records} == {"PROCESSED"}
+    assert {item["s"]["S"] for item in records} == {"P"}  # storage.py: `s` is the status, P PROCESSED
 
 
 def test_forced_throttling_is_retried_without_loss_or_duplicates(
@@ -103,8 +110,8 @@ def test_forced_throttling_is_retried_without_loss_or_duplicates(
     assert "accepted 1000 record(s) in 40 batch(es)" in result.stdout
     retries = int(result.stdout.split(" retr")[0].split()[-1])
     assert retries > 0, result.stdout  # the throttle did bite
-    batches = [b for b in scan(stopped_stack.target(), "BATCH#") if b["ids"]["L"][0]["S"].startswith("thr-")]
-    ids = [value["S"] for batch in batches for value in batch["ids"]["L"]]
+    batches = client_ids(stopped_stack, "thr-")
+    ids = [record_id for batch in batches for record_id in batch]
     assert len(batches) == 40 and sorted(ids) == sorted(f"thr-{n}" for n in range(1000))
     # The processor is stopped here, so the queue shows exactly one claim check per accepted batch.
     assert queue_depth(stopped_stack, "WorkQueueUrl") - queued_before == 40
@@ -151,7 +158,7 @@ def test_a_killed_run_resumes_without_duplicates(stopped_stack: LocalStack, rtp:
     batches = [
         b
         for b in scan(stopped_stack.target(), "BATCH#")
-        if b["receivedAt"]["S"] >= started and not b["ids"]["L"][0]["S"].startswith(("thr-", "bulk-"))
+        if b["receivedAt"]["S"] >= started and "clientIds" not in b  # records without ids, as sent here
     ]
     # Exactly 100 batches of 100: nothing accepted twice, nothing missing; one claim check each.
     assert len(batches) == 100 and sum(int(b["accepted"]["N"]) for b in batches) == 10_000

@@ -112,7 +112,7 @@ def test_idempotency_key_retry_creates_no_duplicates(local_env: LocalInstance) -
     table = local_env.aws("dynamodb")
     items = table.scan(
         TableName=local_env.output("TableName"),
-        FilterExpression="batchId = :b AND begins_with(pk, :p)",
+        FilterExpression="b = :b AND begins_with(pk, :p)",  # storage.py: `b` is the record's batch
         ExpressionAttributeValues={":b": {"S": batch_id}, ":p": {"S": "REC#"}},
     )["Items"]
     assert len(items) == 3

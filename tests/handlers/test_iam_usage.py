@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.handlers import iam
-from tests.handlers.harness import ESM, ApiCall, Pipeline, fail_calls
+from tests.handlers.harness import ESM, ApiCall, FakeLambdaContext, Pipeline, fail_calls
 
 
 def scenario(pipeline: Pipeline) -> list[ApiCall]:
@@ -39,8 +39,15 @@ def scenario(pipeline: Pipeline) -> list[ApiCall]:
     pipeline.drain()  # the redelivery reads which of its records are stored (BatchGetItem)
     # A first delivery that meets an id another batch stored: the refused put returns the stored item.
     pipeline.post_records({"records": [{"id": "r-1", "type": "t", "data": {"n": 4}}]})
-    # Records without client ids, enough for one chunk lease: BatchWriteItem under the lease.
+    # Records without client ids, enough for one chunk lease: BatchWriteItem under the lease. The first
+    # delivery finds no time left and hands the message straight back (ChangeMessageVisibility).
     pipeline.post_records({"records": [{"type": "t", "data": {"n": n}} for n in range(8)]})
+    readings, usual = iter([10_000]), FakeLambdaContext.get_remaining_time_in_millis
+    FakeLambdaContext.get_remaining_time_in_millis = lambda self: next(readings, 1_000)  # type: ignore[method-assign]
+    try:
+        pipeline.deliver()
+    finally:
+        FakeLambdaContext.get_remaining_time_in_millis = usual  # type: ignore[method-assign]
     pipeline.drain()
     for batch_id in (first.body["batchId"], second.body["batchId"], "missing"):
         pipeline.get_batch(batch_id)

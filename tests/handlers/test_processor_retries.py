@@ -254,3 +254,35 @@ def test_two_deliveries_at_once_never_mix_their_outcomes_even_with_a_fickle_tran
     # was counted before it ran.
     assert len(other) == 1 and "holds chunk 1" in str(other[0]) and "100 of 250" in str(other[0])
     assert counts == ("COMPLETE", statuses["P"], statuses["R"])
+
+
+def test_a_message_that_only_ran_out_of_time_is_handed_back_at_once(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No fault, just no time left: the processor makes the message visible again itself (visibility 0),
+    instead of leaving it for the queue's visibility timeout. A real fault keeps that backoff."""
+    from tests.handlers.harness import FakeLambdaContext
+
+    readings = iter([10_000] + [1_000] * 100)  # 2.5 s reserve from 10 s, then 1 s left: nothing starts
+    monkeypatch.setattr(FakeLambdaContext, "get_remaining_time_in_millis", lambda self: next(readings, 1_000))
+    accepted = accept(pipeline, [{"type": "t", "data": {"n": n}} for n in range(5)])
+    start = len(pipeline.recorder.calls)
+    delivery = pipeline.deliver()
+    handed_back = [
+        call
+        for call in pipeline.recorder.since(start)
+        if call.actor == "processor" and call.operation == "ChangeMessageVisibility"
+    ]
+    assert delivery.failures == delivery.message_ids
+    assert [call.params["VisibilityTimeout"] for call in handed_back] == [0]
+    assert "too little time left" in pipeline.get_batch(accepted["batchId"]).body["lastError"]
+
+    monkeypatch.undo()
+    calls = counting_transform(pipeline, monkeypatch, {f"{accepted['batchId']}-0": -1})  # a real fault
+    start = len(pipeline.recorder.calls)
+    pipeline.deliver()
+    assert calls and not [
+        c
+        for c in pipeline.recorder.since(start)
+        if c.operation == "ChangeMessageVisibility" and c.actor == "processor"
+    ]
