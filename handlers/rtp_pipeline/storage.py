@@ -47,6 +47,7 @@ import random
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -69,6 +70,8 @@ BATCH_WRITE_ITEMS = 25
 # A chunk with at least this many records its batch owns writes them in BatchWriteItem calls under a lease
 # (two small updates on the batch item); below it, conditional puts are cheaper than the lease.
 LEASED_WRITE_MIN = 4
+# Conditional puts (records a client named) in flight at once; below botocore's 10 pooled connections.
+PUT_CONCURRENCY = 8
 # UnprocessedItems (throttling inside a batch) are written again this many times, with full-jitter backoff.
 BATCH_WRITE_ATTEMPTS = 8
 # Key attributes hold at most 2048 bytes (partition keys):
@@ -473,12 +476,14 @@ class PipelineTable:
         settled = dict(known)
         stored: list[Outcome] = []
         batched: list[tuple[Outcome, dict[str, Any]]] = []
+        singles: list[Outcome] = []
         for outcome in outcomes:
             if lease is not None and owned_by(outcome.record_id, batch_id):
-                outcome, item = self._storable(batch_id, outcome, expires, now)
-                batched.append((outcome, item))
-                continue
-            existing = self._put_record(batch_id, outcome, expires, now)
+                batched.append(self._storable(batch_id, outcome, expires, now))
+            else:
+                singles.append(outcome)
+        put = self._put_records(batch_id, singles, expires, now)
+        for outcome, existing in zip(singles, put, strict=True):
             if isinstance(existing, Stored):
                 settled[outcome.record_id] = existing
             else:
@@ -539,6 +544,17 @@ class PipelineTable:
         return [
             (outcome.record_id, self._put_record(batch_id, outcome, expires, now)) for outcome, _ in group
         ]
+
+    def _put_records(
+        self, batch_id: str, outcomes: Sequence[Outcome], expires: datetime, now: datetime
+    ) -> list[Outcome | Stored]:
+        """`_put_record` for each, `PUT_CONCURRENCY` at a time: each put waits on the network, not the CPU
+        (500 puts one after another would take 500 round trips). boto3 clients are thread-safe:
+        https://boto3.amazonaws.com/v1/documentation/api/latest/guide/clients.html#multithreading-or-multiprocessing-with-clients"""
+        if len(outcomes) <= 1:
+            return [self._put_record(batch_id, outcome, expires, now) for outcome in outcomes]
+        put = functools.partial(self._put_record, batch_id, expires=expires, now=now)
+        return list(_put_pool().map(put, outcomes))
 
     def _put_record(
         self, batch_id: str, outcome: Outcome, expires: datetime, now: datetime
@@ -755,6 +771,12 @@ def _stored(item: Mapping[str, Any]) -> Stored:
     status = item.get("s") or item.get("status") or {}
     code = str(status.get("S", ""))
     return Stored(str(batch.get("S", "")), _STATUS_NAMES.get(code, code))
+
+
+@functools.cache
+def _put_pool() -> ThreadPoolExecutor:
+    """One pool per execution environment (a table object is made per message)."""
+    return ThreadPoolExecutor(PUT_CONCURRENCY, thread_name_prefix="put")
 
 
 @functools.lru_cache(maxsize=8)
