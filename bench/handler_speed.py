@@ -22,7 +22,6 @@ import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import boto3
@@ -90,7 +89,7 @@ class StubbedHttp:
 
 
 def records(count: int, named: bool, rng: random.Random) -> list[dict[str, Any]]:
-    """`count` records of about RECORD_BYTES of JSON each (seeded hex: compresses like real JSON, about 2x)."""
+    """`count` records of about RECORD_BYTES of JSON each (seeded hex: compresses about 2x, like JSON)."""
     made = []
     for n in range(count):
         record: dict[str, Any] = {"type": "reading", "data": {"n": n, "sensor": f"s-{n % 50}"}}
@@ -118,13 +117,12 @@ def _setup() -> tuple[Any, StubbedHttp]:
 
 def measure_processor(requests: int, named: bool, seed: int) -> tuple[float, int]:
     """Records per CPU second over `requests` claim checks of 500 records; and the HTTP requests made."""
+    import transform
     from rtp_pipeline.aws import client
     from rtp_pipeline.ingest import new_batch_id
     from rtp_pipeline.processing import Processor
     from rtp_pipeline.settings import Settings
     from rtp_pipeline.storage import ClaimCheck, PipelineTable, RawStore
-
-    import transform
 
     _, stub = _SETUP
     settings = Settings.from_environment()
@@ -195,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         ("processor, ids assigned by the API", statistics.median(r for r, _ in assigned), assigned[0][1]),
         ("processor, ids named by the client", statistics.median(r for r, _ in named), named[0][1]),
     ]
-    print(f"medians of {args.runs} runs, {args.requests} requests of {RECORDS_PER_REQUEST} x 1 KB records each")
+    print(f"medians of {args.runs} runs, {args.requests} requests of {RECORDS_PER_REQUEST} x 1 KB records")
     for label, rate, calls in rows:
         print(
             f"  {label}: {rate:,.0f} records/s per core ({rate / BEFORE_PROCESSOR_RPS:.2f}x the "
