@@ -1,0 +1,128 @@
+"""Records per second through the whole local pipeline: `rtp send --file ... --wait` of N 1 KB records
+against `rtp deploy --env local`, from the first request until every batch is COMPLETE (ingest, S3, SQS,
+the processor and DynamoDB, all in the local emulation). Issue 10's target: >= 2,000 records/s for 50,000
+records (735/s measured before the storage redesign).
+
+    python -m bench local_end_to_end [--records 50000] [--runs 1] [--named]
+
+`--named` gives every record a client id (one conditional PutItem each instead of BatchWriteItem).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rtp_cli.paths import PROJECT_ROOT
+
+TARGET_RPS = 2000
+BEFORE_RPS = 735
+RECORD_BYTES = 1024
+# `python -m` puts the working directory first on sys.path: run in another checkout, its code is measured.
+RTP = [sys.executable, "-m", "rtp_cli.app"]
+
+
+def write_records(path: Path, count: int, named: bool, seed: int) -> None:
+    rng = random.Random(seed)
+    with path.open("w") as out:
+        for n in range(count):
+            record: dict[str, object] = {"type": "reading", "data": {"n": n, "pad": ""}}
+            if named:
+                record["id"] = f"e2e-{seed}-{n}"
+            pad = RECORD_BYTES - len(json.dumps(record)) - 1
+            record["data"] = {"n": n, "pad": rng.randbytes(max(pad, 0) // 2 + 1).hex()[: max(pad, 0)]}
+            out.write(json.dumps(record) + "\n")
+
+
+def start_local(state_dir: Path, project: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "RTP_STATE_DIR": str(state_dir), "NO_COLOR": "1"}
+    command = [*RTP, "deploy", "--env", "local", "--port", "0", "--no-logs"]
+    process = subprocess.Popen(
+        command, cwd=project, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if json.loads((state_dir / "local.json").read_text()).get("pid") == process.pid:
+                return process
+        except (FileNotFoundError, json.JSONDecodeError):
+            pass
+        if process.poll() is not None:
+            raise RuntimeError("rtp deploy --env local exited before it was ready")
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("rtp deploy --env local was not ready within 180 s")
+
+
+def one_run(records: int, named: bool, seed: int, project: Path = PROJECT_ROOT) -> float:
+    with tempfile.TemporaryDirectory(prefix="rtp-e2e-bench-") as tmp:
+        root = Path(tmp)
+        data = root / "records.jsonl"
+        write_records(data, records, named, seed)
+        local = start_local(root / "state", project)
+        try:
+            env = {**os.environ, "RTP_STATE_DIR": str(root / "state"), "NO_COLOR": "1", "COLUMNS": "200"}
+            started = time.monotonic()
+            done = subprocess.run(
+                [*RTP, "send", "--env", "local", "--file", str(data), "--wait", "--timeout", "1800"],
+                cwd=project,
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            elapsed = time.monotonic() - started
+        finally:
+            local.send_signal(signal.SIGINT)
+            local.wait(timeout=60)
+        out = " ".join(done.stdout.split())
+        if done.returncode != 0 or not re.search(rf"processed {records}\b", out):
+            raise RuntimeError(
+                f"rtp send failed or did not process everything:\n{done.stdout}\n{done.stderr}"
+            )
+        return records / elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench local_end_to_end", description=__doc__)
+    parser.add_argument("--records", type=int, default=50_000)
+    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--named", action="store_true", help="records carry client ids")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout (e.g. before a change), measured in turn with this one",
+    )
+    args = parser.parse_args(argv)
+    rates, before = [], []
+    for run in range(args.runs):
+        rates.append(one_run(args.records, args.named, run))
+        print(
+            f"run {run + 1}: {rates[-1]:,.0f} records/s ({args.records:,} records, send until all COMPLETE)"
+        )
+        if args.baseline:
+            before.append(one_run(args.records, args.named, run, args.baseline.resolve()))
+            print(f"run {run + 1}, baseline: {before[-1]:,.0f} records/s")
+    median = statistics.median(rates)
+    ids = "named" if args.named else "assigned"
+    line = f"median {median:,.0f} records/s over {args.runs} run(s), ids {ids}; target >= {TARGET_RPS:,}: "
+    line += "met" if median >= TARGET_RPS else "NOT met"
+    if before:
+        ratio = statistics.median(r / b for r, b in zip(rates, before, strict=True))
+        line += f"; baseline {statistics.median(before):,.0f} records/s, ratio {ratio:.2f}x"
+    print(line + f" (issue 10 measured {BEFORE_RPS} records/s before the redesign)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
