@@ -23,7 +23,10 @@ def find_project_root(package_dir: Path | None = None, cwd: Path | None = None) 
     checkout = (package_dir or Path(__file__).resolve().parent).parent
     if is_project(checkout):
         return checkout
-    here = (cwd or Path.cwd()).resolve()
+    try:
+        here = (cwd or Path.cwd()).resolve()
+    except OSError:  # the working directory was deleted under us
+        return checkout
     return next((directory for directory in (here, *here.parents) if is_project(directory)), here)
 
 
