@@ -22,19 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import rtp_pipeline.validation as validation
 from jsonschema import Draft4Validator  # type: ignore[import-untyped]
-
-from bench._pipeline import HANDLERS
-
-
-def _validation() -> Any:
-    import sys
-
-    if str(HANDLERS) not in sys.path:
-        sys.path.insert(0, str(HANDLERS))  # the Lambda asset root, as the functions import it
-    import rtp_pipeline.validation as validation
-
-    return validation
 
 
 def corpora(count: int) -> dict[str, list[dict[str, Any]]]:
@@ -65,7 +54,6 @@ def corpora(count: int) -> dict[str, list[dict[str, Any]]]:
 
 
 def validators() -> dict[str, Callable[[dict[str, Any]], Any]]:
-    validation = _validation()
     schema = validation.record_schema()
     draft4 = Draft4Validator(schema)
     found: dict[str, Callable[[dict[str, Any]], Any]] = {
