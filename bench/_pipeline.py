@@ -32,8 +32,8 @@ from rtp_cli.local.emulation import patch_moto_dynamodb
 from rtp_cli.local.functions import FunctionSpec, function_specs
 from rtp_cli.local.resources import provision
 from rtp_cli.local.template import Template
+from rtp_cli.paths import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HANDLERS = PROJECT_ROOT / "handlers"
 REGION = "us-east-1"
 SQS_CHUNK_BYTES = 64 * 1024  # every 64 KB chunk of a payload is one billed SQS request (rtp_cli/pricing.py)

@@ -16,8 +16,11 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from rtp_pipeline.aws import client
 from rtp_pipeline.errors import ApiError
 from rtp_pipeline.ingest import Ingestor
-from rtp_pipeline.settings import current_settings
+from rtp_pipeline.settings import INGEST_SETTINGS, current_settings, require_settings
 from rtp_pipeline.storage import ClaimCheckQueue, PipelineTable, RawStore
+
+# At import (the cold start): a missing variable fails the init by name, not the first request.
+require_settings(INGEST_SETTINGS)
 
 logger = Logger()
 tracer = Tracer()

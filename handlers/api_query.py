@@ -11,8 +11,11 @@ from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from rtp_pipeline.aws import client
 from rtp_pipeline.query import batch_view, record_view
-from rtp_pipeline.settings import current_settings
+from rtp_pipeline.settings import QUERY_SETTINGS, current_settings, require_settings
 from rtp_pipeline.storage import PipelineTable
+
+# At import (the cold start): a missing variable fails the init by name, not the first request.
+require_settings(QUERY_SETTINGS)
 
 logger = Logger()
 tracer = Tracer()

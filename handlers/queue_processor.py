@@ -14,8 +14,11 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from rtp_pipeline.aws import client
 from rtp_pipeline.processing import Processor, RecordsNotDoneError
-from rtp_pipeline.settings import current_settings
+from rtp_pipeline.settings import PROCESSOR_SETTINGS, current_settings, require_settings
 from rtp_pipeline.storage import ClaimCheck, PipelineTable, RawStore
+
+# At import (the cold start): a missing variable fails the init by name, not the first request.
+require_settings(PROCESSOR_SETTINGS)
 
 logger = Logger()
 tracer = Tracer()

@@ -1,32 +1,9 @@
 """The transform: the one module you replace with your own business logic.
 
-Contract
---------
-``transform(record, context) -> dict``
-
-* ``record`` is one record that passed validation (``rtp_pipeline.validation``): a dict with ``type``
-  (str), ``data`` (dict) and optionally ``id``, ``timestamp`` (a real RFC 3339 instant: ``parse_rfc3339``
-  always succeeds on it) and ``source``. Every string is valid Unicode and ``data`` fits DynamoDB's
-  rules (nesting, keys, numbers, size) when stored as ``result["data"]``.
-* ``context`` (`TransformContext`) says where the record came from: its final ``record_id``, the
-  ``batch_id``, the ``correlation_id`` of the API request, ``received_at`` (when the API accepted it) and
-  ``processed_at`` (now), both timezone-aware UTC datetimes.
-* Return a dict of JSON-compatible values (str, int, float, bool, None, list, dict). It is stored as the
-  record's ``result`` in DynamoDB. Floats are stored as DynamoDB numbers. A result DynamoDB cannot hold
-  (a lone surrogate, an empty key, a number beyond 38 digits or 1E-130..9.99E+125, nesting past 32
-  levels, an item over 400,000 bytes with ~1 KB of bookkeeping) is stored as ``REJECTED`` with the
-  reason, and its neighbours are stored as usual. Returning anything but a dict is a bug in the
-  transform: it is treated as a fault (below), so the message can be redriven once the bug is fixed.
-* Raise `RejectRecord("reason")` when the record can never be processed (bad business data). It is
-  stored as ``REJECTED`` with that reason and is **not** retried.
-* Any other exception means a transient fault (a downstream call failed). That record is retried in
-  the same invocation (4 attempts in all, exponential backoff with full jitter, never past the
-  function's remaining time less a reserve: 5 s, or a quarter of the time left for short timeouts); the
-  other records of the message are stored meanwhile. If it still fails, the SQS message is redelivered,
-  and the redelivery transforms only the records not yet stored; after
-  ``processing.max_receive_count`` deliveries the message goes to the dead-letter queue.
-* Be deterministic and free of side effects: a record can be transformed more than once (retries, and
-  SQS delivers at least once), and only the first result is stored.
+Replace this file wholesale with a module that defines ``transform(record, context) -> dict`` and imports
+its contract from `rtp_pipeline.contract` (which documents what a transform gets, may raise and must
+return). Raise `RejectRecord("why")` for a record that can never be processed; any other exception is a
+transient fault, retried.
 
 The default below normalises, enriches with timing and a content hash, and rejects records that carry no
 data or claim to come from the future.
@@ -36,31 +13,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from rtp_pipeline.contract import RejectRecord, TransformContext
 from rtp_pipeline.validation import parse_rfc3339
 
 # Producers' clocks drift; anything further ahead than this is a bug upstream, not a real event.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
-
-
-class RejectRecord(Exception):  # noqa: N818 - reads as an instruction: raise RejectRecord("why")
-    """Raised by a transform for a record that must be stored as REJECTED and never retried."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-@dataclass(frozen=True)
-class TransformContext:
-    record_id: str
-    batch_id: str
-    correlation_id: str
-    received_at: datetime
-    processed_at: datetime
 
 
 def transform(record: dict[str, Any], context: TransformContext) -> dict[str, Any]:

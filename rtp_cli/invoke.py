@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from rtp_cli.target import PROJECT_ROOT, Target, TargetError
+from rtp_cli.target import Target, TargetError
 
 FUNCTIONS = ("ingest", "processor", "query")
 OUTPUT_KEYS = {
@@ -526,10 +526,9 @@ def sqs_event(message_body: str, queue_url: str, region: str) -> dict[str, Any]:
 
 
 def _storage() -> Any:
-    """The handlers' storage module (claim-check format, table layout): one definition of both."""
-    handlers = str(PROJECT_ROOT / "handlers")
-    if handlers not in sys.path:
-        sys.path.append(handlers)
+    """The functions' storage module (claim-check format, table layout): one definition of both. The
+    `rtp_pipeline` package is installed with rtp (pyproject.toml maps it from handlers/); imported on use
+    because it loads boto3."""
     import rtp_pipeline.storage as storage
 
     return storage

@@ -1,8 +1,9 @@
-"""The checkout `rtp` runs from: the one definition of PROJECT_ROOT (config/, cdk.json, node_modules/,
-.rtp/ state and caches are found from it)."""
+"""The project `rtp` works on: the one definition of PROJECT_ROOT (config/, cdk.json, node_modules/,
+.rtp/ state and caches are found from it). A checkout, or for an installed rtp the working directory's
+project (`stack.project`, which the CDK app shares)."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from stack.project import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["PROJECT_ROOT"]

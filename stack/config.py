@@ -14,9 +14,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from stack.project import CONFIG_DIR
 from stack.regions import POWERTOOLS_LAYER_REGIONS, unsupported_region_message
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 # Hard limits of the managed services, so a config cannot ask for something AWS would refuse at deploy.
 LAMBDA_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024  # request payload of a synchronous invoke

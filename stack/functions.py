@@ -7,7 +7,6 @@ Runtime dependencies come from the AWS-published Powertools layer (no Docker bun
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_iam as iam
@@ -19,9 +18,9 @@ from constructs import Construct
 from stack.config import EnvironmentConfig, FunctionConfig
 from stack.data import RAW_PREFIX, DataStores
 from stack.nag import acknowledge, ref, skip_checkov
+from stack.project import HANDLERS_DIR
 from stack.queues import WorkQueues
 
-HANDLERS_DIR = Path(__file__).resolve().parent.parent / "handlers"
 RUNTIME = lambda_.Runtime.PYTHON_3_14
 ARCHITECTURE = lambda_.Architecture.ARM_64
 # Must equal the aws-lambda-powertools pin in requirements.txt (a test checks): the tests run the code

@@ -24,8 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from transform import RejectRecord, TransformContext
-
+from rtp_pipeline.contract import RejectRecord, TransformContext
 from rtp_pipeline.ingest import record_ids
 from rtp_pipeline.settings import Settings
 from rtp_pipeline.storage import (

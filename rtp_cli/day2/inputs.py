@@ -19,15 +19,14 @@ import io
 import json
 import math
 import re
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, BinaryIO
+
+from rtp_pipeline import validation  # the functions' own validator: one package, installed with rtp
 
 from rtp_cli.day2.api import encode
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 ENVELOPE_OVERHEAD = len(b'{"records":[]}')
 # The ingest function's parse bound (arrays/objects nested deeper are refused before parsing, so
 # neither side ever recurses without limit); what the table can store is validate_record's to say.
@@ -86,16 +85,6 @@ class InputOptions:
         }
 
 
-def _validation() -> Any:
-    """The handlers' validator (rtp_pipeline.validation, standard library only): the same rules as the API."""
-    handlers = str(PROJECT_ROOT / "handlers")
-    if handlers not in sys.path:
-        sys.path.append(handlers)
-    import rtp_pipeline.validation as validation
-
-    return validation
-
-
 def file_digest(stream: BinaryIO) -> tuple[str, int]:
     """sha256 of the whole input and its number of lines (for the progress bar)."""
     digest, lines = hashlib.sha256(), 0
@@ -106,7 +95,6 @@ def file_digest(stream: BinaryIO) -> tuple[str, int]:
 
 
 def read_items(stream: BinaryIO, options: InputOptions) -> Iterator[Item | InvalidLine]:
-    validation = _validation()
     seen_ids: dict[str, int] = {}
     rows = _csv_rows(stream, options) if options.fmt == "csv" else _jsonl_rows(stream)
     for line, value in rows:

@@ -42,8 +42,8 @@ from typing import IO, Any
 from rtp_cli.local.logs import LogShipper
 from rtp_cli.local.template import Template, TemplateError
 from rtp_cli.local.worker import END_OF_OUTPUT, read_frame, write_frame
+from rtp_cli.paths import PROJECT_ROOT
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOCAL_CONCURRENCY_CAP = 4  # environments per function when the template does not reserve concurrency
 RETIRE_GRACE_SECONDS = 2.0  # a retired environment exits on its own (end of input) or is killed after this
 

@@ -128,15 +128,14 @@ def test_approval_environments_get_the_name_typed_back(
 
 
 # ---- one project root ---------------------------------------------------------------------------------
-# Modules other work in flight still owns (issue 9, phase 2 moves them to rtp_cli.paths).
-NOT_YET_MOVED = {"rtp_cli/day2/inputs.py", "rtp_cli/local/functions.py"}
-
-
 def test_project_root_is_defined_once() -> None:
+    """stack.project finds the project (a checkout, or the working directory's for an installed rtp);
+    rtp_cli.paths re-exports it; nothing else works it out again."""
     assert (PROJECT_ROOT / "pyproject.toml").is_file() and (PROJECT_ROOT / "rtp_cli").is_dir()
     defining = {
         str(path.relative_to(PROJECT_ROOT))
-        for path in (PROJECT_ROOT / "rtp_cli").rglob("*.py")
+        for package in ("rtp_cli", "stack", "bench")
+        for path in (PROJECT_ROOT / package).rglob("*.py")
         if re.search(r"^PROJECT_ROOT\s*[:=]", path.read_text(encoding="utf-8"), re.MULTILINE)
     }
-    assert defining == {"rtp_cli/paths.py", *NOT_YET_MOVED}
+    assert defining == {"stack/project.py"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from transform import TransformContext
+from rtp_pipeline.contract import TransformContext
 from transform import transform as default_transform
 
 

@@ -214,32 +214,24 @@ def test_bad_lines_and_api_refusals_carry_line_numbers(
     ]
 
 
-def test_api_400_details_map_back_to_input_lines(api: tuple[ApiClient, FakeState], tmp_path: Path) -> None:
+def test_api_400_details_map_back_to_input_lines(
+    api: tuple[ApiClient, FakeState], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     client, _ = api
     path = write_jsonl(tmp_path / "in.jsonl", 10, bad={4: json.dumps({"data": {"a": 1}})})
     opts = InputOptions(record_type=None)
     # Bypass the local check so the API's answer is what maps lines: validate nothing locally.
     from rtp_cli.day2 import inputs
 
-    real = inputs._validation
-
-    class Lenient:
-        @staticmethod
-        def validate_record(record: object) -> list[object]:
-            return []
-
-    inputs._validation = lambda: Lenient
-    try:
-        summary = bulk_send(
-            lambda: path.open("rb"),
-            "x",
-            client,
-            BulkOptions(env="t", max_records=5, max_bytes=100_000, journal_dir=None),
-            opts,
-            policy=FAST,
-        )
-    finally:
-        inputs._validation = real
+    monkeypatch.setattr(inputs.validation, "validate_record", lambda record: [])
+    summary = bulk_send(
+        lambda: path.open("rb"),
+        "x",
+        client,
+        BulkOptions(env="t", max_records=5, max_bytes=100_000, journal_dir=None),
+        opts,
+        policy=FAST,
+    )
     assert summary.accepted_records == 5
     reasons = {p.line: p.reason for p in summary.rejected}
     assert sorted(reasons) == [1, 2, 3, 4, 5]

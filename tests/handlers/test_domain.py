@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from rtp_pipeline.contract import RejectRecord, TransformContext
 from rtp_pipeline.errors import ApiError
 from rtp_pipeline.ingest import _CROCKFORD, check_content_type, duplicate_ids, new_batch_id, record_ids
 from rtp_pipeline.settings import Settings
@@ -17,7 +18,7 @@ from rtp_pipeline.validation import (
     validate_record,
     validate_request,
 )
-from transform import MAX_CLOCK_SKEW, RejectRecord, TransformContext, transform
+from transform import MAX_CLOCK_SKEW, transform
 
 # --- validation -----------------------------------------------------------------------------------
 _SCHEMA_VALUED = {"properties", "items"}  # keywords whose values hold sub-schemas

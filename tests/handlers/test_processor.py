@@ -286,7 +286,7 @@ def test_the_processor_rechecks_the_schema_of_what_it_reads(pipeline: Pipeline) 
 def test_transform_contract_reject_versus_fault(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
     """RejectRecord -> REJECTED, never retried; a value DynamoDB cannot hold -> REJECTED; any other
     exception -> the message fails and is retried."""
-    from transform import RejectRecord
+    from rtp_pipeline.contract import RejectRecord
 
     def custom(record: dict[str, Any], context: Any) -> dict[str, Any]:
         kind = record["data"]["kind"]

@@ -179,10 +179,10 @@ def test_without_in_invocation_retries_or_skipping_the_same_load_dead_letters(
 ) -> None:
     """The gate above can fail: with one attempt per delivery and every record redone on redelivery (the
     behaviour before this change), a seeded load of the same kind dead-letters requests."""
-    import queue_processor
     from rtp_pipeline.processing import Processor, RetryPolicy
     from rtp_pipeline.storage import PipelineTable
 
+    queue_processor = pipeline.module("processor")  # imported under the function's environment
     build = queue_processor._processor
 
     def single_attempt() -> Processor:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rtp_pipeline.contract import TransformContext
 from rtp_pipeline.storage import KEY_LIMITS, PROCESSED, Outcome, PipelineTable, deserialize, serialize
 from rtp_pipeline.validation import (
     MAX_DATA_BYTES,
@@ -34,7 +35,7 @@ from rtp_pipeline.validation import (
     validate_record,
     validate_request,
 )
-from transform import TransformContext, transform
+from transform import transform
 
 from tests.handlers.fuzz import json_values, records
 
