@@ -252,6 +252,11 @@ class RejectedIndex:
         hours = window.hours()
         start = hours.index(position.hour) if position else 0
         rows: list[dict[str, Any]] = []
+        # The 16 Queries of an hour run in parallel (boto3 clients are thread-safe): a request's latency is
+        # its hours, not its hours x 16. Each shard reads up to `wanted` + 1 entries, so a full hour reads
+        # at most 16 x that for `wanted` rows (an operator's listing, not a hot path). X-Ray puts the
+        # worker threads' Query subsegments under the invocation's root, not under this method's
+        # (https://github.com/aws/aws-xray-sdk-python/issues/342): they are traced, one level up.
         with ThreadPoolExecutor(max_workers=REJECTED_SHARDS) as pool:
             for index in range(start, len(hours)):
                 hour = hours[index]
