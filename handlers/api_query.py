@@ -1,7 +1,8 @@
-"""GET /records/{id} and GET /batches/{batchId}: the read-only query function."""
+"""The read-only query function: GET /records/{id}, GET /records?status=REJECTED, GET /batches/{batchId}."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from api_errors import answer_errors_as_json
@@ -10,8 +11,13 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from rtp_pipeline.aws import client
+<<<<<<< HEAD
 from rtp_pipeline.query import batch_view, record_view
 from rtp_pipeline.settings import QUERY_SETTINGS, current_settings, require_settings
+=======
+from rtp_pipeline.query import batch_view, record_view, rejected_listing
+from rtp_pipeline.settings import current_settings
+>>>>>>> i10-rej
 from rtp_pipeline.storage import PipelineTable
 
 # At import (the cold start): a missing variable fails the init by name, not the first request.
@@ -25,6 +31,13 @@ answer_errors_as_json(app, logger, "query")
 
 def _table() -> PipelineTable:
     return PipelineTable(client("dynamodb"), current_settings().table_name)
+
+
+@app.get("/records")
+@tracer.capture_method
+def list_records() -> dict[str, Any]:
+    params = app.current_event.query_string_parameters or {}
+    return rejected_listing(_table(), dict(params), datetime.now(UTC))
 
 
 @app.get("/records/<record_id>")

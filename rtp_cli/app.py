@@ -30,6 +30,7 @@ from rtp_cli.errors import CliError
 from rtp_cli.errors import fail as _fail  # the one error helper, under the name this module's commands use
 from rtp_cli.options import EnvOption, ProfileOption
 from rtp_cli.paths import PROJECT_ROOT
+from rtp_cli.records import records as records_command
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 # jsii prints a multi-line banner for an end-of-life Node major on every synth; the Node version is the
@@ -975,6 +976,10 @@ def _render_cost(result: Any) -> None:
     console.print(table)
     for note in result.notes:
         console.print(f"[dim]- {note}[/dim]", highlight=False)
+
+
+# ---- records (rtp_cli.records): the REJECTED records of a time window ------------------------------------
+app.command("records")(records_command)
 
 
 # ---- day-2 commands (rtp_cli.day2) --------------------------------------------------------------------

@@ -22,6 +22,9 @@ from stack.nag import acknowledge, ref, skip_checkov
 
 # The one source of truth for what a record is: the same file the functions validate with.
 RECORD_SCHEMA_PATH = HANDLERS_DIR / "rtp_pipeline" / "record.schema.json"
+# Query string of GET /records (the listing of REJECTED records; handlers/rtp_pipeline/query.py).
+LISTING_REQUIRED = ("status", "since")
+LISTING_OPTIONAL = ("until", "order", "limit", "next")
 
 # API Gateway's own errors, in the same JSON shape the functions answer with.
 GATEWAY_ERRORS: dict[apigw.ResponseType, tuple[str, str]] = {
@@ -219,7 +222,18 @@ class IngestApi(Construct):
                 (self.rest_api.root.add_resource("batches"), "batchId"),
             )
         ]
-        methods = [post, *gets]
+        # GET /records?status=REJECTED&since=...: the REJECTED records of a time window (the sparse index).
+        # API Gateway refuses a request without `status` or `since`; the function checks their values.
+        listing = records.add_method(
+            "GET",
+            query,
+            request_validator=params_validator,
+            request_parameters={
+                **{f"method.request.querystring.{name}": True for name in LISTING_REQUIRED},
+                **{f"method.request.querystring.{name}": False for name in LISTING_OPTIONAL},
+            },
+        )
+        methods = [post, *gets, listing]
         for method in methods:
             acknowledge(
                 method,
@@ -247,6 +261,7 @@ class IngestApi(Construct):
                 iam.PolicyStatement(
                     actions=["execute-api:Invoke"],
                     resources=[
+                        self.rest_api.arn_for_execute_api("GET", "/records", stage_name),
                         self.rest_api.arn_for_execute_api("GET", "/records/*", stage_name),
                         self.rest_api.arn_for_execute_api("GET", "/batches/*", stage_name),
                     ],

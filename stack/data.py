@@ -13,6 +13,8 @@ from stack.config import EnvironmentConfig
 from stack.nag import acknowledge, skip_checkov
 
 RAW_PREFIX = "raw/"
+# The sparse index of REJECTED records (its name is also handlers/rtp_pipeline/storage.py REJECTED_INDEX).
+REJECTED_INDEX = "rejected"
 
 
 class DataStores(Construct):
@@ -72,6 +74,23 @@ class DataStores(Construct):
             ),
             time_to_live_attribute="expiresAt",
             removal_policy=RemovalPolicy.DESTROY,
+        )
+        # The one index, sparse: only REJECTED record items carry its keys (`rk` = hour#shard, `rs` =
+        # processedAt#recordId; handlers/rtp_pipeline/storage.py, rejected_index_keys), so PROCESSED records
+        # cost nothing here. An index write is metered on the size of the index entry (the table's and the
+        # index's keys, the projected attributes and 100 bytes), and only for items that carry the index
+        # keys (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/GSI.html
+        # #GSI.ThroughputConsiderations, and "Storage considerations" on the same page). INCLUDE b, t, e
+        # rather than KEYS_ONLY: a typical entry (keys about 150 bytes, batch 26, type, a reason of a few
+        # hundred bytes) stays under 1 KB, one write unit like a KEYS_ONLY entry, and listing a page is one
+        # Query (0.5 read unit per 4 KB) instead of one GetItem (0.5 read unit per item) per row. Only a
+        # reason of more than about 800 bytes (capped at 2,000 characters) costs a second index write unit.
+        self.table.add_global_secondary_index(
+            index_name=REJECTED_INDEX,
+            partition_key=dynamodb.Attribute(name="rk", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="rs", type=dynamodb.AttributeType.STRING),
+            projection_type=dynamodb.ProjectionType.INCLUDE,
+            non_key_attributes=["b", "t", "e"],
         )
         # Server access logs cannot be delivered to a KMS-encrypted bucket, so they get their own.
         self.access_logs = s3.Bucket(

@@ -16,7 +16,7 @@ from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from stack.config import EnvironmentConfig, FunctionConfig
-from stack.data import RAW_PREFIX, DataStores
+from stack.data import RAW_PREFIX, REJECTED_INDEX, DataStores
 from stack.nag import acknowledge, ref, skip_checkov
 from stack.project import HANDLERS_DIR
 from stack.queues import WorkQueues
@@ -155,6 +155,8 @@ class PipelineFunctions(Construct):
         acknowledge(self.processor.role, raw_finding, RAW_OBJECTS_REASON)  # type: ignore[arg-type]
 
         self._allow(self.query, ["dynamodb:GetItem"], [table])
+        # GET /records?status=REJECTED queries the sparse REJECTED index (stack/data.py), and only it.
+        self._allow(self.query, ["dynamodb:Query"], [f"{table}/index/{REJECTED_INDEX}"])
         self._allow(self.query, ["kms:Decrypt"], [data.key.key_arn])
 
         processing = config.processing

@@ -99,14 +99,29 @@ def test_table_on_demand_pitr_ttl_gsi_and_cmk(template: Template, raw: dict) -> 
             "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
             "TimeToLiveSpecification": {"AttributeName": "expiresAt", "Enabled": True},
             "SSESpecification": {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": getatt_arn(key)},
-            # No index: every write lands on a key of its own (README, "Storage layout").
-            "GlobalSecondaryIndexes": Match.absent(),
+            # One index, sparse and sharded: only REJECTED records carry its keys (README, "Storage layout").
+            "GlobalSecondaryIndexes": [
+                {
+                    "IndexName": "rejected",
+                    "KeySchema": [
+                        {"AttributeName": "rk", "KeyType": "HASH"},
+                        {"AttributeName": "rs", "KeyType": "RANGE"},
+                    ],
+                    "Projection": {"ProjectionType": "INCLUDE", "NonKeyAttributes": ["b", "t", "e"]},
+                }
+            ],
             "KeySchema": [{"AttributeName": "pk", "KeyType": "HASH"}],
         },
     )
-    # The TTL attribute is the one the storage code writes (read as text: no handler import).
+    (_, table) = only(raw, "AWS::DynamoDB::Table")
+    assert len(props(table)["GlobalSecondaryIndexes"]) == 1  # and no other index
+    assert "LocalSecondaryIndexes" not in props(table)
+    # The TTL attribute is the one the storage code writes (read as text: no handler import), and so are
+    # the index's name and keys.
     storage = (ROOT / "handlers" / "rtp_pipeline" / "storage.py").read_text(encoding="utf-8")
     assert '"expiresAt"' in storage
+    assert 'REJECTED_INDEX = "rejected"' in storage
+    assert 'item["rk"], item["rs"] = rejected_index_keys(' in storage
 
 
 def _bucket_policy_statements(raw: dict, bucket_id: str) -> list[dict[str, Any]]:
@@ -343,9 +358,13 @@ def test_query_only_reads_the_table(raw: dict) -> None:
     data_actions = {
         a for a in _role_actions(raw, _function_role(raw, "query")) if not a.startswith(("xray:", "logs:"))
     }
-    assert data_actions == {"dynamodb:GetItem", "kms:Decrypt"}
+    assert data_actions == {"dynamodb:GetItem", "dynamodb:Query", "kms:Decrypt"}
     (get,) = statements_for(statements, "dynamodb:GetItem")
     assert as_list(get["Resource"]) == [getatt_arn(table)]
+    # Query on the REJECTED index only, never on the table.
+    (query,) = statements_for(statements, "dynamodb:Query")
+    (index,) = as_list(query["Resource"])
+    assert index == {"Fn::Join": ["", [getatt_arn(table), "/index/rejected"]]}
 
 
 def test_processor_reads_raw_objects_and_never_writes_them(raw: dict) -> None:
@@ -370,10 +389,11 @@ def _method(raw: dict, http_method: str, path_part: str) -> dict[str, Any]:
 
 def test_every_api_method_uses_iam_auth(raw: dict) -> None:
     methods = resources(raw, "AWS::ApiGateway::Method")
-    assert len(methods) == 3
+    assert len(methods) == 4
     for method_id, method in methods.items():
         assert props(method)["AuthorizationType"] == "AWS_IAM", method_id
     _method(raw, "POST", "records")
+    _method(raw, "GET", "records")
     _method(raw, "GET", "{id}")
     _method(raw, "GET", "{batchId}")
     _, api = only(raw, "AWS::ApiGateway::RestApi")
@@ -403,6 +423,23 @@ def test_post_records_validates_body_with_model_from_record_schema(
     assert set(single["properties"]) == set(record["properties"])
     for name, definition in record["properties"].items():
         assert single["properties"][name] == definition, name
+
+
+def test_get_records_requires_status_and_since_as_the_query_function_reads_them(raw: dict) -> None:
+    listing = props(_method(raw, "GET", "records"))
+    validator = props(raw["Resources"][target(listing["RequestValidatorId"])])
+    assert validator["ValidateRequestParameters"] is True
+    assert listing["RequestParameters"] == {
+        "method.request.querystring.status": True,
+        "method.request.querystring.since": True,
+        "method.request.querystring.until": False,
+        "method.request.querystring.order": False,
+        "method.request.querystring.limit": False,
+        "method.request.querystring.next": False,
+    }
+    query = (ROOT / "handlers" / "rtp_pipeline" / "query.py").read_text(encoding="utf-8")
+    for name in ("status", "since", "until", "order", "limit", "next"):
+        assert f'params.get("{name}")' in query or f'params["{name}"]' in query, name
 
 
 def _stage(raw: dict) -> dict[str, Any]:
@@ -529,7 +566,7 @@ def test_producer_and_reader_policies_and_outputs(raw: dict) -> None:
         return {str(join_suffix(r)) for r in resources_}
 
     assert routes(producer) == {"/POST/records"}
-    assert routes(reader) == {"/GET/records/*", "/GET/batches/*"}
+    assert routes(reader) == {"/GET/records", "/GET/records/*", "/GET/batches/*"}
     # The CLI discovers the environment from these; the RestApi's own duplicate URL output is gone.
     expected = {"ApiUrl", "TableName", "RawBucketName", "WorkQueueUrl", "DeadLetterQueueUrl", "AlarmTopicArn"}
     assert expected <= set(outputs)

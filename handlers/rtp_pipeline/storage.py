@@ -651,6 +651,8 @@ class PipelineTable:
             "at": _iso_millis(now),
             "expiresAt": epoch_seconds(expires),
         }
+        if outcome.status == REJECTED:
+            item["rk"], item["rs"] = rejected_index_keys(outcome.record_id, item["at"])
         if outcome.result is not None:
             item["r"] = outcome.result
         if outcome.reason is not None:
@@ -673,6 +675,8 @@ class PipelineTable:
         }
         if "e" in item:
             attributes["e"] = {"S": item["e"]}
+        if "rk" in item:
+            attributes["rk"], attributes["rs"] = {"S": item["rk"]}, {"S": item["rs"]}
         if result is not None:
             packed = compress_result(result) if self.compress else None
             attributes.update(
@@ -735,6 +739,29 @@ class PipelineTable:
     def _get(self, pk: str) -> dict[str, Any] | None:
         found = self.db.get_item(TableName=self.name, Key={"pk": {"S": pk}})
         return deserialize(found["Item"]) if "Item" in found else None
+
+
+# The sparse index of REJECTED records (`rejected`: partition key `rk`, sort key `rs`; PROCESSED items
+# carry neither attribute, so they never reach the index). A bad transform can reject every record: at
+# 10,000 records/s one index key per hour would take 10,000 writes/s on one index partition, and a
+# partition serves at most 1,000 write units per second
+# (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/bp-partition-key-design.html), with
+# index throttling pushing back on the table's writes
+# (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/GSI.html#GSI.ThroughputConsiderations).
+# Spread by crc32(record id) over 16 shards per hour: 10,000 / 16 = 625 writes/s per index key at most
+# (one write unit each: the index entry is well under 1 KB), below the 1,000.
+REJECTED_INDEX = "rejected"
+REJECTED_SHARDS = 16
+DESIGN_RECORDS_PER_SECOND = 10_000
+PARTITION_WRITE_UNITS_PER_SECOND = 1_000
+
+
+def rejected_index_keys(record_id: str, processed_at: str) -> tuple[str, str]:
+    """The REJECTED index's keys of one record: (`<yyyy-mm-ddThh>#<shard>`, `<processedAt>#<recordId>`).
+    `processed_at` is the item's `at` (ISO-8601 UTC with milliseconds and Z): its hour is its first 13
+    characters, and the sort key orders by time, then id (ids are unique: the order is total)."""
+    shard = zlib.crc32(record_id.encode("utf-8", "surrogatepass")) % REJECTED_SHARDS
+    return f"{processed_at[:13]}#{shard:02d}", f"{processed_at}#{record_id}"
 
 
 def owned_by(record_id: str, batch_id: str) -> bool:

@@ -442,7 +442,8 @@ def test_generated_query_event_names_a_stored_record(aws_data: Target) -> None:
     batches = invoke_service.generate(aws_data, "query", "api", "get /batches/{batchId}").event
     assert batches["pathParameters"] == {"batchId": "01QUERYBATCH"}
     with pytest.raises(
-        invoke_service.InvokeError, match=r"serves GET /records/\{id\}, GET /batches/\{batchId\}"
+        invoke_service.InvokeError,
+        match=r"serves GET /records/\{id\}, GET /records, GET /batches/\{batchId\}",
     ):
         invoke_service.generate(aws_data, "query", "api", "DELETE /records/{id}")
 

@@ -171,6 +171,8 @@ def needs_of(call: ApiCall, resolve: Resolver) -> list[Need]:
     needs: list[Need] = []
     if service == "dynamodb":
         resource = _table_arn(params["TableName"])
+        if "IndexName" in params:  # Query/Scan of an index is authorized on the index's ARN
+            resource += f"/index/{params['IndexName']}"
     elif service == "s3":
         bucket = params["Bucket"]
         resource = f"arn:aws:s3:::{bucket}/{params['Key']}" if "Key" in params else f"arn:aws:s3:::{bucket}"

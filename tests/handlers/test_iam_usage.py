@@ -14,14 +14,14 @@ from typing import Any
 import pytest
 
 from tests.handlers import iam
-from tests.handlers.harness import ESM, ApiCall, FakeLambdaContext, Pipeline, fail_calls
+from tests.handlers.harness import ESM, ApiCall, FakeLambdaContext, Pipeline, api_event, fail_calls
 
 
 def scenario(pipeline: Pipeline) -> list[ApiCall]:
     """Every code path that talks to AWS: accept (with and without an idempotency key, a replay, a retry
     that finishes an interrupted request), process (new records, a duplicate id, a transient failure and
     its redelivery, which skips what is stored, a leased chunk of ids the API assigned), query (records,
-    batches, misses)."""
+    batches, misses, the REJECTED listing)."""
     from rtp_pipeline.aws import client
 
     start = len(pipeline.recorder.calls)
@@ -53,6 +53,10 @@ def scenario(pipeline: Pipeline) -> list[ApiCall]:
         pipeline.get_batch(batch_id)
     pipeline.get_record("r-1")
     pipeline.get_record("missing")
+    # The REJECTED listing: a Query per shard of each hour of the window, on the sparse index only.
+    listing = api_event("GET", "/records", resource="/records")
+    listing["queryStringParameters"] = {"status": "REJECTED", "since": "1h"}
+    assert pipeline.api("query", listing).body["records"]
     assert len(failed) == len(flaky) == 1
     return pipeline.recorder.since(start)
 
@@ -82,7 +86,9 @@ def test_the_checker_refuses_what_the_roles_do_not_grant(pipeline: Pipeline, rec
         ApiCall("ingest", "s3", "GetObject", dict(put.params)),  # ingest may write raw/, never read
         ApiCall("ingest", "s3", "PutObject", {**put.params, "Key": "elsewhere/x.json"}),  # only raw/*
         ApiCall("query", "dynamodb", "PutItem", dict(get_item.params)),  # the query function only reads
-        ApiCall("query", "dynamodb", "Query", dict(get_item.params)),
+        ApiCall("query", "dynamodb", "Query", dict(get_item.params)),  # the table itself: not granted
+        ApiCall("query", "dynamodb", "Query", {**get_item.params, "IndexName": "another-index"}),
+        ApiCall("query", "dynamodb", "Scan", {**get_item.params, "IndexName": "rejected"}),
         ApiCall("processor", "sqs", "SendMessage", {"QueueUrl": pipeline.queue_url}),
         ApiCall("processor", "sqs", "ReceiveMessage", {"QueueUrl": pipeline.dlq_url}),  # not the DLQ
         ApiCall("ingest", "dynamodb", "GetItem", {"TableName": "another-table"}),
