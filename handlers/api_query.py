@@ -11,13 +11,8 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from rtp_pipeline.aws import client
-<<<<<<< HEAD
-from rtp_pipeline.query import batch_view, record_view
-from rtp_pipeline.settings import QUERY_SETTINGS, current_settings, require_settings
-=======
 from rtp_pipeline.query import batch_view, record_view, rejected_listing
-from rtp_pipeline.settings import current_settings
->>>>>>> i10-rej
+from rtp_pipeline.settings import QUERY_SETTINGS, current_settings, require_settings
 from rtp_pipeline.storage import PipelineTable
 
 # At import (the cold start): a missing variable fails the init by name, not the first request.
