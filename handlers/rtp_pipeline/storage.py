@@ -1,6 +1,7 @@
 """Where the pipeline keeps things: raw requests in S3, claim checks on SQS, state in one DynamoDB table.
 
-Table layout (partition key `pk` only, no index: every item is written and read on a key of its own):
+Table layout (partition key `pk`: every item is written and read on a key of its own; one sparse index,
+`rejected`, on REJECTED record items only: `rk`, `rs`, see `rejected_index_keys`):
 
 | item        | pk                     | attributes                                                        |
 |-------------|------------------------|-------------------------------------------------------------------|
