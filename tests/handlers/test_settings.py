@@ -29,13 +29,14 @@ def test_a_missing_or_empty_variable_is_named() -> None:
         Settings.from_environment({"TABLE_NAME": "t", "BUCKET_NAME": " "}, required=INGEST_SETTINGS)
     with pytest.raises(SettingsError, match=r"MAX_RECORDS='many' is not an integer"):
         Settings.from_environment({"TABLE_NAME": "t", "MAX_RECORDS": "many"})
-    settings = Settings.from_environment({"TABLE_NAME": "t", "BUCKET_NAME": "b"}, required=PROCESSOR_SETTINGS)
+    settings = Settings.from_environment({"TABLE_NAME": "t", "BUCKET_NAME": "b"}, required=QUERY_SETTINGS)
     assert (settings.table_name, settings.bucket_name, settings.queue_url) == ("t", "b", "")
 
 
 def test_require_settings_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TABLE_NAME", "t")
     monkeypatch.delenv("BUCKET_NAME", raising=False)
+    monkeypatch.setenv("QUEUE_URL", "https://sqs.example/q")  # the processor hands messages back to it
     require_settings(QUERY_SETTINGS)
     with pytest.raises(SettingsError, match=r"^BUCKET_NAME is not set"):
         require_settings(PROCESSOR_SETTINGS)

@@ -81,7 +81,7 @@ def test_a_transform_of_your_own_replaces_the_default(pipeline: Pipeline, tmp_pa
         assert response.status == 202, response.body
         [delivery] = pipeline.drain()
         assert delivery.failures == [] and delivery.raised is None
-        stored = {record_id: pipeline.item(f"REC#{record_id}") for record_id in ("o-1", "r-1", "o-2")}
+        stored = {record_id: pipeline.get_record(record_id).body for record_id in ("o-1", "r-1", "o-2")}
 
     assert stored["o-1"] is not None and stored["o-2"] is not None and stored["r-1"] is not None
     assert stored["o-1"]["status"] == "PROCESSED"
