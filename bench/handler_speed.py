@@ -122,21 +122,14 @@ def _setup(handlers: Path = HANDLERS) -> tuple[Any, StubbedHttp]:
 
 def measure_processor(requests: int, named: bool, seed: int) -> tuple[float, int]:
     """Records per CPU second over `requests` claim checks of 500 records; and the HTTP requests made."""
-    import transform
-    from rtp_pipeline.aws import client
+    from queue_processor import _processor  # the processor exactly as the handler builds it
     from rtp_pipeline.ingest import new_batch_id
-    from rtp_pipeline.processing import Processor
     from rtp_pipeline.settings import Settings
-    from rtp_pipeline.storage import ClaimCheck, PipelineTable, RawStore
+    from rtp_pipeline.storage import ClaimCheck
 
     _, stub = _SETUP
     settings = Settings.from_environment()
-    processor = Processor(
-        settings,
-        RawStore(client("s3"), settings.bucket_name, settings.raw_prefix),
-        PipelineTable(client("dynamodb"), settings.table_name),
-        transform.transform,
-    )
+    processor = _processor()
     rng = random.Random(seed)
     claims = []
     for _ in range(requests):

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rtp_pipeline.errors import ApiError
+from rtp_pipeline.idempotency import IdempotencyKeys
 from rtp_pipeline.settings import Settings
 from rtp_pipeline.storage import ClaimCheck, ClaimCheckQueue, PipelineTable, RawStore, ttl
 from rtp_pipeline.validation import JsonDocumentError, parse_json_document, validate_request
@@ -57,9 +58,15 @@ def check_content_type(headers: dict[str, str]) -> None:
 
 class Ingestor:
     def __init__(
-        self, settings: Settings, raw: RawStore, table: PipelineTable, queue: ClaimCheckQueue
+        self,
+        settings: Settings,
+        raw: RawStore,
+        table: PipelineTable,
+        queue: ClaimCheckQueue,
+        keys: IdempotencyKeys | None = None,
     ) -> None:
         self.settings, self.raw, self.table, self.queue = settings, raw, table, queue
+        self.keys = keys or IdempotencyKeys(table.db, table.name)  # the same table: one key of its own
 
     def accept(
         self, body: bytes, headers: dict[str, str], correlation_id: str, now: datetime | None = None
@@ -93,7 +100,7 @@ class Ingestor:
             if len(idempotency_key) > 255:
                 raise ApiError(400, "VALIDATION_ERROR", "Idempotency-Key must be at most 255 characters")
             request_hash = hashlib.sha256(body).hexdigest()
-            earlier = self.table.claim_idempotency_key(
+            earlier = self.keys.claim(
                 idempotency_key,
                 request_hash,
                 claim,
@@ -126,7 +133,7 @@ class Ingestor:
         if not earlier.get("enqueued"):
             # Not enqueued yet: the first request is still running (answer 409, the client retries with
             # the same key), or it died before enqueueing and its lease ran out (finish its work, once).
-            if not self.table.take_over_idempotency_key(key, received, received + IDEMPOTENCY_LEASE):
+            if not self.keys.take_over(key, received, received + IDEMPOTENCY_LEASE):
                 raise ApiError(
                     409,
                     "IDEMPOTENCY_KEY_IN_USE",
@@ -143,10 +150,10 @@ class Ingestor:
             self._enqueue(claim, ids, received)
         except Exception:
             if key:
-                self.table.release_idempotency_key(key)
+                self.keys.release(key)
             raise
         if key:
-            self.table.mark_enqueued(key)
+            self.keys.mark_enqueued(key)
 
     def _enqueue(self, claim: ClaimCheck, ids: list[str], received: datetime) -> None:
         self.table.create_batch(claim, ids, ttl(received, days=self.settings.record_ttl_days))

@@ -153,7 +153,7 @@ def _item_returned(error: ClientError) -> dict[str, Any]:
     return item if isinstance(item, dict) else {}
 
 
-def _is_condition_failure(error: ClientError) -> bool:
+def is_condition_failure(error: ClientError) -> bool:
     return _error_code(error) == "ConditionalCheckFailedException"
 
 
@@ -264,80 +264,7 @@ class PipelineTable:
     def __init__(self, dynamodb: Any, table_name: str, compress: bool = True) -> None:
         self.db, self.name, self.compress = dynamodb, table_name, compress
 
-    # --- ingest ---------------------------------------------------------------------------------
-    def claim_idempotency_key(
-        self,
-        key: str,
-        request_hash: str,
-        claim: ClaimCheck,
-        response: dict[str, Any],
-        expires: datetime,
-        lease_until: datetime,
-    ) -> dict[str, Any] | None:
-        """Record a new idempotency key, leased to this request until `lease_until` (by then it has
-        enqueued or died). Returns None if the key is new, else the item stored earlier."""
-        item = {
-            "leaseUntil": epoch_seconds(lease_until),
-            "pk": f"IDEM#{key}",
-            "requestHash": request_hash,
-            "batchId": claim.batch_id,
-            "claimCheck": claim.to_json(),
-            "response": json.dumps(response),
-            "enqueued": False,
-            "expiresAt": epoch_seconds(expires),
-        }
-        try:
-            self.db.put_item(
-                TableName=self.name, Item=serialize(item), ConditionExpression="attribute_not_exists(pk)"
-            )
-            return None
-        except ClientError as error:
-            if not _is_condition_failure(error):
-                raise
-        stored = self.db.get_item(TableName=self.name, Key={"pk": {"S": f"IDEM#{key}"}}, ConsistentRead=True)
-        return deserialize(stored["Item"])
-
-    def take_over_idempotency_key(self, key: str, now: datetime, lease_until: datetime) -> bool:
-        """Take the work of a key whose first request died before enqueueing (its lease ran out).
-        False while that request may still be running, or once the work is done."""
-        try:
-            self.db.update_item(
-                TableName=self.name,
-                Key={"pk": {"S": f"IDEM#{key}"}},
-                UpdateExpression="SET leaseUntil = :until",
-                ConditionExpression="enqueued = :no AND leaseUntil < :now",
-                ExpressionAttributeValues={
-                    ":until": {"N": str(epoch_seconds(lease_until))},
-                    ":no": {"BOOL": False},
-                    ":now": {"N": str(epoch_seconds(now))},
-                },
-            )
-            return True
-        except ClientError as error:
-            if not _is_condition_failure(error):
-                raise
-            return False
-
-    def release_idempotency_key(self, key: str) -> None:
-        """Best effort: end this request's lease early (it failed before enqueueing)."""
-        # On failure the lease runs out on its own; the original error is what the caller sees.
-        with contextlib.suppress(ClientError):
-            self.db.update_item(
-                TableName=self.name,
-                Key={"pk": {"S": f"IDEM#{key}"}},
-                UpdateExpression="SET leaseUntil = :past",
-                ConditionExpression="enqueued = :no",
-                ExpressionAttributeValues={":past": {"N": "0"}, ":no": {"BOOL": False}},
-            )
-
-    def mark_enqueued(self, key: str) -> None:
-        self.db.update_item(
-            TableName=self.name,
-            Key={"pk": {"S": f"IDEM#{key}"}},
-            UpdateExpression="SET enqueued = :yes",
-            ExpressionAttributeValues={":yes": {"BOOL": True}},
-        )
-
+    # --- ingest (idempotency keys: rtp_pipeline.idempotency) ---------------------------------
     def create_batch(self, claim: ClaimCheck, ids: Sequence[str], expires: datetime) -> None:
         item: dict[str, Any] = {
             "pk": f"BATCH#{claim.batch_id}",
@@ -362,7 +289,7 @@ class PipelineTable:
                 TableName=self.name, Item=serialize(item), ConditionExpression="attribute_not_exists(pk)"
             )
         except ClientError as error:
-            if not _is_condition_failure(error):
+            if not is_condition_failure(error):
                 raise  # an existing batch is a retried request finishing what it started: fine
 
     # --- processing -----------------------------------------------------------------------------
@@ -425,7 +352,7 @@ class PipelineTable:
             )
             return token
         except ClientError as error:
-            if not _is_condition_failure(error):
+            if not is_condition_failure(error):
                 raise
             old = _item_returned(error)
             if not old:
@@ -580,7 +507,7 @@ class PipelineTable:
             except ParamValidationError as error:
                 outcome = refused_by_dynamodb(outcome, str(error))
             except ClientError as error:
-                if _is_condition_failure(error):
+                if is_condition_failure(error):
                     old: Any = error.response.get("Item")
                     if not isinstance(old, dict) or not old:
                         raise RuntimeError(
@@ -632,7 +559,7 @@ class PipelineTable:
             )
             return True
         except ClientError as error:
-            if not _is_condition_failure(error):
+            if not is_condition_failure(error):
                 raise
             counted = str(chunk) in _item_returned(error).get("cc", {}).get("NS", [])
             if lease is not None and not counted:
