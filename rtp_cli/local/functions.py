@@ -80,6 +80,9 @@ class FunctionSpec:
     max_concurrency: int
     # --watch: a snapshot of the --transform module's location, searched after the code root
     extra_paths: tuple[str, ...] = ()
+    role_logical_id: str = (
+        ""  # the execution role in the template (rtp_cli.local.iam checks calls against it)
+    )
 
 
 @dataclass
@@ -97,8 +100,9 @@ class Invocation:
     init_ms: float = 0.0
 
 
-def function_specs(template: Template) -> dict[str, FunctionSpec]:
-    """The Python functions of the template, with code located and environment resolved."""
+def function_specs(template: Template, code_dir: Path | None = None) -> dict[str, FunctionSpec]:
+    """The Python functions of the template, with code located and environment resolved. `code_dir`
+    stands in for every function's staged asset (in-process runs import handlers/, the asset's source)."""
     specs: dict[str, FunctionSpec] = {}
     custom_providers = {
         template.referenced_logical_id(res.get("Properties", {}).get("ServiceToken"))
@@ -115,7 +119,7 @@ def function_specs(template: Template) -> dict[str, FunctionSpec]:
                 f"{logical_id} (AWS::Lambda::Function): runtime {runtime} is not implemented locally"
             )
         resolved = template.resolve({k: v for k, v in props.items() if k not in ("Role", "Layers", "Code")})
-        code_dir = _code_dir(template, logical_id, props.get("Code", {}))
+        code = code_dir or _code_dir(template, logical_id, props.get("Code", {}))
         variables = {str(k): str(v) for k, v in resolved.get("Environment", {}).get("Variables", {}).items()}
         name = template.refs[logical_id]
         log_group = resolved.get("LoggingConfig", {}).get("LogGroup") or f"/aws/lambda/{name}"
@@ -126,14 +130,30 @@ def function_specs(template: Template) -> dict[str, FunctionSpec]:
             arn=template.attrs[(logical_id, "Arn")],
             handler=str(resolved["Handler"]),
             runtime=runtime,
-            code_dir=code_dir,
+            code_dir=code,
             timeout=int(resolved.get("Timeout", 3)),
             memory=int(resolved.get("MemorySize", 128)),
             environment=variables,
             log_group=str(log_group),
             max_concurrency=int(reserved) if reserved else LOCAL_CONCURRENCY_CAP,
+            role_logical_id=template.referenced_logical_id(props.get("Role")) or "",
         )
     return specs
+
+
+def lambda_variables(spec: FunctionSpec, log_stream: str) -> dict[str, str]:
+    """The variables the Lambda runtime defines for a function's environment (the context reads them)."""
+    return {
+        "_HANDLER": spec.handler,
+        "LAMBDA_TASK_ROOT": str(spec.code_dir),
+        "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory),
+        "AWS_LAMBDA_FUNCTION_TIMEOUT": str(spec.timeout),
+        "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group,
+        "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
+        "RTP_LOCAL_FUNCTION_ARN": spec.arn,
+    }
 
 
 def python_function_count(template: Template) -> int:
@@ -253,15 +273,7 @@ class _Environment:
         env = {
             **base_env,
             **spec.environment,
-            "_HANDLER": spec.handler,
-            "LAMBDA_TASK_ROOT": str(spec.code_dir),
-            "AWS_LAMBDA_FUNCTION_NAME": spec.name,
-            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory),
-            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(spec.timeout),
-            "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group,
-            "AWS_LAMBDA_LOG_STREAM_NAME": self.stream,
-            "RTP_LOCAL_FUNCTION_ARN": spec.arn,
+            **lambda_variables(spec, self.stream),
             # the code root, then the project (so --transform can name a module of the working tree)
             "PYTHONPATH": os.pathsep.join(
                 [str(spec.code_dir), *spec.extra_paths, str(PROJECT_ROOT), os.getcwd()]

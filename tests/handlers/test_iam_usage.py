@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.handlers import iam
+from rtp_cli.local import iam
 from tests.handlers.harness import ESM, ApiCall, Pipeline, fail_calls
 
 

@@ -4,8 +4,9 @@ Every call a handler made becomes the IAM action(s) it needs on the resource it 
 the call's parameters), plus the KMS actions the service then performs with the caller's credentials
 (SSE-KMS on S3 objects and SQS messages). Policy statements are taken from the template (the function's
 `Role` -> the `AWS::IAM::Policy` resources attached to it) and their resources resolved against the
-resources `harness.deploy` created for each logical id: a statement on `Fn::GetAtt [Table, Arn]` matches
-calls on exactly that table, `Fn::Join [Bucket.Arn, "/raw/*"]` exactly that bucket's `raw/` objects.
+resources the local runtime created for each logical id (`inprocess.provision_template`): a statement on
+`Fn::GetAtt [Table, Arn]` matches calls on exactly that table, `Fn::Join [Bucket.Arn, "/raw/*"]` exactly
+that bucket's `raw/` objects. The handler tests check every call of every test this way.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
 
-from tests.handlers.harness import ACCOUNT, ESM, REGION, ApiCall, FunctionInfo, Resolver
+from rtp_cli.local.functions import FunctionSpec
+from rtp_cli.local.inprocess import ACCOUNT, ESM, REGION, ApiCall, Resolver
 
 # API operations whose IAM action is not `<prefix>:<operation>`. TransactWriteItems/TransactGetItems have
 # no action of their own: IAM authorizes each item (Put -> PutItem, ...), handled in `needs_of`.
@@ -63,7 +65,7 @@ class Statement:
     def matches(self, action: str, resource: str) -> bool:
         if self.has_condition:
             raise AssertionError(
-                f"statement {self.actions} has a Condition: teach tests/handlers/iam.py to evaluate it"
+                f"statement {self.actions} has a Condition: teach rtp_cli/local/iam.py to evaluate it"
             )
         return any(fnmatch.fnmatchcase(action.lower(), pattern.lower()) for pattern in self.actions) and any(
             fnmatch.fnmatchcase(resource, pattern) for pattern in self.resources
@@ -90,7 +92,7 @@ def describe(value: Any) -> str:
     return str(value)
 
 
-def role_statements(resolve: Resolver, function: FunctionInfo) -> list[Statement]:
+def role_statements(resolve: Resolver, function: FunctionSpec) -> list[Statement]:
     """Every statement of every policy attached to the function's role in the template."""
     documents: list[dict[str, Any]] = []
     role = resolve.resources[function.role_logical_id]
@@ -136,7 +138,7 @@ def _table_arn(name: str) -> str:
 
 def _bucket_key(resolve: Resolver, bucket: str) -> str | None:
     """The KMS key ARN a bucket encrypts new objects with (its template's default encryption)."""
-    logical_id = resolve.logical_id_of("Ref", bucket)
+    logical_id = resolve.logical_id_of(bucket)
     encryption = resolve.resources[logical_id].get("Properties", {}).get("BucketEncryption", {})
     for rule in encryption.get("ServerSideEncryptionConfiguration", []):
         default = rule.get("ServerSideEncryptionByDefault", {})
@@ -146,7 +148,7 @@ def _bucket_key(resolve: Resolver, bucket: str) -> str | None:
 
 
 def _queue_key(resolve: Resolver, url: str) -> str | None:
-    logical_id = resolve.logical_id_of("Ref", url)
+    logical_id = resolve.logical_id_of(url)
     key = resolve.resources[logical_id].get("Properties", {}).get("KmsMasterKeyId")
     return str(resolve(key)) if key is not None else None
 
@@ -193,7 +195,7 @@ def needs_of(call: ApiCall, resolve: Resolver) -> list[Need]:
 
 
 def violations(
-    calls: Iterable[ApiCall], resolve: Resolver, functions: dict[str, FunctionInfo]
+    calls: Iterable[ApiCall], resolve: Resolver, functions: dict[str, FunctionSpec]
 ) -> list[tuple[Need, ApiCall]]:
     """Every (permission, call) that the calling function's role does not allow."""
     policies = {name: role_statements(resolve, info) for name, info in functions.items()}
@@ -205,6 +207,14 @@ def violations(
     return missing
 
 
+def report(missing: list[tuple[Need, ApiCall]]) -> str:
+    """One line per refused permission: who, what, on what, why it was needed, which call."""
+    return "\n".join(
+        f"{need.actor}: {need.action} on {need.resource} ({need.via}; {call.service}.{call.operation})"
+        for need, call in missing
+    )
+
+
 @dataclass(frozen=True)
 class Grant:
     function: str
@@ -214,7 +224,7 @@ class Grant:
     uses: int
 
 
-def usage(needs: list[Need], resolve: Resolver, functions: dict[str, FunctionInfo]) -> list[Grant]:
+def usage(needs: list[Need], resolve: Resolver, functions: dict[str, FunctionSpec]) -> list[Grant]:
     """Each granted (action, resource) of each function with what used it in the recorded calls."""
     rows = []
     for name, info in sorted(functions.items()):
