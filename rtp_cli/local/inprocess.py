@@ -139,14 +139,16 @@ class Resolver(Template):
         raise KeyError(f"no provisioned resource with Ref {ref}")
 
 
-def provision_template(document: dict[str, Any], session: boto3.Session) -> Resolver:
+def provision_template(
+    document: dict[str, Any], session: boto3.Session, stack_name: str = STACK_NAME
+) -> Resolver:
     """Create the template's data resources in moto (its mock must be active) with the local runtime's
     provisioner. moto's DynamoDB transactions get the local environment's fix (rtp_cli.local.emulation):
     a transaction costs what it writes, as in `rtp deploy --env local`, not what the table holds."""
     from rtp_cli.local.emulation import patch_moto_dynamodb
 
     patch_moto_dynamodb()
-    template = Resolver(document)
+    template = Resolver(document, stack_name)
     clients: dict[str, Any] = {}
 
     def client(service: str) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.handlers.faults import run_flaky_load
+from bench._flaky_load import run_flaky_load
 from tests.handlers.harness import Pipeline
 
 
