@@ -16,7 +16,6 @@ import importlib
 import io
 import json
 import math
-import os
 import sys
 import time
 from collections import Counter
@@ -34,6 +33,8 @@ from rtp_cli.local.inprocess import (
     HANDLERS,
     LAMBDA_ENVIRONMENT,
     REGION,
+    Acting,
+    environment_variables,
     function_environment,
     lambda_context,
     pipeline_functions,
@@ -66,7 +67,7 @@ class _Pending:
     before: list[dict[str, Any] | None] = field(default_factory=list)
 
 
-class Recorder:
+class Recorder(Acting):
     """Every API call made through `session` while an actor is set, and the DynamoDB units it consumed."""
 
     def __init__(self, inspector: boto3.Session) -> None:
@@ -82,14 +83,6 @@ class Recorder:
         # Fired once per API call (not per retry), with the caller's parameters and the parsed answer.
         session.events.register("provide-client-params.*.*", self._before)
         session.events.register("after-call.*.*", self._after)
-
-    @contextlib.contextmanager
-    def acting(self, actor: str) -> Iterator[None]:
-        previous, self.actor = self.actor, actor
-        try:
-            yield
-        finally:
-            self.actor = previous
 
     # --- hooks -----------------------------------------------------------------------------------
     def _before(self, params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
@@ -330,8 +323,6 @@ class Pipeline:
     # --- running a function ------------------------------------------------------------------------
     @contextlib.contextmanager
     def _environment(self, function: str) -> Iterator[FunctionSpec]:
-        saved = {key: os.environ.get(key) for key in LAMBDA_ENVIRONMENT}
-        os.environ.update(LAMBDA_ENVIRONMENT)
         previous_session, boto3.DEFAULT_SESSION = boto3.DEFAULT_SESSION, self.session
         if self._current != function:
             # Settings and clients are cached per execution environment: a warm environment keeps them,
@@ -340,17 +331,13 @@ class Pipeline:
             self._current = function
         try:
             with (
+                environment_variables(LAMBDA_ENVIRONMENT),
                 function_environment(self.functions[function]) as spec,
                 contextlib.redirect_stdout(self.sink),
             ):
                 yield spec
         finally:
             boto3.DEFAULT_SESSION = previous_session
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
     def _handler(self, function: str) -> Callable[[Any, Any], Any]:
         spec = self.functions[function]

@@ -74,12 +74,25 @@ class ApiCall:
     params: dict[str, Any] = field(compare=False, hash=False)
 
 
-class CallRecorder:
+class Acting:
+    """Who is calling AWS now: a function, its event source mapping, or nobody (setup, inspection)."""
+
+    actor: str | None = None
+
+    @contextmanager
+    def acting(self, actor: str) -> Iterator[None]:
+        previous, self.actor = self.actor, actor
+        try:
+            yield
+        finally:
+            self.actor = previous
+
+
+class CallRecorder(Acting):
     """Records every API call made through a boto3 session while an actor is set."""
 
     def __init__(self) -> None:
         self.calls: list[ApiCall] = []
-        self.actor: str | None = None
 
     def attach(self, session: boto3.Session) -> None:
         # provide-client-params fires once per API call (not per retry) with the caller's parameters.
@@ -89,14 +102,6 @@ class CallRecorder:
         if self.actor is not None:
             service = model.service_model.service_name
             self.calls.append(ApiCall(self.actor, service, model.name, dict(params)))
-
-    @contextmanager
-    def acting(self, actor: str) -> Iterator[None]:
-        previous, self.actor = self.actor, actor
-        try:
-            yield
-        finally:
-            self.actor = previous
 
     def since(self, start: int) -> list[ApiCall]:
         return self.calls[start:]
@@ -170,19 +175,27 @@ def pipeline_functions(template: Template) -> dict[str, FunctionSpec]:
 
 
 @contextmanager
-def function_environment(spec: FunctionSpec) -> Iterator[FunctionSpec]:
-    """The function's environment variables (the template's and the Lambda runtime's), for the block."""
-    variables = {**spec.environment, **lambda_variables(spec, f"in-process/{spec.name}")}
-    saved = {key: os.environ.get(key) for key in variables}
+def environment_variables(variables: dict[str, str], removed: tuple[str, ...] = ()) -> Iterator[None]:
+    """`variables` set and `removed` unset in os.environ for the block, everything restored after."""
+    saved = {name: os.environ.get(name) for name in (*variables, *removed)}
+    for name in removed:
+        os.environ.pop(name, None)
     os.environ.update(variables)
     try:
-        yield spec
+        yield
     finally:
-        for key, value in saved.items():
+        for name, value in saved.items():
             if value is None:
-                os.environ.pop(key, None)
+                os.environ.pop(name, None)
             else:
-                os.environ[key] = value
+                os.environ[name] = value
+
+
+@contextmanager
+def function_environment(spec: FunctionSpec) -> Iterator[FunctionSpec]:
+    """The function's environment variables (the template's and the Lambda runtime's), for the block."""
+    with environment_variables({**spec.environment, **lambda_variables(spec, f"in-process/{spec.name}")}):
+        yield spec
 
 
 def lambda_context(spec: FunctionSpec) -> LocalLambdaContext:
@@ -422,21 +435,10 @@ def standalone_pipeline(document: dict[str, Any]) -> Iterator[Pipeline]:
 
     if str(HANDLERS) not in sys.path:
         sys.path.insert(0, str(HANDLERS))
-    saved = {name: os.environ.get(name) for name in (*LAMBDA_ENVIRONMENT, *ELSEWHERE)}
-    for name in ELSEWHERE:
-        os.environ.pop(name, None)
-    os.environ.update(LAMBDA_ENVIRONMENT)
-    try:
-        with mock_aws(), moto_session() as session:
-            recorder = CallRecorder()
-            recorder.attach(session)
-            yield Pipeline(provision_template(document, session), session, recorder)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with environment_variables(LAMBDA_ENVIRONMENT, ELSEWHERE), mock_aws(), moto_session() as session:
+        recorder = CallRecorder()
+        recorder.attach(session)
+        yield Pipeline(provision_template(document, session), session, recorder)
 
 
 @contextmanager
@@ -451,26 +453,3 @@ def moto_session(session: boto3.Session | None = None) -> Iterator[boto3.Session
     finally:
         reset_clients()
         boto3.DEFAULT_SESSION = previous
-
-
-__all__ = [
-    "ACCOUNT",
-    "ELSEWHERE",
-    "ESM",
-    "LAMBDA_ENVIRONMENT",
-    "REGION",
-    "ApiCall",
-    "ApiResponse",
-    "CallRecorder",
-    "Delivery",
-    "Pipeline",
-    "Resolver",
-    "function_environment",
-    "lambda_context",
-    "moto_session",
-    "pipeline_functions",
-    "provision_template",
-    "proxy_event",
-    "reset_clients",
-    "standalone_pipeline",
-]

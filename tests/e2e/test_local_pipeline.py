@@ -16,7 +16,8 @@ import pytest
 import requests
 from botocore.credentials import Credentials
 
-from tests.e2e.conftest import LocalInstance, rtp
+from rtp_cli.local.testing import LocalInstance
+from rtp_cli.local.testing import run_rtp as rtp
 
 pytestmark = pytest.mark.e2e
 
