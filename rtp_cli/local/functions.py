@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -98,6 +99,11 @@ class Invocation:
     function: str = ""  # logical id
     logs: list[str] = field(default_factory=list)  # only when invoked with capture=True
     init_ms: float = 0.0
+    refused_by_role: list[str] = field(default_factory=list)  # calls AWS would deny (rtp_cli.local.iam)
+
+
+# (function, the calls its handler made as the worker summarizes them) -> what its role would refuse
+RoleCheckFn = Callable[[FunctionSpec, list[dict[str, Any]]], list[str]]
 
 
 def function_specs(template: Template, code_dir: Path | None = None) -> dict[str, FunctionSpec]:
@@ -395,8 +401,15 @@ class FunctionRuntime:
     idle old environments are retired, and busy ones finish their invocation before they are retired.
     Nothing queued or in flight is lost, and a failed `prepare` leaves the old environments serving."""
 
-    def __init__(self, specs: dict[str, FunctionSpec], base_env: dict[str, str], shipper: LogShipper) -> None:
+    def __init__(
+        self,
+        specs: dict[str, FunctionSpec],
+        base_env: dict[str, str],
+        shipper: LogShipper,
+        role_check: RoleCheckFn | None = None,
+    ) -> None:
         self.specs = specs
+        self._role_check = role_check
         self._base_env = base_env
         self._shipper = shipper
         self._pools = {lid: _Pool(spec) for lid, spec in specs.items()}
@@ -531,6 +544,9 @@ class FunctionRuntime:
         started = time.monotonic()
         frame, timed_out = env.invoke(event, request_id)
         duration = (time.monotonic() - started) * 1000
+        refused = self._refused(spec, frame)
+        for line in refused:
+            env.log(f"{_now()} {request_id} IAM: in AWS this function's role would refuse {line}")
         if capture and not timed_out:
             env.wait_output(2.0)  # every line the handler printed, before END
         env.log(f"END RequestId: {request_id}")
@@ -570,9 +586,15 @@ class FunctionRuntime:
         invocation.cold_start = cold
         invocation.function = spec.logical_id
         invocation.init_ms = env.init_ms if cold else 0.0
+        invocation.refused_by_role = refused
         if capture:
             invocation.logs = env.captured()
         return invocation
+
+    def _refused(self, spec: FunctionSpec, frame: Any) -> list[str]:
+        if self._role_check is None or not isinstance(frame, dict) or not frame.get("calls"):
+            return []
+        return self._role_check(spec, frame["calls"])
 
     # ---- replacing code or configuration (--watch) ---------------------------------------------------
     def prepare(self, logical_id: str, spec: FunctionSpec) -> Replacement:

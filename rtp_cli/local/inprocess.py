@@ -28,7 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +37,13 @@ import boto3
 from rtp_cli.local.api import ApiModel, proxy_event
 from rtp_cli.local.esm import delete_succeeded, mapping_specs, receive, settle, source_attributes, sqs_event
 from rtp_cli.local.functions import FunctionSpec, function_specs, lambda_variables
+from rtp_cli.local.iam import ESM, ApiCall
 from rtp_cli.local.resources import provision
 from rtp_cli.local.template import ACCOUNT_ID, Template, TemplateError
 from rtp_cli.local.worker import LocalLambdaContext
 
 REGION = "us-east-1"
 ACCOUNT = ACCOUNT_ID  # moto's default account
-ESM = "event source mapping"
 STACK_NAME = "rtp-test"
 HANDLERS = Path(__file__).resolve().parents[2] / "handlers"  # the Lambda asset's source
 
@@ -66,14 +66,6 @@ ELSEWHERE = ("AWS_PROFILE", "AWS_ENDPOINT_URL", *(f"AWS_ENDPOINT_URL_{s}" for s 
 
 
 # --- call recording -------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ApiCall:
-    actor: str  # function name ("ingest", ...) or "<function> [event source mapping]"
-    service: str  # botocore service name, e.g. "dynamodb"
-    operation: str  # API operation, e.g. "TransactWriteItems"
-    params: dict[str, Any] = field(compare=False, hash=False)
-
-
 class Acting:
     """Who is calling AWS now: a function, its event source mapping, or nobody (setup, inspection)."""
 

@@ -83,6 +83,34 @@ def test_the_checker_refuses_what_the_roles_do_not_grant(pipeline: Pipeline, rec
         assert primary in refused, f"{call.actor} would be allowed {primary.action} on {primary.resource}"
 
 
+def test_the_served_runtime_checks_what_its_workers_report(
+    pipeline: Pipeline, recorded: list[ApiCall]
+) -> None:
+    """`rtp deploy --env local` checks each invocation's calls (as its worker summarizes them, without
+    payloads) against the function's role: the summary keeps what the check needs, so every call the
+    handlers make passes, and one the role lacks is reported."""
+    from rtp_cli.local.iam import RoleCheck
+    from rtp_cli.local.worker import call_summary
+
+    check = RoleCheck(pipeline.resolve)
+    handler_calls = [call for call in recorded if ESM not in call.actor]
+    assert {call.actor for call in handler_calls} == {"ingest", "processor", "query"}
+    for call in handler_calls:
+        summary = call_summary(call.service, call.operation, call.params)
+        assert check.refused(pipeline.functions[call.actor], [summary]) == [], call
+    put = next(c for c in recorded if c.actor == "ingest" and c.operation == "PutObject")
+    [refused] = check.refused(pipeline.functions["processor"], [call_summary("s3", "PutObject", put.params)])
+    assert refused.startswith(f"s3:PutObject on arn:aws:s3:::{put.params['Bucket']}/{put.params['Key']}")
+    # The query function only reads single items: the processor's other table calls are not its to make.
+    other = [
+        c for c in recorded if c.actor == "processor" and c.service == "dynamodb" and c.operation != "GetItem"
+    ]
+    assert other
+    for call in other:
+        summary = call_summary("dynamodb", call.operation, call.params)
+        assert check.refused(pipeline.functions["query"], [summary]), call.operation
+
+
 def test_the_event_source_mapping_can_run_with_the_processor_role(pipeline: Pipeline) -> None:
     """Lambda polls the queue with the processor's role: it needs the documented SQS actions on exactly
     the queue the mapping (in the template) reads, and KMS decrypt for the queue's key."""
