@@ -14,7 +14,7 @@ route or an event source mapping rule is taught once:
 - `CallRecorder`: every AWS API call attributed to the function (or its event source mapping) that made
   it, for the per-call IAM check against the function's role (`rtp_cli.local.iam`).
 
-Imports nothing from tests/. moto is imported only by `standalone_pipeline` (the caller of
+Imports nothing from tests/. Only `standalone_pipeline` enters moto's mock itself (a caller of
 `provision_template` holds the mock).
 """
 
