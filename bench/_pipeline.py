@@ -3,8 +3,9 @@ template, every AWS call counted (botocore's `provide-client-params` and `after-
 session the handlers' clients come from), DynamoDB request units computed from the items each call
 touched (read from moto before and after it, through a separate session that is not counted).
 
-Shared by bench/cost.py and its tests; imports nothing from tests/. The template's resources are created
-with the local runtime's own provisioning code (`rtp_cli.local.resources`), so what runs here is what
+Shared by bench/cost.py and its tests; imports nothing from tests/. The template's resources, the
+functions' environments and context, the API's proxy events and the event source mapping's rules are the
+local runtime's own (`rtp_cli.local.inprocess`, as the handler tests use them), so what runs here is what
 `rtp deploy --env local` serves and what the stack deploys.
 """
 
@@ -15,10 +16,8 @@ import importlib
 import io
 import json
 import math
-import os
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -28,27 +27,22 @@ from typing import Any
 import boto3
 
 from bench import ddb_units
-from rtp_cli.local.emulation import patch_moto_dynamodb
-from rtp_cli.local.functions import FunctionSpec, function_specs
-from rtp_cli.local.resources import provision
-from rtp_cli.local.template import Template
-from rtp_cli.paths import PROJECT_ROOT
+from rtp_cli.local.esm import delete_succeeded, mapping_specs, receive, settle, sqs_event
+from rtp_cli.local.functions import FunctionSpec
+from rtp_cli.local.inprocess import (
+    HANDLERS,
+    LAMBDA_ENVIRONMENT,
+    REGION,
+    Acting,
+    environment_variables,
+    function_environment,
+    lambda_context,
+    pipeline_functions,
+    provision_template,
+    proxy_event,
+)
 
-HANDLERS = PROJECT_ROOT / "handlers"
-REGION = "us-east-1"
 SQS_CHUNK_BYTES = 64 * 1024  # every 64 KB chunk of a payload is one billed SQS request (rtp_cli/pricing.py)
-
-_LAMBDA_ENVIRONMENT = {
-    # Fake credentials: moto answers everything, nothing can reach AWS.
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
-    "AWS_CONFIG_FILE": os.devnull,
-    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-    "POWERTOOLS_TRACE_DISABLED": "1",  # X-Ray needs its daemon; cost is estimated from the template
-}
 
 
 @dataclass
@@ -73,7 +67,7 @@ class _Pending:
     before: list[dict[str, Any] | None] = field(default_factory=list)
 
 
-class Recorder:
+class Recorder(Acting):
     """Every API call made through `session` while an actor is set, and the DynamoDB units it consumed."""
 
     def __init__(self, inspector: boto3.Session) -> None:
@@ -89,14 +83,6 @@ class Recorder:
         # Fired once per API call (not per retry), with the caller's parameters and the parsed answer.
         session.events.register("provide-client-params.*.*", self._before)
         session.events.register("after-call.*.*", self._after)
-
-    @contextlib.contextmanager
-    def acting(self, actor: str) -> Iterator[None]:
-        previous, self.actor = self.actor, actor
-        try:
-            yield
-        finally:
-            self.actor = previous
 
     # --- hooks -----------------------------------------------------------------------------------
     def _before(self, params: dict[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
@@ -305,19 +291,6 @@ class LogSink(io.TextIOBase):
 
 
 @dataclass
-class FakeContext:
-    function_name: str
-    memory_limit_in_mb: int
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    invoked_function_arn: str = ""
-    log_group_name: str = ""
-    log_stream_name: str = ""
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 30_000
-
-
-@dataclass
 class Invocation:
     actor: str
     seconds: float  # handler wall time in this process, less the recorder's own inspection time
@@ -331,51 +304,25 @@ class Pipeline:
     def __init__(self, template_path: Path, stack_name: str) -> None:
         if str(HANDLERS) not in sys.path:
             sys.path.insert(0, str(HANDLERS))  # the Lambda asset root: its modules are top-level
-        # moto's TransactWriteItems deep-copies the whole table per item for rollback; the local runtime's
-        # fix snapshots only the touched items (same results, cost proportional to the transaction).
-        patch_moto_dynamodb()
         self.session = boto3.Session(region_name=REGION)
         self.recorder = Recorder(boto3.Session(region_name=REGION))
         self.recorder.attach(self.session)
         self.sink = LogSink(self.recorder)
-        self.template = Template.load(template_path, stack_name, REGION)
-        clients: dict[str, Any] = {}
-
-        def client(service: str) -> Any:
-            if service not in clients:
-                clients[service] = boto3.Session(region_name=REGION).client(service)  # type: ignore[call-overload]
-            return clients[service]
-
-        provision(self.template, client)
-        self.functions: dict[str, FunctionSpec] = {
-            spec.environment.get("POWERTOOLS_SERVICE_NAME", lid): spec
-            for lid, spec in function_specs(self.template).items()
-        }
+        # Created through an uncounted session: provisioning is not the pipeline's traffic.
+        document = json.loads(template_path.read_text(encoding="utf-8"))
+        self.template = provision_template(document, boto3.Session(region_name=REGION), stack_name)
+        self.functions: dict[str, FunctionSpec] = pipeline_functions(self.template)
         self._sqs: Any = self.session.client("sqs")  # counted
         self._current: str | None = None  # the function whose caches are live
-        mapping = next(iter(self.template.of_type("AWS::Lambda::EventSourceMapping")))
-        self.esm = self.template.resolve(self.template.props(mapping))
-        queue_arn = self.esm["EventSourceArn"]
-        self.queue_url = next(
-            self.template.attrs[(lid, "QueueUrl")]
-            for lid in self.template.of_type("AWS::SQS::Queue")
-            if self.template.attrs.get((lid, "Arn")) == queue_arn
-        )
-        self.queue_arn = queue_arn
+        [self.mapping] = mapping_specs(self.template)
+        self.esm = self.template.resolve(self.template.props(self.mapping.logical_id))
+        self.queue_url = self.mapping.queue_url
+        self.queue_arn = self.mapping.queue_arn
         self._modules: dict[str, Any] = {}
 
     # --- running a function ------------------------------------------------------------------------
     @contextlib.contextmanager
     def _environment(self, function: str) -> Iterator[FunctionSpec]:
-        spec = self.functions[function]
-        variables = {
-            **_LAMBDA_ENVIRONMENT,
-            **spec.environment,
-            "AWS_LAMBDA_FUNCTION_NAME": spec.name,
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory),
-        }
-        saved = {key: os.environ.get(key) for key in variables}
-        os.environ.update(variables)
         previous_session, boto3.DEFAULT_SESSION = boto3.DEFAULT_SESSION, self.session
         if self._current != function:
             # Settings and clients are cached per execution environment: a warm environment keeps them,
@@ -383,15 +330,14 @@ class Pipeline:
             _clear_caches()
             self._current = function
         try:
-            with contextlib.redirect_stdout(self.sink):
+            with (
+                environment_variables(LAMBDA_ENVIRONMENT),
+                function_environment(self.functions[function]) as spec,
+                contextlib.redirect_stdout(self.sink),
+            ):
                 yield spec
         finally:
             boto3.DEFAULT_SESSION = previous_session
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
 
     def _handler(self, function: str) -> Callable[[Any, Any], Any]:
         spec = self.functions[function]
@@ -411,7 +357,7 @@ class Pipeline:
         cold = self._current != function
         handler = self._handler(function)
         with self._environment(function) as spec, self.recorder.acting(function):
-            context = FakeContext(spec.name, spec.memory, invoked_function_arn=spec.arn)
+            context = lambda_context(spec)
             overhead = self.recorder.overhead
             started = time.perf_counter()
             result = handler(event, context)
@@ -420,106 +366,34 @@ class Pipeline:
 
     # --- the API and the event source mapping -------------------------------------------------------
     def post(self, body: str, headers: dict[str, str]) -> tuple[int, Any, Invocation]:
-        request_id = str(uuid.uuid4())
-        event = {
-            "resource": "/records",
-            "path": "/records",
-            "httpMethod": "POST",
-            "headers": headers,
-            "multiValueHeaders": {k: [v] for k, v in headers.items()},
-            "queryStringParameters": None,
-            "multiValueQueryStringParameters": None,
-            "pathParameters": None,
-            "stageVariables": None,
-            "requestContext": {
-                "accountId": "123456789012",
-                "apiId": "bench",
-                "resourcePath": "/records",
-                "httpMethod": "POST",
-                "path": "/v1/records",
-                "stage": "v1",
-                "requestId": request_id,
-                "requestTimeEpoch": int(time.time() * 1000),
-                "identity": {"sourceIp": "192.0.2.1", "userArn": "arn:aws:iam::123456789012:user/bench"},
-            },
-            "body": body,
-            "isBase64Encoded": False,
-        }
+        event = proxy_event(
+            "POST", "/records", resource="/records", api_id="bench", headers=headers, body=body
+        )
         invocation = self.invoke("ingest", event)
         result = invocation.result
         return int(result["statusCode"]), json.loads(result.get("body") or "null"), invocation
 
     def get(self, resource: str, path: str, parameters: dict[str, str]) -> tuple[int, Any]:
-        event = {
-            "resource": resource,
-            "path": path,
-            "httpMethod": "GET",
-            "headers": {},
-            "multiValueHeaders": {},
-            "queryStringParameters": None,
-            "multiValueQueryStringParameters": None,
-            "pathParameters": parameters,
-            "stageVariables": None,
-            "requestContext": {
-                "accountId": "123456789012",
-                "apiId": "bench",
-                "resourcePath": resource,
-                "httpMethod": "GET",
-                "path": f"/v1{path}",
-                "stage": "v1",
-                "requestId": str(uuid.uuid4()),
-                "requestTimeEpoch": int(time.time() * 1000),
-                "identity": {"sourceIp": "192.0.2.1", "userArn": "arn:aws:iam::123456789012:user/bench"},
-            },
-            "body": None,
-            "isBase64Encoded": False,
-        }
+        event = proxy_event("GET", path, resource=resource, api_id="bench", path_parameters=parameters)
         result = self.invoke("query", event).result
         return int(result["statusCode"]), json.loads(result.get("body") or "null")
 
     def deliver(self) -> Invocation | None:
         """One poll of the event source mapping (as Lambda's pollers do: receive a batch, invoke, delete
         what succeeded in one batch call). None when the queue is empty (that poll is not counted)."""
-        batch_size = min(int(self.esm.get("BatchSize", 10)), 10)
         with self.recorder.acting("esm"):
-            messages = (
-                self.sqs_client()
-                .receive_message(
-                    QueueUrl=self.queue_url, MaxNumberOfMessages=batch_size, AttributeNames=["All"]
-                )
-                .get("Messages", [])
-            )
+            messages = receive(self.sqs_client(), self.mapping, self.mapping.batch_size)
         if not messages:
             self.recorder.calls.pop()  # an idle poll: estimated separately (rtp_cli/cost.py)
             return None
-        event = {
-            "Records": [
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": m.get("Attributes", {}),
-                    "messageAttributes": {},
-                    "md5OfBody": m["MD5OfBody"],
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": self.queue_arn,
-                    "awsRegion": REGION,
-                }
-                for m in messages
-            ]
-        }
-        invocation = self.invoke("processor", event)
-        failed = {f["itemIdentifier"] for f in (invocation.result or {}).get("batchItemFailures", [])}
-        done = [m for m in messages if m["MessageId"] not in failed]
+        invocation = self.invoke("processor", sqs_event(messages, self.mapping, REGION))
+        failed = settle(self.mapping, messages, True, invocation.result)
         if failed:
             raise RuntimeError(
                 f"the processor reported {len(failed)} failed message(s): the bench needs a clean run"
             )
         with self.recorder.acting("esm"):
-            self.sqs_client().delete_message_batch(
-                QueueUrl=self.queue_url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
-            )
+            delete_succeeded(self.sqs_client(), self.mapping, messages, failed)
         return invocation
 
     def sqs_client(self) -> Any:

@@ -1,7 +1,7 @@
 """Records/s of `rtp send --file` against the local stack (median of runs).
 
-Starts a local environment from the synthesized `local` template (python -m rtp_cli.local.serve, as
-`rtp deploy --env local --detach` does), generates a JSON Lines file and loads it with the real CLI
+Starts a local environment from the synthesized `local` template (`rtp deploy --env local --detach`,
+rtp_cli/local/testing.py), generates a JSON Lines file and loads it with the real CLI
 (`--restart` each run, so every run sends everything), then prints the median rate.
 
     .venv/bin/python -m bench.send_throughput [--records 10000] [--runs 3] [--concurrency 4]
@@ -19,8 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from rtp_cli.local.testing import ROOT, rtp_argv, start_local, stop_local, tweak_template, tweaked_assembly
 from stack.synth import synthesize
-from tests.day2.conftest import ROOT, rtp_argv, start_stack, stop_stack, tweak
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -35,9 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="rtp-bench-") as tmp:
         root = Path(tmp)
         synth = synthesize("local", root / "cdk.out")
-        stack = start_stack(
-            root / "stack", synth.template_path, tweak(synth.template, esm_enabled=args.processor), None
-        )
+        tweaked = tweak_template(synth.template, esm_enabled=args.processor)
+        stack = start_local(root / "stack", tweaked_assembly(synth.template_path, tweaked, root / "assembly"))
         try:
             data = root / "records.jsonl"
             data.write_text(
@@ -82,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"(concurrency {args.concurrency}, processor {'running' if args.processor else 'stopped'})"
             )
         finally:
-            stop_stack(stack)
+            stop_local(stack)
     return 0
 
 

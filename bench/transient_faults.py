@@ -2,8 +2,8 @@
 
 The load of issue 8: requests of 50 records, a transform that fails 2 % of its calls at random (a
 transient fault in the transform contract's sense), the `local` template's maxReceiveCount (3). The
-handlers run in-process against moto (tests/handlers/harness.py), the harness playing the event source
-mapping with failed messages visible again at once; one fresh account per run.
+handlers run in-process against moto (rtp_cli/local/inprocess.py), which plays the event source mapping
+with failed messages visible again at once; one fresh account per run.
 
     .venv/bin/python -m bench transient_faults [--runs 5] [--requests 10] [--records 50] [--rate 0.02]
 
@@ -20,9 +20,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from bench._flaky_load import run_flaky_load
+from rtp_cli.local.inprocess import standalone_pipeline
 from stack.synth import synthesize
-from tests.handlers.faults import run_flaky_load
-from tests.handlers.harness import standalone_pipeline
 
 
 def main(argv: list[str] | None = None) -> int:

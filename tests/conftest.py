@@ -17,6 +17,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from stack.config import available_environments
+from tests.local_environments import (  # noqa: F401 - the end-to-end fixtures, one family for tests/
+    incident_stack,
+    local_env,
+    main_stack,
+    rtp,
+    stopped_stack,
+    tuned_env,
+)
 from tests.tiers import (  # the test tiers' hooks (pytest finds hooks by name in a conftest)
     pytest_addoption,
     pytest_collection_modifyitems,

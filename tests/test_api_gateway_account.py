@@ -25,11 +25,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from moto import mock_aws
 
+from rtp_cli.local.inprocess import ACCOUNT, REGION, Resolver
 from rtp_cli.local.resources import provision
 from rtp_cli.local.template import Template, TemplateError
 from stack.api_gateway_account import RESOURCE_TYPE, ROLE_NAME
 from stack.custom_resources.api_gateway_account import handler
-from tests.handlers.harness import ACCOUNT, REGION, Resolver
 from tests.template_tools import only, props, role_statements, target
 
 MANAGED_POLICY_ARN = "arn:aws:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs"

@@ -497,61 +497,24 @@ class LocalApi:
         query: list[tuple[str, str]],
         state: RequestState,
     ) -> dict[str, Any]:
-        headers: dict[str, str] = {}
-        multi_headers: dict[str, list[str]] = {}
-        for name, value in request.headers.items():
-            if name.lower() in _DROPPED_REQUEST_HEADERS:
-                continue
-            headers[name] = value
-            multi_headers.setdefault(name, []).append(value)
-        multi_query: dict[str, list[str]] = {}
-        for name, value in query:
-            multi_query.setdefault(name, []).append(value)
-        path = "/" + urlsplit(request.target).path.lstrip("/").partition("/")[2]
-        identity_arn = f"arn:aws:iam::{ACCOUNT_ID}:user/local-developer" if state.caller else None
-        return {
-            "resource": method.resource_path,
-            "path": path,
-            "httpMethod": request.method,
-            "headers": headers or None,
-            "multiValueHeaders": multi_headers or None,
-            "queryStringParameters": {k: v[-1] for k, v in multi_query.items()} or None,
-            "multiValueQueryStringParameters": multi_query or None,
-            "pathParameters": path_params or None,
-            "stageVariables": None,
-            "requestContext": {
-                "resourceId": method.resource_path,
-                "resourcePath": method.resource_path,
-                "httpMethod": request.method,
-                "extendedRequestId": state.extended_id,
-                "requestTime": state.time.strftime("%d/%b/%Y:%H:%M:%S +0000"),
-                "path": urlsplit(request.target).path,
-                "accountId": ACCOUNT_ID,
-                "protocol": f"HTTP/{request.http_version}",
-                "stage": self.model.stage,
-                "domainPrefix": "127",
-                "requestTimeEpoch": int(state.time.timestamp() * 1000),
-                "requestId": state.request_id,
-                "identity": {
-                    "cognitoIdentityPoolId": None,
-                    "accountId": ACCOUNT_ID if state.caller else None,
-                    "cognitoIdentityId": None,
-                    "caller": state.caller or None,
-                    "sourceIp": state.source_ip,
-                    "principalOrgId": None,
-                    "accessKey": state.caller or None,
-                    "cognitoAuthenticationType": None,
-                    "cognitoAuthenticationProvider": None,
-                    "userArn": identity_arn,
-                    "userAgent": request.headers.get("User-Agent"),
-                    "user": state.caller or None,
-                },
-                "domainName": request.headers.get("Host", "127.0.0.1"),
-                "apiId": self.model.api_id,
-            },
-            "body": request.body.decode("utf-8", "replace") if request.body else None,
-            "isBase64Encoded": False,
-        }
+        headers = [(n, v) for n, v in request.headers.items() if n.lower() not in _DROPPED_REQUEST_HEADERS]
+        return proxy_event(
+            request.method,
+            "/" + urlsplit(request.target).path.lstrip("/").partition("/")[2],
+            resource=method.resource_path,
+            stage=self.model.stage,
+            api_id=self.model.api_id,
+            path_parameters=path_params,
+            query=query,
+            headers=headers,
+            body=request.body.decode("utf-8", "replace") if request.body else None,
+            request_id=state.request_id,
+            extended_id=state.extended_id,
+            request_time=state.time,
+            caller=state.caller,
+            source_ip=state.source_ip,
+            protocol=f"HTTP/{request.http_version}",
+        )
 
     def _proxy_response(
         self, invocation: Invocation, state: RequestState
@@ -657,3 +620,83 @@ def _schema_errors(schema: dict[str, Any], body: bytes) -> list[str]:
             location = "/" + "/".join(str(p) for p in problem.absolute_path)
             messages.append(f"{location}: {problem.message}")
     return messages
+
+
+def proxy_event(
+    http_method: str,
+    path: str,
+    *,
+    resource: str | None = None,
+    stage: str = "v1",
+    api_id: str = "local",
+    path_parameters: dict[str, str] | None = None,
+    query: list[tuple[str, str]] | None = None,
+    headers: list[tuple[str, str]] | dict[str, str] | None = None,
+    body: str | bytes | None = None,
+    request_id: str | None = None,
+    extended_id: str = "",
+    request_time: datetime | None = None,
+    caller: str = "",
+    source_ip: str = "127.0.0.1",
+    protocol: str = "HTTP/1.1",
+) -> dict[str, Any]:
+    """The REST API (v1) Lambda proxy event API Gateway sends the integration's function. `path` is the
+    path below the stage, `resource` the template's resource path (`/records/{id}`); a `bytes` body is
+    passed base64-encoded, as API Gateway does for a binary media type."""
+    pairs = list(headers.items()) if isinstance(headers, dict) else list(headers or [])
+    single: dict[str, str] = {}
+    multi_headers: dict[str, list[str]] = {}
+    for name, value in pairs:
+        single[name] = value
+        multi_headers.setdefault(name, []).append(value)
+    multi_query: dict[str, list[str]] = {}
+    for name, value in query or []:
+        multi_query.setdefault(name, []).append(value)
+    resource = resource or path
+    when = request_time or datetime.now(UTC)
+    lowered = {name.lower(): value for name, value in pairs}
+    encoded = isinstance(body, bytes)
+    identity_arn = f"arn:aws:iam::{ACCOUNT_ID}:user/local-developer" if caller else None
+    return {
+        "resource": resource,
+        "path": path,
+        "httpMethod": http_method,
+        "headers": single or None,
+        "multiValueHeaders": multi_headers or None,
+        "queryStringParameters": {k: v[-1] for k, v in multi_query.items()} or None,
+        "multiValueQueryStringParameters": multi_query or None,
+        "pathParameters": path_parameters or None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourceId": resource,
+            "resourcePath": resource,
+            "httpMethod": http_method,
+            "extendedRequestId": extended_id,
+            "requestTime": when.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "path": f"/{stage}{path}",
+            "accountId": ACCOUNT_ID,
+            "protocol": protocol,
+            "stage": stage,
+            "domainPrefix": "127",
+            "requestTimeEpoch": int(when.timestamp() * 1000),
+            "requestId": request_id or str(uuid.uuid4()),
+            "identity": {
+                "cognitoIdentityPoolId": None,
+                "accountId": ACCOUNT_ID if caller else None,
+                "cognitoIdentityId": None,
+                "caller": caller or None,
+                "sourceIp": source_ip,
+                "principalOrgId": None,
+                "accessKey": caller or None,
+                "cognitoAuthenticationType": None,
+                "cognitoAuthenticationProvider": None,
+                "userArn": identity_arn,
+                "userAgent": lowered.get("user-agent"),
+                "user": caller or None,
+            },
+            "domainName": lowered.get("host", "127.0.0.1"),
+            "apiId": api_id,
+        },
+        "body": base64.b64encode(body).decode() if isinstance(body, bytes) else body,
+        "isBase64Encoded": encoded,
+    }

@@ -79,6 +79,7 @@ class EventSourcePoller:
     def start(self) -> None:
         if not self.spec.enabled:
             return
+        source_attributes(self.sqs, self.spec)
         for thread in self._threads:
             thread.start()
 
@@ -89,15 +90,7 @@ class EventSourcePoller:
                 thread.join(timeout=3)
 
     def _receive(self, count: int, wait: int) -> list[dict[str, Any]]:
-        response = self.sqs.receive_message(
-            QueueUrl=self.spec.queue_url,
-            MaxNumberOfMessages=max(1, min(count, SQS_RECEIVE_MAX)),
-            WaitTimeSeconds=wait,
-            MessageSystemAttributeNames=["All"],
-            MessageAttributeNames=["All"],
-        )
-        messages: list[dict[str, Any]] = response.get("Messages", [])
-        return messages
+        return receive(self.sqs, self.spec, count, wait)
 
     def _poll(self) -> None:
         while not self._stop.is_set():
@@ -123,62 +116,102 @@ class EventSourcePoller:
                 time.sleep(0.5)  # the emulation is restarting or gone; try again like Lambda's poller
 
     def _deliver(self, batch: list[dict[str, Any]]) -> None:
-        event = {"Records": [self._record(message) for message in batch]}
-        invocation = self.functions.invoke(self.spec.function, event)
+        invocation = self.functions.invoke(self.spec.function, sqs_event(batch, self.spec, self.region))
         self.invocations += 1
-        if not invocation.ok:
-            return  # the whole batch becomes visible again after the visibility timeout
-        succeeded = batch
-        if self.spec.report_failures:
-            failed = _reported_failures(invocation.result, {m["MessageId"] for m in batch})
-            if failed is None:
-                return  # an invalid partial-batch response fails the whole batch, as in Lambda
-            succeeded = [m for m in batch if m["MessageId"] not in failed]
-        for start in range(0, len(succeeded), SQS_RECEIVE_MAX):
-            chunk = succeeded[start : start + SQS_RECEIVE_MAX]
-            with contextlib.suppress(Exception):
-                self.sqs.delete_message_batch(
-                    QueueUrl=self.spec.queue_url,
-                    Entries=[
-                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)
-                    ],
-                )
+        delete_succeeded(
+            self.sqs, self.spec, batch, settle(self.spec, batch, invocation.ok, invocation.result)
+        )
 
-    def _record(self, message: dict[str, Any]) -> dict[str, Any]:
-        attributes = message.get("Attributes", {})
-        return {
-            "messageId": message["MessageId"],
-            "receiptHandle": message["ReceiptHandle"],
-            "body": message["Body"],
-            "attributes": {
-                key: attributes[key]
-                for key in (
-                    "ApproximateReceiveCount",
-                    "SentTimestamp",
-                    "SenderId",
-                    "ApproximateFirstReceiveTimestamp",
-                    "AWSTraceHeader",
-                    "MessageGroupId",
-                    "MessageDeduplicationId",
-                    "SequenceNumber",
-                )
-                if key in attributes
-            },
-            "messageAttributes": {
-                name: {
-                    "stringValue": value.get("StringValue"),
-                    "binaryValue": value.get("BinaryValue"),
-                    "stringListValues": [],
-                    "binaryListValues": [],
-                    "dataType": value.get("DataType"),
-                }
-                for name, value in message.get("MessageAttributes", {}).items()
-            },
-            "md5OfBody": message.get("MD5OfBody") or hashlib.md5(message["Body"].encode()).hexdigest(),  # noqa: S324
-            "eventSource": "aws:sqs",
-            "eventSourceARN": self.spec.queue_arn,
-            "awsRegion": self.region,
-        }
+
+def source_attributes(sqs: Any, spec: MappingSpec) -> dict[str, str]:
+    """The queue's attributes, read with the function's role as Lambda does for an SQS mapping (hence
+    sqs:GetQueueAttributes among the execution role's required permissions, Lambda developer guide,
+    https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-configure.html)."""
+    attributes: dict[str, str] = sqs.get_queue_attributes(QueueUrl=spec.queue_url, AttributeNames=["All"])[
+        "Attributes"
+    ]
+    return attributes
+
+
+def receive(sqs: Any, spec: MappingSpec, count: int, wait: int = 0) -> list[dict[str, Any]]:
+    """One ReceiveMessage of the mapping's poller: up to `count` (at most 10) messages."""
+    response = sqs.receive_message(
+        QueueUrl=spec.queue_url,
+        MaxNumberOfMessages=max(1, min(count, SQS_RECEIVE_MAX)),
+        WaitTimeSeconds=wait,
+        MessageSystemAttributeNames=["All"],
+        MessageAttributeNames=["All"],
+    )
+    messages: list[dict[str, Any]] = response.get("Messages", [])
+    return messages
+
+
+def settle(spec: MappingSpec, batch: list[dict[str, Any]], ok: bool, result: Any) -> set[str]:
+    """The message ids of `batch` that stay on the queue after the function answered: every one on a
+    function error or an invalid partial-batch response, else those it listed in `batchItemFailures`
+    (with ReportBatchItemFailures; without it, none)."""
+    ids = {message["MessageId"] for message in batch}
+    if not ok:
+        return ids  # the whole batch becomes visible again after the visibility timeout
+    if not spec.report_failures:
+        return set()
+    failed = _reported_failures(result, ids)
+    return ids if failed is None else failed  # an invalid partial-batch response fails the whole batch
+
+
+def delete_succeeded(sqs: Any, spec: MappingSpec, batch: list[dict[str, Any]], failed: set[str]) -> None:
+    """Delete what succeeded, in DeleteMessageBatch calls of at most 10, as Lambda's poller does. A
+    failed delete leaves its messages to reappear after the visibility timeout (a redelivery)."""
+    succeeded = [m for m in batch if m["MessageId"] not in failed]
+    for start in range(0, len(succeeded), SQS_RECEIVE_MAX):
+        chunk = succeeded[start : start + SQS_RECEIVE_MAX]
+        with contextlib.suppress(Exception):
+            sqs.delete_message_batch(
+                QueueUrl=spec.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
+            )
+
+
+def sqs_event(batch: list[dict[str, Any]], spec: MappingSpec, region: str) -> dict[str, Any]:
+    """The SQS event Lambda's poller invokes the function with, for received messages."""
+    return {"Records": [_record(message, spec.queue_arn, region) for message in batch]}
+
+
+def _record(message: dict[str, Any], queue_arn: str, region: str) -> dict[str, Any]:
+    attributes = message.get("Attributes", {})
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": {
+            key: attributes[key]
+            for key in (
+                "ApproximateReceiveCount",
+                "SentTimestamp",
+                "SenderId",
+                "ApproximateFirstReceiveTimestamp",
+                "AWSTraceHeader",
+                "MessageGroupId",
+                "MessageDeduplicationId",
+                "SequenceNumber",
+            )
+            if key in attributes
+        },
+        "messageAttributes": {
+            name: {
+                "stringValue": value.get("StringValue"),
+                "binaryValue": value.get("BinaryValue"),
+                "stringListValues": [],
+                "binaryListValues": [],
+                "dataType": value.get("DataType"),
+            }
+            for name, value in message.get("MessageAttributes", {}).items()
+        },
+        "md5OfBody": message.get("MD5OfBody") or hashlib.md5(message["Body"].encode()).hexdigest(),  # noqa: S324
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": region,
+    }
 
 
 def _reported_failures(result: Any, ids: set[str]) -> set[str] | None:

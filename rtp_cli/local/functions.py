@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,6 +81,9 @@ class FunctionSpec:
     max_concurrency: int
     # --watch: a snapshot of the --transform module's location, searched after the code root
     extra_paths: tuple[str, ...] = ()
+    role_logical_id: str = (
+        ""  # the execution role in the template (rtp_cli.local.iam checks calls against it)
+    )
 
 
 @dataclass
@@ -95,10 +99,16 @@ class Invocation:
     function: str = ""  # logical id
     logs: list[str] = field(default_factory=list)  # only when invoked with capture=True
     init_ms: float = 0.0
+    refused_by_role: list[str] = field(default_factory=list)  # calls AWS would deny (rtp_cli.local.iam)
 
 
-def function_specs(template: Template) -> dict[str, FunctionSpec]:
-    """The Python functions of the template, with code located and environment resolved."""
+# (function, the calls its handler made as the worker summarizes them) -> what its role would refuse
+RoleCheckFn = Callable[[FunctionSpec, list[dict[str, Any]]], list[str]]
+
+
+def function_specs(template: Template, code_dir: Path | None = None) -> dict[str, FunctionSpec]:
+    """The Python functions of the template, with code located and environment resolved. `code_dir`
+    stands in for every function's staged asset (in-process runs import handlers/, the asset's source)."""
     specs: dict[str, FunctionSpec] = {}
     custom_providers = {
         template.referenced_logical_id(res.get("Properties", {}).get("ServiceToken"))
@@ -115,7 +125,7 @@ def function_specs(template: Template) -> dict[str, FunctionSpec]:
                 f"{logical_id} (AWS::Lambda::Function): runtime {runtime} is not implemented locally"
             )
         resolved = template.resolve({k: v for k, v in props.items() if k not in ("Role", "Layers", "Code")})
-        code_dir = _code_dir(template, logical_id, props.get("Code", {}))
+        code = code_dir or _code_dir(template, logical_id, props.get("Code", {}))
         variables = {str(k): str(v) for k, v in resolved.get("Environment", {}).get("Variables", {}).items()}
         name = template.refs[logical_id]
         log_group = resolved.get("LoggingConfig", {}).get("LogGroup") or f"/aws/lambda/{name}"
@@ -126,14 +136,30 @@ def function_specs(template: Template) -> dict[str, FunctionSpec]:
             arn=template.attrs[(logical_id, "Arn")],
             handler=str(resolved["Handler"]),
             runtime=runtime,
-            code_dir=code_dir,
+            code_dir=code,
             timeout=int(resolved.get("Timeout", 3)),
             memory=int(resolved.get("MemorySize", 128)),
             environment=variables,
             log_group=str(log_group),
             max_concurrency=int(reserved) if reserved else LOCAL_CONCURRENCY_CAP,
+            role_logical_id=template.referenced_logical_id(props.get("Role")) or "",
         )
     return specs
+
+
+def lambda_variables(spec: FunctionSpec, log_stream: str) -> dict[str, str]:
+    """The variables the Lambda runtime defines for a function's environment (the context reads them)."""
+    return {
+        "_HANDLER": spec.handler,
+        "LAMBDA_TASK_ROOT": str(spec.code_dir),
+        "AWS_LAMBDA_FUNCTION_NAME": spec.name,
+        "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory),
+        "AWS_LAMBDA_FUNCTION_TIMEOUT": str(spec.timeout),
+        "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group,
+        "AWS_LAMBDA_LOG_STREAM_NAME": log_stream,
+        "RTP_LOCAL_FUNCTION_ARN": spec.arn,
+    }
 
 
 def python_function_count(template: Template) -> int:
@@ -253,15 +279,7 @@ class _Environment:
         env = {
             **base_env,
             **spec.environment,
-            "_HANDLER": spec.handler,
-            "LAMBDA_TASK_ROOT": str(spec.code_dir),
-            "AWS_LAMBDA_FUNCTION_NAME": spec.name,
-            "AWS_LAMBDA_FUNCTION_VERSION": "$LATEST",
-            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory),
-            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(spec.timeout),
-            "AWS_LAMBDA_LOG_GROUP_NAME": spec.log_group,
-            "AWS_LAMBDA_LOG_STREAM_NAME": self.stream,
-            "RTP_LOCAL_FUNCTION_ARN": spec.arn,
+            **lambda_variables(spec, self.stream),
             # the code root, then the project (so --transform can name a module of the working tree)
             "PYTHONPATH": os.pathsep.join(
                 [str(spec.code_dir), *spec.extra_paths, str(PROJECT_ROOT), os.getcwd()]
@@ -383,8 +401,15 @@ class FunctionRuntime:
     idle old environments are retired, and busy ones finish their invocation before they are retired.
     Nothing queued or in flight is lost, and a failed `prepare` leaves the old environments serving."""
 
-    def __init__(self, specs: dict[str, FunctionSpec], base_env: dict[str, str], shipper: LogShipper) -> None:
+    def __init__(
+        self,
+        specs: dict[str, FunctionSpec],
+        base_env: dict[str, str],
+        shipper: LogShipper,
+        role_check: RoleCheckFn | None = None,
+    ) -> None:
         self.specs = specs
+        self._role_check = role_check
         self._base_env = base_env
         self._shipper = shipper
         self._pools = {lid: _Pool(spec) for lid, spec in specs.items()}
@@ -519,6 +544,9 @@ class FunctionRuntime:
         started = time.monotonic()
         frame, timed_out = env.invoke(event, request_id)
         duration = (time.monotonic() - started) * 1000
+        refused = self._refused(spec, frame)
+        for line in refused:
+            env.log(f"{_now()} {request_id} IAM: in AWS this function's role would refuse {line}")
         if capture and not timed_out:
             env.wait_output(2.0)  # every line the handler printed, before END
         env.log(f"END RequestId: {request_id}")
@@ -558,9 +586,15 @@ class FunctionRuntime:
         invocation.cold_start = cold
         invocation.function = spec.logical_id
         invocation.init_ms = env.init_ms if cold else 0.0
+        invocation.refused_by_role = refused
         if capture:
             invocation.logs = env.captured()
         return invocation
+
+    def _refused(self, spec: FunctionSpec, frame: Any) -> list[str]:
+        if self._role_check is None or not isinstance(frame, dict) or not frame.get("calls"):
+            return []
+        return self._role_check(spec, frame["calls"])
 
     # ---- replacing code or configuration (--watch) ---------------------------------------------------
     def prepare(self, logical_id: str, spec: FunctionSpec) -> Replacement:

@@ -27,6 +27,7 @@ from botocore.config import Config as BotoConfig
 from rtp_cli.local.api import LocalApi
 from rtp_cli.local.esm import EventSourcePoller, mapping_specs
 from rtp_cli.local.functions import FunctionRuntime, function_specs, prespawn, python_function_count
+from rtp_cli.local.iam import RoleCheck
 from rtp_cli.local.logs import LogShipper
 from rtp_cli.local.resources import provision
 from rtp_cli.local.template import Note, Template, TemplateError
@@ -133,7 +134,8 @@ class LocalEnvironment:
 
             self._watcher = LocalWatcher(opts.watch, template, opts.watch_report)
             specs = self._watcher.initial_specs(specs)  # serve the watched files as they are now
-        self._functions = FunctionRuntime(specs, base_env, self._shipper)
+        # Every invocation's AWS calls are checked against the function's role in the template.
+        self._functions = FunctionRuntime(specs, base_env, self._shipper, RoleCheck(template).refused)
         if self._watcher is not None:
             self._watcher.attach(self._functions)
         self._api = LocalApi(
@@ -248,6 +250,7 @@ class LocalEnvironment:
             "durationMs": round(invocation.duration_ms, 2),
             "initMs": round(invocation.init_ms, 2),
             "coldStart": invocation.cold_start,
+            "refusedByRole": invocation.refused_by_role,
             "logs": invocation.logs,
         }
 

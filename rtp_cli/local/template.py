@@ -41,7 +41,8 @@ class Support:
 
 _TAGS = {"Tags": ""}
 _IAM_REASON = (
-    "IAM is not enforced locally: the functions run with the local credentials. Least privilege is "
+    "IAM is not enforced locally: the functions run with the local credentials. Each invocation's calls "
+    "are checked against the function's role (a call AWS would refuse is logged), and least privilege is "
     "proven against this template by the handler tests (every AWS call checked against each role)."
 )
 _POLICY_REASON = (

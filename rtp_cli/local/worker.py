@@ -98,6 +98,40 @@ def _preload() -> None:
             continue
 
 
+# What the IAM check (rtp_cli.local.iam.RoleCheck) reads of a call's parameters: the resources it names.
+_RESOURCE_PARAMS = ("TableName", "Bucket", "Key", "QueueUrl")
+
+
+def call_summary(service: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One AWS API call, reduced to what the IAM check needs (no payloads cross the pipe)."""
+    kept: dict[str, Any] = {name: str(params[name]) for name in _RESOURCE_PARAMS if name in params}
+    if "TransactItems" in params:
+        kept["TransactItems"] = [
+            {kind: {"TableName": body.get("TableName")}}
+            for item in params["TransactItems"]
+            for kind, body in item.items()
+        ]
+    if "RequestItems" in params:
+        kept["RequestItems"] = {table: {} for table in params["RequestItems"]}
+    return {"service": service, "operation": operation, "params": kept}
+
+
+def _record_calls() -> list[dict[str, Any]]:
+    """Every API call made through boto3's default session (which `boto3.client()` uses), from now on:
+    fired once per call, not per retry, with the caller's parameters."""
+    import boto3
+
+    calls: list[dict[str, Any]] = []
+
+    def record(params: dict[str, Any], model: Any, **_: Any) -> None:
+        calls.append(call_summary(model.service_model.service_name, model.name, params))
+
+    boto3.setup_default_session()  # after _configure: the function's region and credentials
+    assert boto3.DEFAULT_SESSION is not None
+    boto3.DEFAULT_SESSION.events.register("provide-client-params.*.*", record)
+    return calls
+
+
 def _configure(frame: dict[str, Any]) -> None:
     """Become one function's environment: exactly its environment variables, code root first on sys.path."""
     os.environ.clear()
@@ -178,6 +212,7 @@ def main(argv: list[str]) -> int:
     if configuration is None:
         return 0
     _configure(configuration)
+    calls = _record_calls()
     started = time.monotonic()
     search_roots = [path for path in os.environ.get("PYTHONPATH", "").split(os.pathsep) if path]
     libraries = _library_roots()
@@ -218,6 +253,8 @@ def main(argv: list[str]) -> int:
         if len(sys.modules) != loaded:  # the handler imported something lazily: report it (for --watch)
             loaded = len(sys.modules)
             frame["modules"] = user_modules(search_roots, libraries)
+        frame["calls"] = list(calls)  # the first invocation's include what the init called
+        calls.clear()
         _end_of_output(request["requestId"])
         write_frame(responses, frame)
 

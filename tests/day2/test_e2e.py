@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from rtp_cli.day2.api import ApiClient, encode
-from tests.day2.conftest import ROOT, LocalStack, rtp_argv, scan
+from rtp_cli.local.testing import ROOT, rtp_argv, scan
+from rtp_cli.local.testing import LocalInstance as LocalStack
 
 pytestmark = pytest.mark.e2e
 Rtp = Callable[..., subprocess.CompletedProcess[str]]

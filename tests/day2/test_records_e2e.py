@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rtp_cli.day2.api import ApiClient
-from tests.day2.conftest import LocalStack
+from rtp_cli.local.testing import LocalInstance as LocalStack
 
 pytestmark = pytest.mark.e2e
 Rtp = Callable[..., subprocess.CompletedProcess[str]]

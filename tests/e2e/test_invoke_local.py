@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import LocalInstance, rtp
+from rtp_cli.local.testing import LocalInstance
+from rtp_cli.local.testing import run_rtp as rtp
 
 pytestmark = pytest.mark.e2e
 

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 
-from tests.e2e.conftest import LocalInstance
+from rtp_cli.local.testing import LocalInstance
 
 pytestmark = pytest.mark.e2e
 

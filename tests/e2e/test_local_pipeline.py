@@ -16,7 +16,8 @@ import pytest
 import requests
 from botocore.credentials import Credentials
 
-from tests.e2e.conftest import LocalInstance, rtp
+from rtp_cli.local.testing import LocalInstance
+from rtp_cli.local.testing import run_rtp as rtp
 
 pytestmark = pytest.mark.e2e
 
@@ -279,6 +280,29 @@ def test_transient_fault_is_retried_then_processed(tuned_env: LocalInstance) -> 
     assert attempts(record_id) == 2  # failed once, retried in the same invocation, then processed
     batch = tuned_env.request("GET", f"batches/{response.json()['batchId']}").json()
     assert (batch["accepted"], batch["processed"], batch["duplicates"]) == (1, 1, 0)
+
+
+def test_a_call_the_role_does_not_allow_is_logged_by_the_runtime(tuned_env: LocalInstance) -> None:
+    """Locally every call succeeds (one set of credentials); the runtime checks each invocation's calls
+    against the function's role in the template and logs what AWS would refuse."""
+    record_id = f"iam-{_uid()}"
+    bucket = tuned_env.output("RawBucketName")
+    response = tuned_env.post_records([{"id": record_id, "type": "t", "data": {"write_to_bucket": bucket}}])
+    assert response.status_code == 202
+    assert tuned_env.wait_processed(record_id, timeout=30)["status"] == "PROCESSED"
+    logs = tuned_env.aws("logs")
+    expected = f"s3:PutObject on arn:aws:s3:::{bucket}/elsewhere/{record_id}"
+
+    def refused() -> list[str]:
+        events = logs.filter_log_events(logGroupName=tuned_env.output("ProcessorLogGroup"))["events"]
+        return [
+            e["message"] for e in events if "IAM: in AWS this function's role would refuse" in e["message"]
+        ]
+
+    lines = tuned_env.wait_for(lambda: [m for m in refused() if expected in m], timeout=10, interval=0.3)
+    assert len(lines) == 1, lines
+    # The function's own calls (reading raw/, writing the table) are allowed: only this one is refused.
+    assert all(expected in line or record_id not in line for line in refused())
 
 
 def test_persistent_fault_goes_to_dlq_after_max_receive_count(tuned_env: LocalInstance) -> None:

@@ -25,9 +25,11 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
 from rtp_cli.local.runtime import LocalEnvironment, LocalOptions
+from rtp_cli.local.testing import LocalInstance
+from rtp_cli.local.testing import children as _children
+from rtp_cli.local.testing import pid_gone as _pid_gone
 from rtp_cli.watch import SynthOutcome, WatchConfig, WatchEvent, synthesize_in_subprocess
 from stack.synth import SynthResult
-from tests.e2e.conftest import LocalInstance, _children, _pid_gone
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

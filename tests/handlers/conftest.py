@@ -16,15 +16,15 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from tests.handlers import iam
-from tests.handlers.harness import (
+from rtp_cli.local import iam
+from rtp_cli.local.inprocess import (
+    ELSEWHERE,
     LAMBDA_ENVIRONMENT,
     REGION,
     CallRecorder,
     Pipeline,
-    deploy,
-    functions_in,
-    reset_clients,
+    moto_session,
+    provision_template,
 )
 
 TEMPLATE_ENV = "local"
@@ -37,11 +37,7 @@ def _lambda_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """Per test, so nothing leaks into the rest of the suite."""
     for name, value in _ENVIRONMENT.items():
         monkeypatch.setenv(name, value)
-    for name in (
-        "AWS_PROFILE",
-        "AWS_ENDPOINT_URL",
-        *(f"AWS_ENDPOINT_URL_{s}" for s in ("S3", "SQS", "DYNAMODB")),
-    ):
+    for name in ELSEWHERE:
         monkeypatch.delenv(name, raising=False)
 
 
@@ -73,23 +69,13 @@ def pipeline(
     On teardown, every AWS call the test's handlers made is checked against the calling function's IAM
     policy in the template: a call the role does not allow fails the test.
     """
-    with mock_aws():
-        previous, boto3.DEFAULT_SESSION = boto3.DEFAULT_SESSION, aws_session  # what `boto3.client()` uses
-        reset_clients()  # rtp_pipeline.aws.client is cached per execution environment: one per test
+    with mock_aws(), moto_session(aws_session):  # the session `boto3.client()` uses, fresh clients
         start = len(recorder.calls)
-        built = Pipeline(deploy(local_template, aws_session), aws_session, recorder)
-        try:
-            yield built
-        finally:
-            reset_clients()
-            boto3.DEFAULT_SESSION = previous
-    missing = iam.violations(recorder.since(start), built.resolve, functions_in(built.resolve))
+        built = Pipeline(provision_template(local_template, aws_session), aws_session, recorder)
+        yield built
+    missing = iam.violations(recorder.since(start), built.resolve, built.functions)
     if missing:
-        lines = [
-            f"{need.actor}: {need.action} on {need.resource} ({need.via}; {call.service}.{call.operation})"
-            for need, call in missing
-        ]
-        pytest.fail("calls not allowed by the function's IAM policy in the template:\n" + "\n".join(lines))
+        pytest.fail("calls not allowed by the function's IAM policy in the template:\n" + iam.report(missing))
 
 
 @pytest.fixture

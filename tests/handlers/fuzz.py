@@ -7,16 +7,17 @@ Inputs come three ways:
   empty key, a number DynamoDB cannot hold, a 400 KB+ record, NaN, a duplicate id...);
 - the corpus: a fixed list of every harmful input issue 8 names, and their harmless neighbours.
 
-`run_case` drives one request body through the handlers (moto underneath, the harness's event source
-mapping draining the queue) and returns every property it broke:
+`run_case` drives one request body through the handlers (moto underneath, the local runtime's event
+source mapping rules draining the queue in-process: rtp_cli/local/inprocess.py) and returns every
+property it broke:
 - a request answered 202 has every record PROCESSED or REJECTED, readable with 200 from the query handler;
 - a refused request is a 4xx in the documented error shape, with a documented code;
 - nothing is stored or counted twice (the batch's counters equal what it stored, once per id);
 - nothing is dead-lettered and nothing stays queued.
 
 This module drives only the HTTP-level handlers (no import of the domain package), so the same cases can
-be run against older versions of handlers/ (copy this file, test_fuzz_pipeline.py, harness.py and
-faults.py into a checkout of the older commit and run test_fuzz_pipeline.py there).
+be run against older versions of handlers/ (`git checkout <older commit> -- handlers` in this tree, run
+test_fuzz_pipeline.py, then `git checkout HEAD -- handlers`).
 """
 
 from __future__ import annotations

@@ -2,14 +2,15 @@
 
 Three sources of requests (tests/handlers/fuzz.py): generated from `record.schema.json`, the same records
 with one harmful mutation, and the corpus of every harmful input the issue names. Each request goes
-through ingest -> processor (the harness's event source mapping) -> query, and must hold every property
-of `fuzz.run_case`: a 202 ends with every record PROCESSED or REJECTED and readable with 200; a refusal
-is a 4xx in the documented error shape; nothing is stored or counted twice; nothing is dead-lettered.
+through ingest -> processor (the local runtime's event source mapping, in-process) -> query, and must
+hold every property of `fuzz.run_case`: a 202 ends with every record PROCESSED or REJECTED and readable
+with 200; a refusal is a 4xx in the documented error shape; nothing is stored or counted twice; nothing
+is dead-lettered.
 Mutated and corpus requests must also be refused (or, for the harmless neighbours, accepted) as listed.
 
 Every case runs even when one fails, and a failure lists how many cases broke which property, by kind of
-input: run against an older handlers/ (copied into a checkout of it with fuzz.py, harness.py and
-faults.py), this file measures it.
+input: run against an older handlers/ (`git checkout <older commit> -- handlers` in this tree), this
+file measures it.
 """
 
 from __future__ import annotations

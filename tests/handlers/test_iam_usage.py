@@ -13,8 +13,9 @@ from typing import Any
 
 import pytest
 
-from tests.handlers import iam
-from tests.handlers.harness import ESM, ApiCall, FakeLambdaContext, Pipeline, api_event, fail_calls
+from rtp_cli.local import iam
+from rtp_cli.local.worker import LocalLambdaContext
+from tests.handlers.harness import ESM, ApiCall, Pipeline, api_event, fail_calls
 
 
 def scenario(pipeline: Pipeline) -> list[ApiCall]:
@@ -42,12 +43,12 @@ def scenario(pipeline: Pipeline) -> list[ApiCall]:
     # Records without client ids, enough for one chunk lease: BatchWriteItem under the lease. The first
     # delivery finds no time left and hands the message straight back (ChangeMessageVisibility).
     pipeline.post_records({"records": [{"type": "t", "data": {"n": n}} for n in range(8)]})
-    readings, usual = iter([10_000]), FakeLambdaContext.get_remaining_time_in_millis
-    FakeLambdaContext.get_remaining_time_in_millis = lambda self: next(readings, 1_000)  # type: ignore[method-assign]
+    readings, usual = iter([10_000]), LocalLambdaContext.get_remaining_time_in_millis
+    LocalLambdaContext.get_remaining_time_in_millis = lambda self: next(readings, 1_000)  # type: ignore[method-assign]
     try:
         pipeline.deliver()
     finally:
-        FakeLambdaContext.get_remaining_time_in_millis = usual  # type: ignore[method-assign]
+        LocalLambdaContext.get_remaining_time_in_millis = usual  # type: ignore[method-assign]
     pipeline.drain()
     for batch_id in (first.body["batchId"], second.body["batchId"], "missing"):
         pipeline.get_batch(batch_id)
@@ -97,6 +98,34 @@ def test_the_checker_refuses_what_the_roles_do_not_grant(pipeline: Pipeline, rec
         primary = iam.needs_of(call, pipeline.resolve)[0]
         refused = [need for need, _ in iam.violations([call], pipeline.resolve, functions)]
         assert primary in refused, f"{call.actor} would be allowed {primary.action} on {primary.resource}"
+
+
+def test_the_served_runtime_checks_what_its_workers_report(
+    pipeline: Pipeline, recorded: list[ApiCall]
+) -> None:
+    """`rtp deploy --env local` checks each invocation's calls (as its worker summarizes them, without
+    payloads) against the function's role: the summary keeps what the check needs, so every call the
+    handlers make passes, and one the role lacks is reported."""
+    from rtp_cli.local.iam import RoleCheck
+    from rtp_cli.local.worker import call_summary
+
+    check = RoleCheck(pipeline.resolve)
+    handler_calls = [call for call in recorded if ESM not in call.actor]
+    assert {call.actor for call in handler_calls} == {"ingest", "processor", "query"}
+    for call in handler_calls:
+        summary = call_summary(call.service, call.operation, call.params)
+        assert check.refused(pipeline.functions[call.actor], [summary]) == [], call
+    put = next(c for c in recorded if c.actor == "ingest" and c.operation == "PutObject")
+    [refused] = check.refused(pipeline.functions["processor"], [call_summary("s3", "PutObject", put.params)])
+    assert refused.startswith(f"s3:PutObject on arn:aws:s3:::{put.params['Bucket']}/{put.params['Key']}")
+    # The query function only reads single items: the processor's other table calls are not its to make.
+    other = [
+        c for c in recorded if c.actor == "processor" and c.service == "dynamodb" and c.operation != "GetItem"
+    ]
+    assert other
+    for call in other:
+        summary = call_summary("dynamodb", call.operation, call.params)
+        assert check.refused(pipeline.functions["query"], [summary]), call.operation
 
 
 def test_the_event_source_mapping_can_run_with_the_processor_role(pipeline: Pipeline) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.handlers.faults import run_flaky_load
+from bench._flaky_load import run_flaky_load
 from tests.handlers.harness import Pipeline
 
 
@@ -261,10 +261,11 @@ def test_a_message_that_only_ran_out_of_time_is_handed_back_at_once(
 ) -> None:
     """No fault, just no time left: the processor makes the message visible again itself (visibility 0),
     instead of leaving it for the queue's visibility timeout. A real fault keeps that backoff."""
-    from tests.handlers.harness import FakeLambdaContext
+    from rtp_cli.local.worker import LocalLambdaContext
 
     readings = iter([10_000] + [1_000] * 100)  # 2.5 s reserve from 10 s, then 1 s left: nothing starts
-    monkeypatch.setattr(FakeLambdaContext, "get_remaining_time_in_millis", lambda self: next(readings, 1_000))
+    left = lambda self: next(readings, 1_000)  # noqa: E731
+    monkeypatch.setattr(LocalLambdaContext, "get_remaining_time_in_millis", left)
     accepted = accept(pipeline, [{"type": "t", "data": {"n": n}} for n in range(5)])
     start = len(pipeline.recorder.calls)
     delivery = pipeline.deliver()

@@ -1,5 +1,6 @@
 """A load with a transform that fails a fraction of its calls at random (a transient fault, as the transform
-contract defines it), driven through the handler harness: how many requests end in the dead-letter queue.
+contract defines it), driven through the in-process local runtime (rtp_cli/local/inprocess.py): how many
+requests end in the dead-letter queue.
 
 Used by tests/handlers/test_processor_retries.py (a seeded run must dead-letter nothing) and by
 bench/transient_faults.py (the rate over several seeds). Only HTTP-level handlers and the `transform`
@@ -16,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from tests.handlers.harness import Pipeline
+from rtp_cli.local.inprocess import Pipeline
 
 
 class InjectedFaultError(ConnectionError):

@@ -4,19 +4,25 @@ Every call a handler made becomes the IAM action(s) it needs on the resource it 
 the call's parameters), plus the KMS actions the service then performs with the caller's credentials
 (SSE-KMS on S3 objects and SQS messages). Policy statements are taken from the template (the function's
 `Role` -> the `AWS::IAM::Policy` resources attached to it) and their resources resolved against the
-resources `harness.deploy` created for each logical id: a statement on `Fn::GetAtt [Table, Arn]` matches
-calls on exactly that table, `Fn::Join [Bucket.Arn, "/raw/*"]` exactly that bucket's `raw/` objects.
+resources the local runtime created for each logical id (`inprocess.provision_template`): a statement on
+`Fn::GetAtt [Table, Arn]` matches calls on exactly that table, `Fn::Join [Bucket.Arn, "/raw/*"]` exactly
+that bucket's `raw/` objects. The handler tests check every call of every test this way, and the served
+local runtime checks every invocation's calls (`RoleCheck`, fed by the worker's `call_summary`): a call
+AWS would refuse is written to the function's log.
 """
 
 from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
 
-from tests.handlers.harness import ACCOUNT, ESM, REGION, ApiCall, FunctionInfo, Resolver
+from rtp_cli.local.functions import FunctionSpec
+from rtp_cli.local.template import ACCOUNT_ID, Template, TemplateError
+
+ESM = "event source mapping"
 
 # API operations whose IAM action is not `<prefix>:<operation>`. TransactWriteItems/TransactGetItems have
 # no action of their own: IAM authorizes each item (Put -> PutItem, ...), handled in `needs_of`.
@@ -38,6 +44,14 @@ _TRANSACT_ITEM_ACTION = {
 # What the Lambda service itself calls with the processor's role to run its SQS event source mapping
 # (Lambda developer guide, "Execution role permissions" for Amazon SQS).
 ESM_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    actor: str  # function name ("ingest", ...) or "<function> [event source mapping]"
+    service: str  # botocore service name, e.g. "dynamodb"
+    operation: str  # API operation, e.g. "TransactWriteItems"
+    params: dict[str, Any] = field(compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -63,7 +77,7 @@ class Statement:
     def matches(self, action: str, resource: str) -> bool:
         if self.has_condition:
             raise AssertionError(
-                f"statement {self.actions} has a Condition: teach tests/handlers/iam.py to evaluate it"
+                f"statement {self.actions} has a Condition: teach rtp_cli/local/iam.py to evaluate it"
             )
         return any(fnmatch.fnmatchcase(action.lower(), pattern.lower()) for pattern in self.actions) and any(
             fnmatch.fnmatchcase(resource, pattern) for pattern in self.resources
@@ -90,7 +104,7 @@ def describe(value: Any) -> str:
     return str(value)
 
 
-def role_statements(resolve: Resolver, function: FunctionInfo) -> list[Statement]:
+def role_statements(resolve: Template, function: FunctionSpec) -> list[Statement]:
     """Every statement of every policy attached to the function's role in the template."""
     documents: list[dict[str, Any]] = []
     role = resolve.resources[function.role_logical_id]
@@ -111,7 +125,7 @@ def role_statements(resolve: Resolver, function: FunctionInfo) -> list[Statement
                 Statement(
                     effect=statement["Effect"],
                     actions=tuple(_listify(statement["Action"])),
-                    resources=tuple(str(resolve(resource)) for resource in raw_resources),
+                    resources=tuple(str(resolve.resolve(resource)) for resource in raw_resources),
                     shown=tuple(describe(resource) for resource in raw_resources),
                     has_condition="Condition" in statement,
                 )
@@ -126,51 +140,55 @@ def is_allowed(statements: Iterable[Statement], action: str, resource: str) -> b
     return any(s.effect == "Allow" and s.matches(action, resource) for s in statements)
 
 
-def _queue_arn(url: str) -> str:
-    return f"arn:aws:sqs:{REGION}:{ACCOUNT}:{urlparse(url).path.rstrip('/').rsplit('/', 1)[-1]}"
+def _queue_arn(resolve: Template, url: str) -> str:
+    return f"arn:aws:sqs:{resolve.region}:{ACCOUNT_ID}:{urlparse(url).path.rstrip('/').rsplit('/', 1)[-1]}"
 
 
-def _table_arn(name: str) -> str:
-    return name if name.startswith("arn:") else f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+def _table_arn(resolve: Template, name: str) -> str:
+    return name if name.startswith("arn:") else f"arn:aws:dynamodb:{resolve.region}:{ACCOUNT_ID}:table/{name}"
 
 
-def _bucket_key(resolve: Resolver, bucket: str) -> str | None:
+def _owner(resolve: Template, ref: str) -> dict[str, Any]:
+    """The template resource whose Ref is `ref` (a bucket name, a queue URL); {} for one it does not hold."""
+    logical_id = next((lid for lid, value in resolve.refs.items() if value == ref), None)
+    return resolve.resources[logical_id] if logical_id is not None else {}
+
+
+def _bucket_key(resolve: Template, bucket: str) -> str | None:
     """The KMS key ARN a bucket encrypts new objects with (its template's default encryption)."""
-    logical_id = resolve.logical_id_of("Ref", bucket)
-    encryption = resolve.resources[logical_id].get("Properties", {}).get("BucketEncryption", {})
+    encryption = _owner(resolve, bucket).get("Properties", {}).get("BucketEncryption", {})
     for rule in encryption.get("ServerSideEncryptionConfiguration", []):
         default = rule.get("ServerSideEncryptionByDefault", {})
         if default.get("SSEAlgorithm") in ("aws:kms", "aws:kms:dsse") and "KMSMasterKeyID" in default:
-            return str(resolve(default["KMSMasterKeyID"]))
+            return str(resolve.resolve(default["KMSMasterKeyID"]))
     return None
 
 
-def _queue_key(resolve: Resolver, url: str) -> str | None:
-    logical_id = resolve.logical_id_of("Ref", url)
-    key = resolve.resources[logical_id].get("Properties", {}).get("KmsMasterKeyId")
-    return str(resolve(key)) if key is not None else None
+def _queue_key(resolve: Template, url: str) -> str | None:
+    key = _owner(resolve, url).get("Properties", {}).get("KmsMasterKeyId")
+    return str(resolve.resolve(key)) if key is not None else None
 
 
-def needs_of(call: ApiCall, resolve: Resolver) -> list[Need]:
+def needs_of(call: ApiCall, resolve: Template) -> list[Need]:
     """The IAM permissions one recorded call needs: its own action(s) and the KMS use it causes."""
     via = ESM if ESM in call.actor else "handler"
     params, service, operation = call.params, call.service, call.operation
     if service == "dynamodb" and operation in ("TransactWriteItems", "TransactGetItems"):
         return [
-            Need(call.actor, _TRANSACT_ITEM_ACTION[kind], _table_arn(body["TableName"]), via)
+            Need(call.actor, _TRANSACT_ITEM_ACTION[kind], _table_arn(resolve, body["TableName"]), via)
             for item in params["TransactItems"]
             for kind, body in item.items()
         ]
     if service == "dynamodb" and operation in ("BatchGetItem", "BatchWriteItem"):
         # One action per call, authorized on every table the call names (its RequestItems keys).
         return [
-            Need(call.actor, f"dynamodb:{operation}", _table_arn(table), via)
+            Need(call.actor, f"dynamodb:{operation}", _table_arn(resolve, table), via)
             for table in params["RequestItems"]
         ]
     action = _ACTION_OF.get((service, operation), f"{service}:{operation}")
     needs: list[Need] = []
     if service == "dynamodb":
-        resource = _table_arn(params["TableName"])
+        resource = _table_arn(resolve, params["TableName"])
         if "IndexName" in params:  # Query/Scan of an index is authorized on the index's ARN
             resource += f"/index/{params['IndexName']}"
     elif service == "s3":
@@ -182,7 +200,7 @@ def needs_of(call: ApiCall, resolve: Resolver) -> list[Need]:
         if key and operation in ("GetObject", "HeadObject"):
             needs.append(Need(call.actor, "kms:Decrypt", key, f"S3 SSE-KMS for s3:{operation}"))
     elif service == "sqs":
-        resource = _queue_arn(params["QueueUrl"])
+        resource = _queue_arn(resolve, params["QueueUrl"])
         key = _queue_key(resolve, params["QueueUrl"])
         if key and operation in ("SendMessage", "SendMessageBatch"):
             needs.append(Need(call.actor, "kms:GenerateDataKey", key, f"SQS SSE-KMS for sqs:{operation}"))
@@ -195,7 +213,7 @@ def needs_of(call: ApiCall, resolve: Resolver) -> list[Need]:
 
 
 def violations(
-    calls: Iterable[ApiCall], resolve: Resolver, functions: dict[str, FunctionInfo]
+    calls: Iterable[ApiCall], resolve: Template, functions: dict[str, FunctionSpec]
 ) -> list[tuple[Need, ApiCall]]:
     """Every (permission, call) that the calling function's role does not allow."""
     policies = {name: role_statements(resolve, info) for name, info in functions.items()}
@@ -207,6 +225,41 @@ def violations(
     return missing
 
 
+def report(missing: list[tuple[Need, ApiCall]]) -> str:
+    """One line per refused permission: who, what, on what, why it was needed, which call."""
+    return "\n".join(
+        f"{need.actor}: {need.action} on {need.resource} ({need.via}; {call.service}.{call.operation})"
+        for need, call in missing
+    )
+
+
+class RoleCheck:
+    """The served local runtime's check of each invocation: the calls the function's handler made (as the
+    worker summarizes them) against the function's role in the template. Answers one line per permission
+    the role lacks; the runtime writes them to the function's log."""
+
+    def __init__(self, template: Template) -> None:
+        self.template = template
+        self._statements: dict[str, list[Statement]] = {}
+
+    def refused(self, function: FunctionSpec, calls: list[dict[str, Any]]) -> list[str]:
+        try:
+            if function.role_logical_id not in self._statements:
+                self._statements[function.role_logical_id] = role_statements(self.template, function)
+            statements = self._statements[function.role_logical_id]
+            lines = []
+            for raw in calls:
+                call = ApiCall(function.name, str(raw["service"]), str(raw["operation"]), dict(raw["params"]))
+                for need in needs_of(call, self.template):
+                    if not is_allowed(statements, need.action, need.resource):
+                        lines.append(
+                            f"{need.action} on {need.resource} ({need.via}; {call.service}.{call.operation})"
+                        )
+            return lines
+        except (AssertionError, KeyError, TemplateError) as error:  # a shape the checker cannot evaluate
+            return [f"(calls not checked against the role: {type(error).__name__}: {error})"]
+
+
 @dataclass(frozen=True)
 class Grant:
     function: str
@@ -216,7 +269,7 @@ class Grant:
     uses: int
 
 
-def usage(needs: list[Need], resolve: Resolver, functions: dict[str, FunctionInfo]) -> list[Grant]:
+def usage(needs: list[Need], resolve: Template, functions: dict[str, FunctionSpec]) -> list[Grant]:
     """Each granted (action, resource) of each function with what used it in the recorded calls."""
     rows = []
     for name, info in sorted(functions.items()):
