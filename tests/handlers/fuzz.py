@@ -316,9 +316,9 @@ MUTATIONS: dict[str, Mutation] = {
 
 
 @st.composite
-def mutated(draw: st.DrawFn) -> Case:
-    """A schema-valid record with one harmful change: the request must be refused."""
-    kind = draw(st.sampled_from(sorted(MUTATIONS)))
+def mutated(draw: st.DrawFn, only: str | None = None) -> Case:
+    """A schema-valid record with one harmful change (of kind `only`, or any): the request must be refused."""
+    kind = only or draw(st.sampled_from(sorted(MUTATIONS)))
     payload, deep = MUTATIONS[kind](draw, draw(records))
     return Case("mutated", kind, body_of(payload, deep), REFUSED)
 
