@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from stack.synth import synthesize
-from tests.day2.conftest import ROOT, rtp_argv, start_stack, stop_stack, tweak
+from tests.operate.conftest import ROOT, rtp_argv, start_stack, stop_stack, tweak
 
 
 def main(argv: list[str] | None = None) -> int:

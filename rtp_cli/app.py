@@ -549,9 +549,9 @@ def status(
     """The first screen in an incident: stack state and outputs, alarms in ALARM, queue and DLQ depth
     and the age of their oldest message. With an ID: that record or batch."""
     if identifier is not None:
-        if register_day2 is None:
-            _fail("`rtp status ID` needs the day-2 commands (rtp_cli.day2), which are not installed")
-        from rtp_cli.day2.commands import show_id
+        if register_operate_commands is None:
+            _fail("`rtp status ID` needs the operating commands (rtp_cli.operate), which are not installed")
+        from rtp_cli.operate.commands import show_id
 
         show_id(identifier, env, profile)
         return
@@ -977,13 +977,13 @@ def _render_cost(result: Any) -> None:
         console.print(f"[dim]- {note}[/dim]", highlight=False)
 
 
-# ---- day-2 commands (rtp_cli.day2) --------------------------------------------------------------------
+# ---- operating commands (rtp_cli.operate: send, logs, dlq, status ID) ----------------------------------
 try:
-    from rtp_cli.day2.commands import register as register_day2
-except ImportError:  # pragma: no cover - the day-2 package is optional at this seam
-    register_day2 = None  # type: ignore[assignment]
-if register_day2 is not None:
-    register_day2(app)
+    from rtp_cli.operate.commands import register as register_operate_commands
+except ImportError:  # pragma: no cover - the operate package is optional at this seam
+    register_operate_commands = None  # type: ignore[assignment]
+if register_operate_commands is not None:
+    register_operate_commands(app)
 
 
 def main() -> None:

@@ -412,13 +412,13 @@ def test_status_of_an_environment_that_is_not_deployed(aws_stack: dict[str, str]
 
 
 def test_status_with_an_id_shows_that_record(monkeypatch: pytest.MonkeyPatch) -> None:
-    if cli.register_day2 is None:
-        pytest.skip("day-2 commands not installed")
-    import rtp_cli.day2.commands as day2
+    if cli.register_operate_commands is None:
+        pytest.skip("operating commands not installed")
+    import rtp_cli.operate.commands as operate
 
     seen: list[tuple[str, str, str | None]] = []
     monkeypatch.setattr(
-        day2, "show_id", lambda identifier, env, profile: seen.append((identifier, env, profile))
+        operate, "show_id", lambda identifier, env, profile: seen.append((identifier, env, profile))
     )
     result = runner.invoke(cli.app, ["status", "rec-1", "--env", "local"])
     assert result.exit_code == 0

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from rtp_cli.day2.api import ApiClient, encode
-from tests.day2.conftest import ROOT, LocalStack, rtp_argv, scan
+from rtp_cli.operate.api_client import ApiClient, encode
+from tests.operate.conftest import ROOT, LocalStack, rtp_argv, scan
 
 pytestmark = pytest.mark.e2e
 Rtp = Callable[..., subprocess.CompletedProcess[str]]

@@ -4,7 +4,7 @@
 
 - `main_stack`: the template unchanged.
 - `incident_stack`: short work-queue visibility timeout and maxReceiveCount 2 (so a poison message reaches
-  the DLQ in seconds, not minutes), and the fault-switch transform (tests/day2/e2e_transform.py).
+  the DLQ in seconds, not minutes), and the fault-switch transform (tests/operate/e2e_transform.py).
 - `stopped_stack`: the event source mapping disabled (Enabled: false: the processor is stopped) and the
   stage throttle forced low, for the smoke-test-timeout and 429 tests.
 """
@@ -157,7 +157,7 @@ def incident_stack(
         tmp_path_factory.mktemp("day2-incident"),
         path,
         tweak(template, visibility=3, max_receive=2),
-        "tests.day2.e2e_transform:transform",
+        "tests.operate.e2e_transform:transform",
     )
     yield stack
     stop_stack(stack)

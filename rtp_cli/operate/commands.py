@@ -1,4 +1,4 @@
-"""Typer layer of the day-2 commands: resolve the environment, call the services, render the results.
+"""Typer layer of the operating commands: resolve the environment, call the services, render the results.
 
 Mounted by `rtp_cli.app` through `register(app)`. Exit codes: 0 success; 1 the operation ran and
 something is wrong (records not accepted, smoke test mismatch or timeout, DLQ redrive errors);
@@ -24,12 +24,13 @@ from rich.table import Table
 
 from rtp_cli.cdk import APPROVAL_ENVIRONMENTS
 from rtp_cli.console import console, err, escape
-from rtp_cli.day2.api import ApiClient
-from rtp_cli.day2.dlq import DeadLetterQueue
-from rtp_cli.day2.inputs import InputOptions, line_ranges
-from rtp_cli.day2.journal import JournalError
-from rtp_cli.day2.logs import FUNCTIONS, LogLine, LogReader, log_groups, parse_since, render
-from rtp_cli.day2.send import (
+from rtp_cli.errors import fail
+from rtp_cli.operate.api_client import ApiClient
+from rtp_cli.operate.dlq import DeadLetterQueue
+from rtp_cli.operate.inputs import InputOptions, line_ranges
+from rtp_cli.operate.journal import JournalError
+from rtp_cli.operate.logs import FUNCTIONS, LogLine, LogReader, log_groups, parse_since, render
+from rtp_cli.operate.send import (
     BulkOptions,
     FatalSendError,
     RetryPolicy,
@@ -39,7 +40,6 @@ from rtp_cli.day2.send import (
     smoke_test,
     wait_for_batches,
 )
-from rtp_cli.errors import fail
 from rtp_cli.options import EnvOption, ProfileOption
 
 

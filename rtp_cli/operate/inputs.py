@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from rtp_cli.day2.api import encode
+from rtp_cli.operate.api_client import encode
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
 ENVELOPE_OVERHEAD = len(b'{"records":[]}')
