@@ -15,8 +15,14 @@ answers only requests signed with them: moto's own IAM authentication (INITIAL_N
 with one user, `local-developer`, who holds exactly those keys and may do anything. Other keys get
 InvalidClientTokenId / InvalidAccessKeyId, a wrong secret SignatureDoesNotMatch.
 
+moto also gives every KMS key an RSA-2048 private key when it is created, symmetric keys included (the
+`else` of moto.kms.utils.generate_private_key): about 0.2 s of CPU per key, most of what building the
+stack's resources costs. A symmetric key never signs, so its private key is never read; here symmetric
+and HMAC keys share one, made on first use. Asymmetric keys still get their own (`patch_moto_kms`).
+
 Every use of moto internals lives in this module, and tests/test_moto_guards.py fails by name when a moto
-upgrade changes one: the `copy` global of moto.dynamodb.models and the `_messages` list of an SQS queue.
+upgrade changes one: the `copy` global of moto.dynamodb.models, the `_messages` list of an SQS queue and
+the `generate_private_key` global of moto.kms.models.
 """
 
 from __future__ import annotations
@@ -102,6 +108,28 @@ def patch_moto_dynamodb() -> None:
     _patched = True
 
 
+class _SharedSymmetricPrivateKey:
+    """Stands in for `generate_private_key` inside moto.kms.models (see above)."""
+
+    def __init__(self, generate: Any) -> None:
+        self.generate = generate
+        self._shared: Any = None
+
+    def __call__(self, key_spec: str) -> Any:
+        if key_spec != "SYMMETRIC_DEFAULT" and not key_spec.startswith("HMAC_"):
+            return self.generate(key_spec)  # asymmetric: its own key pair, as in moto
+        if self._shared is None:
+            self._shared = self.generate(key_spec)
+        return self._shared
+
+
+def patch_moto_kms() -> None:
+    import moto.kms.models as models
+
+    if not isinstance(models.generate_private_key, _SharedSymmetricPrivateKey):
+        models.generate_private_key = _SharedSymmetricPrivateKey(models.generate_private_key)
+
+
 _open_auth_count: float | None = None  # moto's auth setting before require_credentials
 
 
@@ -163,6 +191,7 @@ def start_emulation(
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines from the emulation
     patch_moto_dynamodb()
+    patch_moto_kms()
     if access_key_id and secret_access_key:
         require_credentials(access_key_id, secret_access_key)
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
