@@ -208,6 +208,7 @@ def test_a_bug_reaching_main_is_one_line_not_a_traceback(
         cli.main()
 
 
+@pytest.mark.process
 def test_a_corrupt_state_file_gives_no_traceback(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()

@@ -468,6 +468,7 @@ def test_cfn_lint_adapter_reports_errors(tmp_path: Path) -> None:
     assert any(f.resource == "Bucket" and "NoSuchProperty" in f.message for f in findings)
 
 
+@pytest.mark.process
 def test_checkov_adapter_reports_failed_checks(tmp_path: Path) -> None:
     if gate.checkov_binary() is None:
         pytest.skip("checkov is not installed (make install creates .venv-checkov)")
