@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stack.custom_resources.api_gateway_account import handler
@@ -82,6 +82,9 @@ def mentions_apigateway(value: Any) -> bool:
     return APIGATEWAY_PRINCIPAL in json.dumps(value)
 
 
+FEW = settings(max_examples=50)  # each property is cheap to state; 50 shapes apiece keep the fast tier fast
+
+
 # --- no shape crashes it --------------------------------------------------------------------------------
 @given(POLICIES | ANY_JSON | st.text(max_size=120))
 def test_every_shape_gets_an_answer(document: Any) -> None:
@@ -126,6 +129,7 @@ def test_documented_shapes(document: Any, expected: bool) -> None:
 
 
 # --- the verdict follows the rules --------------------------------------------------------------------
+@FEW
 @given(st.lists(statements(effects=["Allow"]), max_size=4), st.randoms(use_true_random=False))
 def test_a_trusting_statement_among_allows_is_trusted_in_any_order(
     others: list[Any], rng: random.Random
@@ -135,6 +139,7 @@ def test_a_trusting_statement_among_allows_is_trusted_in_any_order(
     assert trusts_apigateway(policy(listed))
 
 
+@FEW
 @given(POLICIES)
 def test_an_explicit_deny_always_wins(document: dict[str, Any]) -> None:
     denied = copy.deepcopy(document)
@@ -143,12 +148,14 @@ def test_an_explicit_deny_always_wins(document: dict[str, Any]) -> None:
     assert not trusts_apigateway(denied)
 
 
+@FEW
 @given(POLICIES)
 def test_no_trust_without_naming_the_service(document: dict[str, Any]) -> None:
     if not mentions_apigateway(document):
         assert not trusts_apigateway(document)
 
 
+@FEW
 @given(POLICIES)
 def test_statement_order_does_not_matter(document: dict[str, Any]) -> None:
     listed = document.get("Statement")
