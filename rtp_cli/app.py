@@ -516,7 +516,7 @@ def destroy(
     if not yes:
         if not interactive():
             _fail(f"refusing to destroy {config.stack_name} without confirmation: pass --yes for automation")
-        if env in cdk_service.APPROVAL_ENVIRONMENTS:
+        if cdk_service.is_production(env):
             typed = typer.prompt(
                 f"This deletes {config.stack_name} in account {identity.account} and ALL its data. "
                 f"Type the environment name ({env}) to confirm"
@@ -681,7 +681,7 @@ def invoke(
         _fail("give the event with --event FILE|- or --generate api|sqs (one of them)")
     if print_event and generate is None:
         _fail("--print shows a generated event: use it with --generate")
-    if env in cdk_service.PRODUCTION_ENVIRONMENTS and not print_event:
+    if cdk_service.is_production(env) and not print_event:
         if not yes_prod:
             _fail(
                 f"refusing to invoke a {env} function: it acts on production data. "

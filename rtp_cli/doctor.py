@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from rtp_cli.cdk import APPROVAL_ENVIRONMENTS, Identity
+from rtp_cli.cdk import Identity, is_production
 from stack.config import LAMBDA_MIN_UNRESERVED_CONCURRENCY, EnvironmentConfig
 from stack.custom_resources.api_gateway_account.handler import trusts_apigateway
 
@@ -604,7 +604,7 @@ def check_alarm_email(
     name = "alarm e-mail"
     email = config.alarms.email
     if not email:
-        if config.name in APPROVAL_ENVIRONMENTS:
+        if is_production(config.name):
             return CheckResult(
                 name,
                 "WARN",

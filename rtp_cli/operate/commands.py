@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rtp_cli.cdk import APPROVAL_ENVIRONMENTS
+from rtp_cli.cdk import is_production
 from rtp_cli.console import console, err, escape
 from rtp_cli.errors import fail
 from rtp_cli.operate.api_client import ApiClient
@@ -75,7 +75,7 @@ def _confirm_destructive(env: str, action: str, yes: bool) -> None:
         return
     if not sys.stdin.isatty():
         fail(f"{action} needs confirmation: run it in a terminal or pass --yes")
-    if env in APPROVAL_ENVIRONMENTS:
+    if is_production(env):
         typed = typer.prompt(f"{action} in {env.upper()}. Type the environment name to confirm")
         if typed.strip() != env:
             fail("confirmation did not match; nothing was done")
@@ -525,7 +525,7 @@ def dlq_redrive(
         result = dlq.redrive(max_messages, dry_run=True)
         console.print(f"dry run: would move {result.would_move} message(s) to the work queue; nothing moved")
         return
-    if env in APPROVAL_ENVIRONMENTS:
+    if is_production(env):
         _confirm_destructive(env, "Redrive the dead-letter queue", yes)
     result = dlq.redrive(max_messages)
     how = "SQS message-move task" if result.method == "native" else "receive/send/delete"
