@@ -620,10 +620,8 @@ def test_bootstrap_qualifier_from_cdk_json(tmp_path: Path) -> None:
 
 # ---- the command -----------------------------------------------------------------------------------------
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("RTP_STATE_DIR", str(tmp_path / "state"))
+def _wider(monkeypatch: pytest.MonkeyPatch) -> None:  # the report's rows are long (tests/cli/conftest.py)
     monkeypatch.setenv("COLUMNS", "250")
-    monkeypatch.delenv("RTP_ENV", raising=False)
 
 
 @pytest.fixture
