@@ -88,11 +88,13 @@ def _moto_as_the_local_runtime_runs_it() -> None:
     """In-process moto gets the local runtime's transaction snapshot (rtp_cli/local/emulation.py), so the
     handler tests run against the emulation `rtp deploy --env local` serves. It changes what a transaction
     costs, not what it does (tests/test_moto_guards.py); a redelivery test takes ~1 s instead of ~4 s.
-    Its KMS keys share one unused private key (patch_moto_kms): ~0.2 s less per stack built in moto."""
-    from rtp_cli.local.emulation import patch_moto_dynamodb, patch_moto_kms
+    Its KMS keys share one unused private key (patch_moto_kms): ~0.2 s less per stack built in moto; its
+    SQS queues spell attribute names from a cache (patch_moto_sqs)."""
+    from rtp_cli.local.emulation import patch_moto_dynamodb, patch_moto_kms, patch_moto_sqs
 
     patch_moto_dynamodb()
     patch_moto_kms()
+    patch_moto_sqs()
 
 
 @pytest.fixture(scope="session")

@@ -204,3 +204,28 @@ def test_moto_kms_symmetric_keys_still_share_one_private_key(monkeypatch: pytest
         assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"secret"
         with pytest.raises(kms.exceptions.ClientError):
             kms.decrypt(CiphertextBlob=blob, KeyId=second)
+
+
+def test_moto_sqs_still_spells_attribute_names_through_the_memoized_function(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If this fails, moto's SQS queues no longer convert attribute names with `moto.sqs.models.
+    camelcase_to_underscores` (emulation.patch_moto_sqs): every queue call pays ~60 conversions again.
+    Re-aim the patch."""
+    import moto.sqs.models as models
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    emulation.patch_moto_sqs()
+    cached = models.camelcase_to_underscores
+    assert hasattr(cached, "cache_info")
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name=REGION)
+        url = sqs.create_queue(QueueName="spelled", Attributes={"VisibilityTimeout": "7"})["QueueUrl"]
+        before = cached.cache_info()
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        after = cached.cache_info()
+    assert after.hits + after.misses > before.hits + before.misses  # moto still spells through it
+    assert attributes["VisibilityTimeout"] == "7" and attributes["QueueArn"].endswith(":spelled")
+    assert cached("VisibilityTimeout") == "visibility_timeout"  # the same answers, memoized
+    assert cached("ApproximateNumberOfMessagesNotVisible") == "approximate_number_of_messages_not_visible"
