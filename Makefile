@@ -14,7 +14,7 @@ export PATH := $(CURDIR)/$(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 help:
 	@echo "make local        start the embedded local environment (rtp deploy --env local)"
 	@echo "make test         lint, type check and the whole test suite (all gates)"
-	@echo "make test-fast    domain, handler and CLI unit tests: no CDK synth, no end-to-end (pytest --fast)"
+	@echo "make test-fast    domain, handler and CLI unit tests: no CDK synth, no end-to-end, no child processes (pytest --fast)"
 	@echo "make synth ENV=x  write the one stack template for config/x.yaml to cdk.out/"
 	@echo "make check        rtp check --env all (cdk-nag, cfn-lint, checkov)"
 	@echo "make bench        benchmarks (bench/)"
@@ -54,7 +54,7 @@ unit: install
 
 test: lint typecheck unit
 
-# The fast tier (tests/tiers.py): deselects `synth` and `e2e` tests; fails if jsii/aws_cdk gets imported.
+# The fast tier (tests/tiers.py): deselects `synth`, `e2e` and `process` tests; fails if jsii/aws_cdk gets imported.
 test-fast: $(VENV)/.installed
 	$(BIN)/pytest --fast
 

@@ -187,7 +187,7 @@ def _wait_for_reload(
 
 def _check_variant(target: Any, variant: str) -> None:
     """One record through the API; its stored result must come from the new code."""
-    from rtp_cli.day2.api import ApiClient
+    from rtp_cli.operate.api_client import ApiClient
 
     api = ApiClient(target.api_url, target.region, target.credentials)
     record_id = f"bench-{uuid.uuid4().hex[:12]}"

@@ -517,7 +517,7 @@ def destroy(
     if not yes:
         if not interactive():
             _fail(f"refusing to destroy {config.stack_name} without confirmation: pass --yes for automation")
-        if env in cdk_service.APPROVAL_ENVIRONMENTS:
+        if cdk_service.is_production(env):
             typed = typer.prompt(
                 f"This deletes {config.stack_name} in account {identity.account} and ALL its data. "
                 f"Type the environment name ({env}) to confirm"
@@ -550,9 +550,9 @@ def status(
     """The first screen in an incident: stack state and outputs, alarms in ALARM, queue and DLQ depth
     and the age of their oldest message. With an ID: that record or batch."""
     if identifier is not None:
-        if register_day2 is None:
-            _fail("`rtp status ID` needs the day-2 commands (rtp_cli.day2), which are not installed")
-        from rtp_cli.day2.commands import show_id
+        if register_operate_commands is None:
+            _fail("`rtp status ID` needs the operating commands (rtp_cli.operate), which are not installed")
+        from rtp_cli.operate.commands import show_id
 
         show_id(identifier, env, profile)
         return
@@ -682,7 +682,7 @@ def invoke(
         _fail("give the event with --event FILE|- or --generate api|sqs (one of them)")
     if print_event and generate is None:
         _fail("--print shows a generated event: use it with --generate")
-    if env in cdk_service.PRODUCTION_ENVIRONMENTS and not print_event:
+    if cdk_service.is_production(env) and not print_event:
         if not yes_prod:
             _fail(
                 f"refusing to invoke a {env} function: it acts on production data. "
@@ -982,13 +982,13 @@ def _render_cost(result: Any) -> None:
 app.command("records")(records_command)
 
 
-# ---- day-2 commands (rtp_cli.day2) --------------------------------------------------------------------
+# ---- operating commands (rtp_cli.operate: send, logs, dlq, status ID) ----------------------------------
 try:
-    from rtp_cli.day2.commands import register as register_day2
-except ImportError:  # pragma: no cover - the day-2 package is optional at this seam
-    register_day2 = None  # type: ignore[assignment]
-if register_day2 is not None:
-    register_day2(app)
+    from rtp_cli.operate.commands import register as register_operate_commands
+except ImportError:  # pragma: no cover - the operate package is optional at this seam
+    register_operate_commands = None  # type: ignore[assignment]
+if register_operate_commands is not None:
+    register_operate_commands(app)
 
 
 def main() -> None:

@@ -22,8 +22,9 @@ from typing import Any
 from rtp_cli.paths import PROJECT_ROOT
 from stack.config import EnvironmentConfig
 
-APPROVAL_ENVIRONMENTS = frozenset({"prod"})  # environments where broadening changes need a person
-PRODUCTION_ENVIRONMENTS = frozenset({"prod"})  # no hotswap, no watch; invoke asks twice
+# The production environments, the one list: a broadening change needs a person (cdk --require-approval),
+# no hotswap or watch, destructive commands want the name typed back, invoke asks twice.
+PRODUCTION_ENVIRONMENTS = frozenset({"prod"})
 # The CDK CLI on `--hotswap` (and `cdk watch`, which hotswaps by default): "This option deliberately
 # introduces drift in CloudFormation stacks in order to speed up deployments. For this reason, only use it
 # for development purposes. Do not use this option for your production deployments."
@@ -61,8 +62,12 @@ def check_cdk_installed() -> None:
         raise CdkError(f"node_modules has aws-cdk {version} but package.json pins {pinned}: run `npm ci`")
 
 
+def is_production(env: str) -> bool:
+    return env in PRODUCTION_ENVIRONMENTS
+
+
 def approval_level(env: str) -> str:
-    return "broadening" if env in APPROVAL_ENVIRONMENTS else "never"
+    return "broadening" if is_production(env) else "never"
 
 
 def outputs_file(env: str) -> Path:
@@ -128,7 +133,7 @@ class HotswapRefusedError(CdkError):
 
 
 def check_hotswap(env: str) -> None:
-    if env in PRODUCTION_ENVIRONMENTS:
+    if is_production(env):
         raise HotswapRefusedError(
             f"refusing to hotswap {env}: a hotswap updates the functions directly, outside CloudFormation, "
             "so the stack drifts from its template (the CDK CLI: never in production, "

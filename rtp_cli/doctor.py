@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -20,8 +19,9 @@ from typing import Any, Literal
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from rtp_cli.cdk import APPROVAL_ENVIRONMENTS, Identity
+from rtp_cli.cdk import Identity, is_production
 from stack.config import LAMBDA_MIN_UNRESERVED_CONCURRENCY, EnvironmentConfig
+from stack.custom_resources.api_gateway_account.handler import trusts_apigateway
 
 Status = Literal["PASS", "WARN", "FAIL"]
 Clients = Callable[[str], Any]  # service name -> boto3 client for the target account and region
@@ -511,19 +511,6 @@ def _role_name(role_arn: str) -> str:
     return role_arn.rsplit("/", 1)[-1]
 
 
-def _trusts_api_gateway(document: Any) -> bool:
-    if isinstance(document, str):
-        document = json.loads(urllib.parse.unquote(document))
-    statements = document.get("Statement", [])
-    for statement in statements if isinstance(statements, list) else [statements]:
-        if statement.get("Effect", "Allow") != "Allow":
-            continue
-        services = statement.get("Principal", {}).get("Service", [])
-        if "apigateway.amazonaws.com" in ([services] if isinstance(services, str) else services):
-            return True
-    return False
-
-
 def check_api_gateway_account(
     clients: Clients, config: EnvironmentConfig, account_settings: dict[str, Any]
 ) -> CheckResult:
@@ -561,7 +548,8 @@ def check_api_gateway_account(
         return _could_not_check(name, f"iam:GetRole {_role_name(role_arn)}", error, DOC_APIGW_LOGGING)
     except BotoCoreError as error:
         return _could_not_check(name, f"iam:GetRole {_role_name(role_arn)}", error, DOC_APIGW_LOGGING)
-    if not _trusts_api_gateway(role.get("AssumeRolePolicyDocument", {})):
+    # The custom resource's own verdict (a pure function), so doctor and deploy never disagree.
+    if not trusts_apigateway(role.get("AssumeRolePolicyDocument", {})):
         return CheckResult(
             name,
             "WARN",
@@ -616,7 +604,7 @@ def check_alarm_email(
     name = "alarm e-mail"
     email = config.alarms.email
     if not email:
-        if config.name in APPROVAL_ENVIRONMENTS:
+        if is_production(config.name):
             return CheckResult(
                 name,
                 "WARN",

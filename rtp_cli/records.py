@@ -23,7 +23,7 @@ MAX_PAGE = 1000  # the route's largest `limit`
 MAX_REQUESTS = 10_000  # a window of 400 days is at most 200 requests (48 hours each): a bound, not a limit
 
 
-class Response(Protocol):  # rtp_cli.day2.api.ApiResponse
+class Response(Protocol):  # rtp_cli.operate.api_client.ApiResponse
     @property
     def status(self) -> int: ...
 
@@ -134,7 +134,7 @@ def records(
     from rich.table import Table
 
     from rtp_cli.console import console, escape
-    from rtp_cli.day2.api import ApiClient
+    from rtp_cli.operate.api_client import ApiClient
     from rtp_cli.target import ConfigError, TargetError, resolve_target
 
     try:

@@ -800,27 +800,16 @@ def serve_watching(
     watch_stack: bool = True,
 ) -> int:
     """`rtp deploy --env local --watch`: serve in the foreground with the watcher on (until Ctrl-C)."""
-    from rtp_cli.local.runtime import LocalOptions
-    from rtp_cli.local.serve import serve
-    from rtp_cli.target import local_state_path
+    from rtp_cli.local.control import start_foreground
 
     config = WatchConfig(
         transform=transform,
         stack_paths=stack_inputs("local") if watch_stack else (),
         env_name="local",
     )
-    options = LocalOptions(
-        template_path=prepared.template_path,
-        stack_name=prepared.stack_name,
-        region=prepared.region,
-        port=port,
-        aws_port=aws_port,
-        transform=transform,
-        echo_logs=echo,
-        watch=config,
-        watch_report=report,
+    return start_foreground(
+        prepared, port, aws_port, transform, echo, on_ready, watch=config, watch_report=report
     )
-    return serve(options, local_state_path(), on_ready=on_ready)
 
 
 def render(event: WatchEvent) -> list[str]:

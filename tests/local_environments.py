@@ -7,7 +7,7 @@ session, each with its own state directory, stopped at the end with a check that
   (tests/fixtures/faulty_transform.py). It carries the retry, dead-letter, timeout and throttling tests.
 - `incident_stack`: visibility timeout 3 s and maxReceiveCount 2 (a poison message reaches the DLQ in
   seconds, not minutes; too short for 500-record batches), and the fault-switch transform
-  (tests/day2/e2e_transform.py).
+  (tests/operate/e2e_transform.py).
 - `stopped_stack`: the event source mapping disabled (the processor is stopped) and the stage throttle
   forced low (10 rps, burst 3), for the smoke-test-timeout and 429 tests.
 
@@ -34,7 +34,7 @@ from rtp_cli.local.testing import (
 )
 
 FAULTY_TRANSFORM = "tests.fixtures.faulty_transform:transform"
-SWITCH_TRANSFORM = "tests.day2.e2e_transform:transform"
+SWITCH_TRANSFORM = "tests.operate.e2e_transform:transform"
 
 
 def _started(

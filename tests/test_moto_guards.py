@@ -180,3 +180,52 @@ def test_the_local_keys_requirement_is_released_with_the_emulation() -> None:
         assert settings.INITIAL_NO_AUTH_ACTION_COUNT == 0
         release_credentials()
     assert before == settings.INITIAL_NO_AUTH_ACTION_COUNT
+
+
+def test_moto_kms_symmetric_keys_still_share_one_private_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If this fails, moto no longer makes a KMS key's private key through `moto.kms.models.
+    generate_private_key` (emulation.patch_moto_kms): every symmetric key costs an RSA key generation
+    (~0.2 s) again, and every test that builds the stack in moto slows down. Re-aim the patch."""
+    import moto.kms.models as models
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    emulation.patch_moto_kms()
+    assert isinstance(models.generate_private_key, emulation._SharedSymmetricPrivateKey)
+    with mock_aws():
+        kms = boto3.client("kms", region_name=REGION)
+        first, second = (kms.create_key(Description=n)["KeyMetadata"]["KeyId"] for n in ("a", "b"))
+        signing = kms.create_key(KeyUsage="SIGN_VERIFY", KeySpec="RSA_2048")["KeyMetadata"]["KeyId"]
+        keys = models.kms_backends[ACCOUNT_ID][REGION].keys
+        assert keys[first].private_key is keys[second].private_key
+        assert keys[signing].private_key is not keys[first].private_key  # asymmetric: a key pair of its own
+        # Symmetric keys still encrypt with key material of their own: one key cannot decrypt the other's.
+        blob = kms.encrypt(KeyId=first, Plaintext=b"secret")["CiphertextBlob"]
+        assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"secret"
+        with pytest.raises(kms.exceptions.ClientError):
+            kms.decrypt(CiphertextBlob=blob, KeyId=second)
+
+
+def test_moto_sqs_still_spells_attribute_names_through_the_memoized_function(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If this fails, moto's SQS queues no longer convert attribute names with `moto.sqs.models.
+    camelcase_to_underscores` (emulation.patch_moto_sqs): every queue call pays ~60 conversions again.
+    Re-aim the patch."""
+    import moto.sqs.models as models
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    emulation.patch_moto_sqs()
+    cached = models.camelcase_to_underscores
+    assert hasattr(cached, "cache_info")
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name=REGION)
+        url = sqs.create_queue(QueueName="spelled", Attributes={"VisibilityTimeout": "7"})["QueueUrl"]
+        before = cached.cache_info()
+        attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        after = cached.cache_info()
+    assert after.hits + after.misses > before.hits + before.misses  # moto still spells through it
+    assert attributes["VisibilityTimeout"] == "7" and attributes["QueueArn"].endswith(":spelled")
+    assert cached("VisibilityTimeout") == "visibility_timeout"  # the same answers, memoized
+    assert cached("ApproximateNumberOfMessagesNotVisible") == "approximate_number_of_messages_not_visible"

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from stack.project import find_project_root
-from tests.day2.fake_api import FakeState, fake_api
+from tests.operate.fake_api import FakeState, fake_api
 
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))

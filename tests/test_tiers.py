@@ -37,6 +37,7 @@ SUITE = {
     "test_uses_synth.py": "def test_uses_synth(synthesized):\n    pass\n",
     "test_imports_cdk_at_module_level.py": "import aws_cdk\n\ndef test_never_runs():\n    pass\n",
     "test_imports_cdk_inside.py": "def test_imports_jsii():\n    import jsii\n",
+    "test_starts_a_process.py": "import pytest\n\n@pytest.mark.process\ndef test_worker():\n    pass\n",
 }
 
 
@@ -63,23 +64,27 @@ def run_suite(tmp_path: Path, *args: str, preload: bool = False) -> subprocess.C
     )
 
 
+@pytest.mark.process
 def test_fast_tier_deselects_synth_skips_cdk_modules_and_fails_a_cdk_import(tmp_path: Path) -> None:
     result = run_suite(tmp_path, "--fast")
     out = result.stdout
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, out
     assert "PASSED test_plain.py::test_plain" in out
-    assert "1 deselected" in out  # test_uses_synth: marked `synth` from its fixture, then deselected
+    # test_uses_synth (marked `synth` from its fixture) and test_starts_a_process (marked `process`)
+    assert "2 deselected" in out
     assert "test_imports_cdk_at_module_level.py: synth tier, imports aws_cdk at module level" in out
     assert "FAILED test_imports_cdk_inside.py::test_imports_jsii" in out
     assert "CdkImportError: `import jsii` in the fast tier (from test_imports_cdk_inside.py:2)" in out
 
 
+@pytest.mark.process
 def test_the_full_tier_runs_everything(tmp_path: Path) -> None:
     result = run_suite(tmp_path)
     assert result.returncode == pytest.ExitCode.OK, result.stdout
-    assert "4 passed" in result.stdout and "deselected" not in result.stdout
+    assert "5 passed" in result.stdout and "deselected" not in result.stdout
 
 
+@pytest.mark.process
 def test_fast_tier_fails_when_the_cdk_was_loaded_before_it_could_block(tmp_path: Path) -> None:
     result = run_suite(tmp_path, "--fast", "-k", "plain", preload=True)
     assert "1 passed" in result.stdout

@@ -2,8 +2,10 @@
 
 - `make test`: everything.
 - `make test-fast` (`pytest --fast`): the domain, handler and CLI unit tests, without the CDK. It deselects
-  tests marked `synth` (they synthesize with the CDK in the test process: jsii starts Node) and `e2e`
-  (they start the local environment as processes), and keeps jsii out of the process.
+  tests marked `synth` (they synthesize with the CDK in the test process: jsii starts Node), `e2e`
+  (they start the local environment as processes) and `process` (they start other processes: the local
+  runtime's function workers, the `rtp` CLI as a child, a child pytest, checkov), and keeps jsii out of
+  the process.
 
 A test is marked `synth` here, from the fixtures it uses (`SYNTH_FIXTURES`), so a new test is classified
 without anyone remembering to mark it. A test that only needs a template uses `cached_templates` instead
@@ -36,7 +38,7 @@ __all__ = [  # the hooks, for a conftest to import
 ]
 
 SYNTH_FIXTURES = frozenset({"synthesized", "templates", "template_paths"})
-SLOW_MARKERS = ("synth", "e2e")
+SLOW_MARKERS = ("synth", "e2e", "process")
 CDK_MODULES = ("jsii", "aws_cdk")  # constructs and cdk_nag load jsii first
 
 
@@ -84,7 +86,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--fast",
         action="store_true",
-        help="the fast tier: deselect `synth` and `e2e` tests and fail if jsii or aws_cdk is imported",
+        help="the fast tier: deselect `synth`, `e2e` and `process` tests; fail on an import of jsii/aws_cdk",
     )
 
 

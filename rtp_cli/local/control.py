@@ -13,12 +13,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rtp_cli.local.process import pid_alive, stop_pid
 from rtp_cli.local.runtime import DEFAULT_API_PORT, DEFAULT_REGION, LocalOptions, remove_state
 from rtp_cli.local.template import Template
 from rtp_cli.target import LOCAL_ENV, local_state_path, state_dir
+
+if TYPE_CHECKING:
+    from rtp_cli.watch import WatchConfig, WatchEvent
 
 START_TIMEOUT_SECONDS = 90
 TRANSFORM_CHECK_SECONDS = 60
@@ -227,7 +230,12 @@ def start_foreground(
     transform: str | None,
     echo: TextIO | None,
     on_ready: Callable[[dict[str, Any]], None],
+    *,
+    watch: WatchConfig | None = None,
+    watch_report: Callable[[WatchEvent], None] | None = None,
 ) -> int:
+    """Serve `prepared` in this process until Ctrl-C (with `watch`: reloading changed code, rtp_cli.watch).
+    The one place the CLI builds LocalOptions (the detached server builds its own from its argv)."""
     from rtp_cli.local.serve import serve
 
     options = LocalOptions(
@@ -238,6 +246,8 @@ def start_foreground(
         aws_port=aws_port,
         transform=transform,
         echo_logs=echo,
+        watch=watch,
+        watch_report=watch_report,
     )
     return serve(options, local_state_path(), on_ready=on_ready)
 

@@ -15,13 +15,26 @@ answers only requests signed with them: moto's own IAM authentication (INITIAL_N
 with one user, `local-developer`, who holds exactly those keys and may do anything. Other keys get
 InvalidClientTokenId / InvalidAccessKeyId, a wrong secret SignatureDoesNotMatch.
 
+moto also gives every KMS key an RSA-2048 private key when it is created, symmetric keys included (the
+`else` of moto.kms.utils.generate_private_key): about 0.2 s of CPU per key, most of what building the
+stack's resources costs. A symmetric key never signs, so its private key is never read; here symmetric
+and HMAC keys share one, made on first use. Asymmetric keys still get their own (`patch_moto_kms`).
+
+And moto's SQS queue spells out every attribute name (`camelcase_to_underscores`, a pure string function,
+character by character) each time it lists its attributes, which it does for every queue call: about 60
+conversions per call, the largest single cost of moto's SQS. Here moto.sqs.models gets the same function,
+memoized (`patch_moto_sqs`).
+
 Every use of moto internals lives in this module, and tests/test_moto_guards.py fails by name when a moto
-upgrade changes one: the `copy` global of moto.dynamodb.models and the `_messages` list of an SQS queue.
+upgrade changes one: the `copy` global of moto.dynamodb.models, the `_messages` list of an SQS queue, the
+`generate_private_key` global of moto.kms.models and the `camelcase_to_underscores` global of
+moto.sqs.models.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import threading
 from typing import Any
@@ -102,6 +115,35 @@ def patch_moto_dynamodb() -> None:
     _patched = True
 
 
+class _SharedSymmetricPrivateKey:
+    """Stands in for `generate_private_key` inside moto.kms.models (see above)."""
+
+    def __init__(self, generate: Any) -> None:
+        self.generate = generate
+        self._shared: Any = None
+
+    def __call__(self, key_spec: str) -> Any:
+        if key_spec != "SYMMETRIC_DEFAULT" and not key_spec.startswith("HMAC_"):
+            return self.generate(key_spec)  # asymmetric: its own key pair, as in moto
+        if self._shared is None:
+            self._shared = self.generate(key_spec)
+        return self._shared
+
+
+def patch_moto_kms() -> None:
+    import moto.kms.models as models
+
+    if not isinstance(models.generate_private_key, _SharedSymmetricPrivateKey):
+        models.generate_private_key = _SharedSymmetricPrivateKey(models.generate_private_key)
+
+
+def patch_moto_sqs() -> None:
+    import moto.sqs.models as models
+
+    if not hasattr(models.camelcase_to_underscores, "cache_info"):
+        models.camelcase_to_underscores = functools.cache(models.camelcase_to_underscores)
+
+
 _open_auth_count: float | None = None  # moto's auth setting before require_credentials
 
 
@@ -163,6 +205,8 @@ def start_emulation(
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines from the emulation
     patch_moto_dynamodb()
+    patch_moto_kms()
+    patch_moto_sqs()
     if access_key_id and secret_access_key:
         require_credentials(access_key_id, secret_access_key)
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)

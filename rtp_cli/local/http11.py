@@ -10,7 +10,7 @@ transfer coding or a malformed head is refused with a JSON error and the connect
 unread is ever taken for a request. On top of h11, a request with more than one `Content-Length` field
 (even equal ones, which RFC 9110 8.6 lets a recipient reject) or with both `Content-Length` and
 `Transfer-Encoding` (RFC 9112 6.1) is refused too: the framing must be unambiguous. Chunked bodies are
-decoded, as API Gateway does (see `rtp_cli.local.api`).
+decoded, as API Gateway does (see `rtp_cli.local.gateway`).
 
 Capacity: the listen backlog is `backlog` (the kernel caps it at net.core.somaxconn); at most
 `max_connections` connections are served at once (one thread each; more wait in the backlog, they are

@@ -34,9 +34,9 @@ from typing import Any
 
 import boto3
 
-from rtp_cli.local.api import ApiModel, proxy_event
 from rtp_cli.local.esm import delete_succeeded, mapping_specs, receive, settle, source_attributes, sqs_event
 from rtp_cli.local.functions import FunctionSpec, function_specs, lambda_variables
+from rtp_cli.local.gateway import ApiModel, proxy_event
 from rtp_cli.local.iam import ESM, ApiCall
 from rtp_cli.local.resources import provision
 from rtp_cli.local.template import ACCOUNT_ID, Template, TemplateError

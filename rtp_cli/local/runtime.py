@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 import boto3
 from botocore.config import Config as BotoConfig
 
-from rtp_cli.local.api import LocalApi
 from rtp_cli.local.esm import EventSourcePoller, mapping_specs
 from rtp_cli.local.functions import FunctionRuntime, function_specs, prespawn, python_function_count
+from rtp_cli.local.gateway import LocalApi
 from rtp_cli.local.iam import RoleCheck
 from rtp_cli.local.logs import LogShipper
 from rtp_cli.local.resources import provision

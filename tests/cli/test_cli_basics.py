@@ -16,8 +16,9 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import rtp_cli.app as cli
-from rtp_cli.day2 import commands
+from rtp_cli import cdk
 from rtp_cli.errors import CliError, fail
+from rtp_cli.operate import commands
 from rtp_cli.paths import PROJECT_ROOT
 
 runner = CliRunner()
@@ -90,7 +91,7 @@ def test_markup_in_user_input_is_no_traceback() -> None:
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
-# ---- the typed confirmation follows cdk.APPROVAL_ENVIRONMENTS -----------------------------------------
+# ---- the typed confirmation follows cdk.PRODUCTION_ENVIRONMENTS ---------------------------------------
 @pytest.fixture
 def terminal(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
     asked: dict[str, list[str]] = {"prompt": [], "confirm": []}
@@ -112,16 +113,16 @@ def terminal(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[str]]:
 def test_approval_environments_get_the_name_typed_back(
     monkeypatch: pytest.MonkeyPatch, terminal: dict[str, list[str]]
 ) -> None:
-    assert "prod" in commands.APPROVAL_ENVIRONMENTS  # the one constant (rtp_cli.cdk) is what decides
+    assert cdk.is_production("prod")  # the one list (rtp_cli.cdk) is what decides
     commands._confirm_destructive("staging", "Purge the dead-letter queue", yes=False)
     assert terminal == {"prompt": [], "confirm": ["Purge the dead-letter queue in staging?"]}
 
-    monkeypatch.setattr(commands, "APPROVAL_ENVIRONMENTS", frozenset({"staging"}))
+    monkeypatch.setattr(cdk, "PRODUCTION_ENVIRONMENTS", frozenset({"staging"}))
     commands._confirm_destructive("staging", "Purge the dead-letter queue", yes=False)
     assert terminal["prompt"] == [
         "Purge the dead-letter queue in STAGING. Type the environment name to confirm"
     ]
-    monkeypatch.setattr(commands, "APPROVAL_ENVIRONMENTS", frozenset({"qa"}))
+    monkeypatch.setattr(cdk, "PRODUCTION_ENVIRONMENTS", frozenset({"qa"}))
     with pytest.raises(CliError, match="confirmation did not match") as refused:
         commands._confirm_destructive("qa", "Purge", yes=False)  # the terminal typed "staging", not "qa"
     assert refused.value.exit_code == 2

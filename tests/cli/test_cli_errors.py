@@ -24,14 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("RTP_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.delenv("RTP_ENV", raising=False)
-    monkeypatch.delenv("RTP_LOCAL_TRANSFORM", raising=False)
-
-
 @pytest.fixture
 def running_local(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """A stand-in for a running local environment: a live process recorded in the state file, holding a
@@ -208,6 +200,7 @@ def test_a_bug_reaching_main_is_one_line_not_a_traceback(
         cli.main()
 
 
+@pytest.mark.process
 def test_a_corrupt_state_file_gives_no_traceback(tmp_path: Path) -> None:
     state = tmp_path / "state"
     state.mkdir()

@@ -20,46 +20,10 @@ from rtp_cli import doctor, gate
 from rtp_cli.cdk import Identity
 from rtp_cli.target import Target, TargetError
 from stack.config import load_config
+from tests.cli.fakes import FakeCdk
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("RTP_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.delenv("RTP_ENV", raising=False)
-
-
-class FakeCdk:
-    def __init__(self, code: int = 0) -> None:
-        self.code = code
-        self.calls: list[list[str]] = []
-
-    def __call__(self, command: list[str], env: dict[str, str]) -> int:
-        self.calls.append(command)
-        assert env["JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION"] == "1"
-        return self.code
-
-
-@pytest.fixture
-def fake_cdk(monkeypatch: pytest.MonkeyPatch) -> FakeCdk:
-    fake = FakeCdk()
-    monkeypatch.setattr(cli, "run_cdk", fake)
-    return fake
-
-
-@pytest.fixture
-def signed_in(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str | None, str | None]]:
-    seen: list[tuple[str | None, str | None]] = []
-
-    def identity(profile: str | None, region: str | None) -> Identity:
-        seen.append((profile, region))
-        return Identity("111122223333", "arn:aws:iam::111122223333:user/ci")
-
-    monkeypatch.setattr(cli, "get_identity", identity)
-    return seen
 
 
 @pytest.fixture
@@ -412,13 +376,13 @@ def test_status_of_an_environment_that_is_not_deployed(aws_stack: dict[str, str]
 
 
 def test_status_with_an_id_shows_that_record(monkeypatch: pytest.MonkeyPatch) -> None:
-    if cli.register_day2 is None:
-        pytest.skip("day-2 commands not installed")
-    import rtp_cli.day2.commands as day2
+    if cli.register_operate_commands is None:
+        pytest.skip("operating commands not installed")
+    import rtp_cli.operate.commands as operate
 
     seen: list[tuple[str, str, str | None]] = []
     monkeypatch.setattr(
-        day2, "show_id", lambda identifier, env, profile: seen.append((identifier, env, profile))
+        operate, "show_id", lambda identifier, env, profile: seen.append((identifier, env, profile))
     )
     result = runner.invoke(cli.app, ["status", "rec-1", "--env", "local"])
     assert result.exit_code == 0
@@ -468,6 +432,7 @@ def test_cfn_lint_adapter_reports_errors(tmp_path: Path) -> None:
     assert any(f.resource == "Bucket" and "NoSuchProperty" in f.message for f in findings)
 
 
+@pytest.mark.process
 def test_checkov_adapter_reports_failed_checks(tmp_path: Path) -> None:
     if gate.checkov_binary() is None:
         pytest.skip("checkov is not installed (make install creates .venv-checkov)")

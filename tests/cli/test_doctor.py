@@ -21,6 +21,8 @@ from rtp_cli import doctor
 from rtp_cli.cdk import Identity
 from rtp_cli.doctor import AssemblyFacts, CheckResult, DoctorReport
 from stack.config import EnvironmentConfig, load_config
+from stack.custom_resources.api_gateway_account.handler import trusts_apigateway
+from tests.test_trust_policy import ANY_JSON, POLICIES
 
 REGION = "eu-west-1"
 ACCOUNT = "111122223333"
@@ -443,6 +445,34 @@ def test_api_gateway_role_that_does_not_trust_api_gateway_warns(aws: Aws) -> Non
     assert result.status == "WARN" and "trust policy" in result.detail
 
 
+@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(POLICIES | ANY_JSON)
+def test_api_gateway_role_with_any_trust_policy_gets_the_custom_resources_verdict(
+    aws: Aws, trust: Any
+) -> None:
+    """Any trust policy IAM could hold (a `"*"` principal, a string, no Statement...): no traceback, and
+    PASS exactly when the account-role custom resource would keep the role."""
+    role_exists(aws, trust)
+    result = doctor.check_api_gateway_account(aws, prod(), {"cloudwatchRoleArn": ROLE_ARN})
+    assert result.status == ("PASS" if trusts_apigateway(trust) else "WARN")
+
+
+@pytest.mark.parametrize(
+    "trust",
+    [
+        {"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "sts:AssumeRole"}]},
+        {"Statement": [{"Effect": "Allow", "Principal": {"Service": ["lambda.amazonaws.com"]}}]},
+        {"Version": "2012-10-17"},
+        {"Statement": "sts:AssumeRole"},
+    ],
+    ids=["star-principal", "list-of-other-services", "no-statement", "string-statement"],
+)
+def test_api_gateway_role_trust_shapes_that_used_to_crash_warn(aws: Aws, trust: dict[str, Any]) -> None:
+    role_exists(aws, trust)
+    result = doctor.check_api_gateway_account(aws, prod(), {"cloudwatchRoleArn": ROLE_ARN})
+    assert result.status == "WARN" and "trust policy" in result.detail
+
+
 def test_api_gateway_role_unreadable_is_a_warning(aws: Aws) -> None:
     aws.error("iam", "get_role", "AccessDenied", status=403)
     result = doctor.check_api_gateway_account(aws, prod(), {"cloudwatchRoleArn": ROLE_ARN})
@@ -590,10 +620,8 @@ def test_bootstrap_qualifier_from_cdk_json(tmp_path: Path) -> None:
 
 # ---- the command -----------------------------------------------------------------------------------------
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("RTP_STATE_DIR", str(tmp_path / "state"))
+def _wider(monkeypatch: pytest.MonkeyPatch) -> None:  # the report's rows are long (tests/cli/conftest.py)
     monkeypatch.setenv("COLUMNS", "250")
-    monkeypatch.delenv("RTP_ENV", raising=False)
 
 
 @pytest.fixture

@@ -24,8 +24,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from rtp_cli.local.api import API_GATEWAY_MAX_PAYLOAD, LocalApi
 from rtp_cli.local.functions import Invocation
+from rtp_cli.local.gateway import API_GATEWAY_MAX_PAYLOAD, LocalApi
 from rtp_cli.local.resources import _register_non_created
 from rtp_cli.local.template import ACCOUNT_ID, Template
 

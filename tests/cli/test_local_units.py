@@ -16,8 +16,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from rtp_cli.local.api import TokenBucket, _match, _schema_errors
 from rtp_cli.local.esm import _reported_failures
+from rtp_cli.local.gateway import TokenBucket, _match, _schema_errors
 from rtp_cli.local.sigv4 import AuthFailure, Caller, verify
 from rtp_cli.local.template import SUPPORT, Template, TemplateError
 

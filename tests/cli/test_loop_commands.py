@@ -25,9 +25,9 @@ import rtp_cli.app as cli
 from rtp_cli import cdk as cdk_service
 from rtp_cli import gate
 from rtp_cli import invoke as invoke_service
-from rtp_cli.cdk import Identity
 from rtp_cli.target import Target, TargetError
 from stack.config import load_config
+from tests.cli.fakes import FakeCdk
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -40,41 +40,6 @@ OUTPUTS = {
     "TableName": "rtp-dev-table",
     "WorkQueueUrl": "https://sqs.eu-west-1.amazonaws.com/111122223333/rtp-dev-WorkQueue",
 }
-
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("RTP_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.delenv("RTP_ENV", raising=False)
-
-
-class FakeCdk:
-    def __init__(self) -> None:
-        self.calls: list[list[str]] = []
-
-    def __call__(self, command: list[str], env: dict[str, str]) -> int:
-        self.calls.append(command)
-        return 0
-
-
-@pytest.fixture
-def fake_cdk(monkeypatch: pytest.MonkeyPatch) -> FakeCdk:
-    fake = FakeCdk()
-    monkeypatch.setattr(cli, "run_cdk", fake)
-    return fake
-
-
-@pytest.fixture
-def signed_in(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str | None, str | None]]:
-    seen: list[tuple[str | None, str | None]] = []
-
-    def identity(profile: str | None, region: str | None) -> Identity:
-        seen.append((profile, region))
-        return Identity("111122223333", "arn:aws:iam::111122223333:user/dev")
-
-    monkeypatch.setattr(cli, "get_identity", identity)
-    return seen
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 """`rtp records`: the service that pages GET /records?status=REJECTED, without a terminal or a server.
 
 The route itself (paging, tokens, refusals) is tested in tests/handlers/test_rejected_listing.py, and the
-command end to end against the local runtime in tests/day2/test_records_e2e.py.
+command end to end against the local runtime in tests/operate/test_records_e2e.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from rtp_cli.day2.api import ApiResponse
+from rtp_cli.operate.api_client import ApiResponse
 from rtp_cli.records import MAX_PAGE, RecordsError, list_records, rows_as_json_lines
 
 

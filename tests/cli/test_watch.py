@@ -143,6 +143,7 @@ def loop(tmp_path: Path) -> Iterator[Loop]:
         instance.close()
 
 
+@pytest.mark.process
 def test_a_save_reaches_only_the_functions_that_loaded_the_file(loop: Loop) -> None:
     assert loop.invoke("A")["version"] == "a1" and loop.invoke("B")["version"] == "b1"
     events = loop.save("shared_a.py", 'VERSION = "a2"\n')
@@ -153,6 +154,7 @@ def test_a_save_reaches_only_the_functions_that_loaded_the_file(loop: Loop) -> N
     assert (loop.generation("A"), loop.generation("B")) == (1, 0)  # B's warm environment was left alone
 
 
+@pytest.mark.process
 def test_an_invocation_in_flight_finishes_on_the_old_code_and_the_next_runs_the_new(loop: Loop) -> None:
     results: list[dict[str, Any]] = []
     slow = threading.Thread(target=lambda: results.append(loop.invoke("A", {"sleep": 1.5})))
@@ -170,6 +172,7 @@ def test_an_invocation_in_flight_finishes_on_the_old_code_and_the_next_runs_the_
     assert loop.runtime.describe()["A"]["environments"] <= 2
 
 
+@pytest.mark.process
 def test_a_syntax_error_is_shown_the_old_code_serves_and_the_next_good_save_recovers(loop: Loop) -> None:
     broken = loop.save("shared_a.py", 'VERSION = "a2"\nif True\n    pass\n')
     assert [e.kind for e in broken] == ["error"]
@@ -184,6 +187,7 @@ def test_a_syntax_error_is_shown_the_old_code_serves_and_the_next_good_save_reco
     assert loop.invoke("A")["version"] == "a3"
 
 
+@pytest.mark.process
 def test_an_import_error_names_the_module_and_the_line(loop: Loop) -> None:
     events = loop.save("shared_a.py", 'import os\nimport no_such_module_rtp\nVERSION = "a2"\n')
     assert [e.kind for e in events] == ["error"]
@@ -195,6 +199,7 @@ def test_an_import_error_names_the_module_and_the_line(loop: Loop) -> None:
     assert loop.invoke("A")["version"] == "a1"
 
 
+@pytest.mark.process
 def test_all_or_nothing_when_one_of_the_affected_functions_fails(loop: Loop) -> None:
     # a module both load, broken only under function B's configuration
     _write(loop.code / "common.py", 'import os\nif os.environ["FN"] == "B":\n    raise RuntimeError("b")\n')
@@ -205,6 +210,7 @@ def test_all_or_nothing_when_one_of_the_affected_functions_fails(loop: Loop) -> 
     assert loop.invoke("B")["version"] == "b1"
 
 
+@pytest.mark.process
 def test_a_touch_without_a_change_does_nothing(loop: Loop) -> None:
     path = loop.code / "shared_a.py"
     stat = path.stat()
@@ -213,12 +219,14 @@ def test_a_touch_without_a_change_does_nothing(loop: Loop) -> None:
     assert [e for e in loop.events if e.kind != "info"] == []
 
 
+@pytest.mark.process
 def test_a_new_file_no_function_has_loaded_replaces_every_function(loop: Loop) -> None:
     events = loop.save("new_module.py", "X = 1\n")
     assert [e.kind for e in events] == ["reloaded"]
     assert events[0].functions == ["A", "B"]
 
 
+@pytest.mark.process
 def test_new_environments_start_from_the_last_good_save_not_the_working_tree(loop: Loop) -> None:
     loop.save("shared_a.py", 'raise RuntimeError("half-written")\n')
     for env in list(loop.runtime._pools["A"].idle):  # e.g. an environment killed by a timeout
@@ -226,6 +234,7 @@ def test_new_environments_start_from_the_last_good_save_not_the_working_tree(loo
     assert loop.invoke("A")["version"] == "a1"  # the replacement cold start loads the good snapshot
 
 
+@pytest.mark.process
 def test_the_transform_module_is_watched_and_snapshotted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -368,6 +377,7 @@ def test_a_stack_or_config_save_resynthesizes_in_the_background_and_reports(
         watcher.close()
 
 
+@pytest.mark.process
 def test_synthesis_runs_in_a_separate_process_and_reports_config_errors() -> None:
     from rtp_cli.watch import synthesize_in_subprocess
 

@@ -60,9 +60,33 @@ def aws_session(recorder: CallRecorder) -> boto3.Session:
     return session
 
 
+class _HarnessClients:
+    """The session as the harness's own provisioning and inspection see it: one client per service for the
+    whole run (a botocore client costs ~15 ms to make, and the harness made seven per test). moto answers
+    a client made before its `mock_aws()` too, with the fresh account of the test running. The functions'
+    clients (`boto3.client()` in rtp_pipeline.aws) stay fresh per test: tests inject faults into those."""
+
+    def __init__(self, session: boto3.Session) -> None:
+        self._session = session
+        self._clients: dict[str, Any] = {}
+
+    def client(self, service: str) -> Any:
+        if service not in self._clients:
+            self._clients[service] = self._session.client(service)  # type: ignore[call-overload]
+        return self._clients[service]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._session, name)
+
+
+@pytest.fixture(scope="session")
+def harness_session(aws_session: boto3.Session) -> Any:
+    return _HarnessClients(aws_session)
+
+
 @pytest.fixture
 def pipeline(
-    local_template: dict[str, Any], recorder: CallRecorder, aws_session: boto3.Session
+    local_template: dict[str, Any], recorder: CallRecorder, aws_session: boto3.Session, harness_session: Any
 ) -> Iterator[Pipeline]:
     """A fresh moto account holding the template's key, table, bucket and queues; handlers wired to it.
 
@@ -71,7 +95,7 @@ def pipeline(
     """
     with mock_aws(), moto_session(aws_session):  # the session `boto3.client()` uses, fresh clients
         start = len(recorder.calls)
-        built = Pipeline(provision_template(local_template, aws_session), aws_session, recorder)
+        built = Pipeline(provision_template(local_template, harness_session), harness_session, recorder)
         yield built
     missing = iam.violations(recorder.since(start), built.resolve, built.functions)
     if missing:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import urllib.parse
 import urllib.request
@@ -41,7 +42,6 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 LOGGER = logging.getLogger(__name__)
-logging.getLogger().setLevel(logging.INFO)
 
 PHYSICAL_RESOURCE_ID = "apigateway-account-cloudwatch-role"
 APIGATEWAY_PRINCIPAL = "apigateway.amazonaws.com"
@@ -56,7 +56,15 @@ PROPAGATION_ERROR = "The role ARN does not have required permissions"
 PROPAGATION_BUDGET_SECONDS = 120.0  # IAM propagation takes seconds; two minutes means something else is wrong
 RESPONSE_MARGIN_SECONDS = 15.0  # kept back from the Lambda timeout to answer CloudFormation in any case
 MAX_REASON_CHARS = 1000  # CloudFormation accepts a response of at most 4096 bytes
-CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5})
+# botocore waits 60 s to connect and 60 s to read by default
+# (https://botocore.amazonaws.com/v1/documentation/api/latest/reference/config.html), per attempt: one hung
+# endpoint could outlast this function's 3-minute timeout, and a function that times out never answers
+# CloudFormation (the stack then waits out the resource's 5-minute ServiceTimeout for nothing). These are
+# small control-plane calls: a few seconds each, three attempts (standard mode: backoff with jitter,
+# https://boto3.amazonaws.com/v1/documentation/api/latest/guide/retries.html) bound a call to under a minute.
+CLIENT_CONFIG = Config(
+    connect_timeout=5, read_timeout=10, retries={"mode": "standard", "total_max_attempts": 3}
+)
 
 Clients = Callable[[str], Any]
 Sender = Callable[[str, Mapping[str, Any]], None]
@@ -97,25 +105,56 @@ def ensure_logging_role(
 
 def trusts_apigateway(document: Any) -> bool:
     """Does a role's trust policy let apigateway.amazonaws.com assume it? (IAM returns the document
-    URL-encoded; boto3 usually decodes it already.)"""
+    URL-encoded; boto3 usually decodes it already.) A pure function of any JSON value: never raises.
+
+    True when an Allow statement grants sts:AssumeRole (Action or NotAction; IAM action names are
+    case-insensitive and take `*`/`?` wildcards) to the service principal by name, and no Deny statement
+    takes it back (an explicit deny wins). A wildcard principal (`"*"`, `{"AWS": "*"}`) does not count:
+    a role anyone may assume is replaced, not kept. Conditions are not evaluated.
+    https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_elements_action.html
+    https://docs.aws.amazon.com/IAM/latest/UserGuide/reference_policies_evaluation-logic.html
+    rtp doctor (rtp_cli/doctor.py) gives its verdict with this same function."""
     if isinstance(document, str):
         try:
             document = json.loads(urllib.parse.unquote(document))
-        except ValueError:
+        except (ValueError, RecursionError):
             return False
     if not isinstance(document, dict):
         return False
-    for statement in _as_list(document.get("Statement", [])):
-        if not isinstance(statement, dict) or statement.get("Effect") != "Allow":
-            continue
-        actions = _as_list(statement.get("Action", []))
-        if not any(action in ("sts:AssumeRole", "sts:*", "*") for action in actions):
-            continue
-        principal = statement.get("Principal", {})
-        services = _as_list(principal.get("Service", [])) if isinstance(principal, dict) else []
-        if APIGATEWAY_PRINCIPAL in services:
-            return True
-    return False
+    statements = [item for item in _as_list(document.get("Statement", [])) if isinstance(item, dict)]
+    assume = [item for item in statements if _grants_assume_role(item)]
+    allowed = any(item.get("Effect") == "Allow" and _names_apigateway(item) for item in assume)
+    denied = any(
+        item.get("Effect") == "Deny" and (_names_apigateway(item) or _names_everyone(item)) for item in assume
+    )
+    return allowed and not denied
+
+
+def _grants_assume_role(statement: dict[str, Any]) -> bool:
+    """Does the statement's Action (or NotAction) cover sts:AssumeRole? IAM matches action names
+    case-insensitively, with `*` (any run of characters) and `?` (one character) as the only wildcards."""
+
+    def matches(pattern: Any) -> bool:
+        if not isinstance(pattern, str):
+            return False
+        expression = "".join(
+            ".*" if char == "*" else "." if char == "?" else re.escape(char) for char in pattern.lower()
+        )
+        return re.fullmatch(expression, "sts:assumerole") is not None
+
+    if "NotAction" in statement:
+        return not any(matches(pattern) for pattern in _as_list(statement["NotAction"]))
+    return any(matches(pattern) for pattern in _as_list(statement.get("Action", [])))
+
+
+def _names_apigateway(statement: dict[str, Any]) -> bool:
+    principal = statement.get("Principal")
+    return isinstance(principal, dict) and APIGATEWAY_PRINCIPAL in _as_list(principal.get("Service", []))
+
+
+def _names_everyone(statement: dict[str, Any]) -> bool:
+    principal = statement.get("Principal")
+    return principal == "*" or (isinstance(principal, dict) and "*" in _as_list(principal.get("AWS", [])))
 
 
 def _is_working_role(iam: Any, role_arn: str) -> bool:
@@ -201,6 +240,7 @@ def on_event(
     clock: Callable[[], float] = time.monotonic,
 ) -> None:
     """The Lambda entry point. Always answers CloudFormation; never raises for a failed setup."""
+    logging.getLogger().setLevel(logging.INFO)  # here, not at import: rtp doctor imports trusts_apigateway
     clients = clients or _client
     send = send or send_response
     request = event.get("RequestType")

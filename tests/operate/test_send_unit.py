@@ -10,11 +10,18 @@ from pathlib import Path
 import pytest
 from botocore.credentials import ReadOnlyCredentials
 
-from rtp_cli.day2.api import ApiClient
-from rtp_cli.day2.inputs import InputOptions, InvalidLine, batches, line_ranges, read_items
-from rtp_cli.day2.journal import Journal, JournalError
-from rtp_cli.day2.send import BulkOptions, RetryPolicy, SendSummary, bulk_send, smoke_test, wait_for_batches
-from tests.day2.fake_api import FakeState, fake_api
+from rtp_cli.operate.api_client import ApiClient
+from rtp_cli.operate.inputs import InputOptions, InvalidLine, batches, line_ranges, read_items
+from rtp_cli.operate.journal import Journal, JournalError
+from rtp_cli.operate.send import (
+    BulkOptions,
+    RetryPolicy,
+    SendSummary,
+    bulk_send,
+    smoke_test,
+    wait_for_batches,
+)
+from tests.operate.fake_api import FakeState, fake_api
 
 CREDS = ReadOnlyCredentials("AKIDEXAMPLE", "secret", None)
 FAST = RetryPolicy(max_attempts=6, base_seconds=0.001, cap_seconds=0.01)
@@ -221,7 +228,7 @@ def test_api_400_details_map_back_to_input_lines(
     path = write_jsonl(tmp_path / "in.jsonl", 10, bad={4: json.dumps({"data": {"a": 1}})})
     opts = InputOptions(record_type=None)
     # Bypass the local check so the API's answer is what maps lines: validate nothing locally.
-    from rtp_cli.day2 import inputs
+    from rtp_cli.operate import inputs
 
     monkeypatch.setattr(inputs.validation, "validate_record", lambda record: [])
     summary = bulk_send(
@@ -286,10 +293,10 @@ def test_a_completed_input_can_be_sent_again_on_purpose(
 def test_403_stops_the_run(tmp_path: Path) -> None:
     with fake_api() as (url, _):
         client = ApiClient(url, "us-east-1", lambda: CREDS)
-        client.request = lambda *a, **k: __import__("rtp_cli.day2.api", fromlist=["x"]).ApiResponse(  # type: ignore[method-assign]
+        client.request = lambda *a, **k: __import__("rtp_cli.operate.api_client", fromlist=["x"]).ApiResponse(  # type: ignore[method-assign]
             403, {"message": "The security token included in the request is invalid."}, {}
         )
-        from rtp_cli.day2.send import FatalSendError
+        from rtp_cli.operate.send import FatalSendError
 
         with pytest.raises(FatalSendError, match="403"):
             run(client, write_jsonl(tmp_path / "in.jsonl", 5), tmp_path)

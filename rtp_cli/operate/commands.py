@@ -1,4 +1,4 @@
-"""Typer layer of the day-2 commands: resolve the environment, call the services, render the results.
+"""Typer layer of the operating commands: resolve the environment, call the services, render the results.
 
 Mounted by `rtp_cli.app` through `register(app)`. Exit codes: 0 success; 1 the operation ran and
 something is wrong (records not accepted, smoke test mismatch or timeout, DLQ redrive errors);
@@ -22,14 +22,15 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from rtp_cli.cdk import APPROVAL_ENVIRONMENTS
+from rtp_cli.cdk import is_production
 from rtp_cli.console import console, err, escape
-from rtp_cli.day2.api import ApiClient
-from rtp_cli.day2.dlq import DeadLetterQueue
-from rtp_cli.day2.inputs import InputOptions, line_ranges
-from rtp_cli.day2.journal import JournalError
-from rtp_cli.day2.logs import FUNCTIONS, LogLine, LogReader, log_groups, parse_since, render
-from rtp_cli.day2.send import (
+from rtp_cli.errors import fail
+from rtp_cli.operate.api_client import ApiClient
+from rtp_cli.operate.dlq import DeadLetterQueue
+from rtp_cli.operate.inputs import InputOptions, line_ranges
+from rtp_cli.operate.journal import JournalError
+from rtp_cli.operate.logs import FUNCTIONS, LogLine, LogReader, log_groups, parse_since, render
+from rtp_cli.operate.send import (
     BulkOptions,
     FatalSendError,
     RetryPolicy,
@@ -39,7 +40,6 @@ from rtp_cli.day2.send import (
     smoke_test,
     wait_for_batches,
 )
-from rtp_cli.errors import fail
 from rtp_cli.options import EnvOption, ProfileOption
 
 
@@ -75,7 +75,7 @@ def _confirm_destructive(env: str, action: str, yes: bool) -> None:
         return
     if not sys.stdin.isatty():
         fail(f"{action} needs confirmation: run it in a terminal or pass --yes")
-    if env in APPROVAL_ENVIRONMENTS:
+    if is_production(env):
         typed = typer.prompt(f"{action} in {env.upper()}. Type the environment name to confirm")
         if typed.strip() != env:
             fail("confirmation did not match; nothing was done")
@@ -525,7 +525,7 @@ def dlq_redrive(
         result = dlq.redrive(max_messages, dry_run=True)
         console.print(f"dry run: would move {result.would_move} message(s) to the work queue; nothing moved")
         return
-    if env in APPROVAL_ENVIRONMENTS:
+    if is_production(env):
         _confirm_destructive(env, "Redrive the dead-letter queue", yes)
     result = dlq.redrive(max_messages)
     how = "SQS message-move task" if result.method == "native" else "receive/send/delete"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from rtp_cli.day2.api import ApiClient
 from rtp_cli.local.testing import LocalInstance as LocalStack
+from rtp_cli.operate.api_client import ApiClient
 
 pytestmark = pytest.mark.e2e
 Rtp = Callable[..., subprocess.CompletedProcess[str]]

@@ -21,9 +21,9 @@ from typing import Any, BinaryIO, Protocol
 
 import requests
 
-from rtp_cli.day2.api import ApiClient, ApiResponse, encode
-from rtp_cli.day2.inputs import Batch, InputOptions, InvalidLine, batches, file_digest, read_items
-from rtp_cli.day2.journal import Journal, journal_key
+from rtp_cli.operate.api_client import ApiClient, ApiResponse, encode
+from rtp_cli.operate.inputs import Batch, InputOptions, InvalidLine, batches, file_digest, read_items
+from rtp_cli.operate.journal import Journal, journal_key
 
 # 409: an earlier attempt with the same Idempotency-Key is still being processed (IDEMPOTENCY_KEY_IN_USE).
 RETRYABLE_STATUS = frozenset({409, 429, 500, 502, 503, 504})

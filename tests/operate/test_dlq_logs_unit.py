@@ -13,8 +13,8 @@ import pytest
 from botocore.stub import Stubber
 from moto import mock_aws
 
-from rtp_cli.day2.dlq import DeadLetterQueue
-from rtp_cli.day2.logs import LogReader, log_groups, parse_event, parse_since, render
+from rtp_cli.operate.dlq import DeadLetterQueue
+from rtp_cli.operate.logs import LogReader, log_groups, parse_event, parse_since, render
 
 REGION = "us-east-1"
 

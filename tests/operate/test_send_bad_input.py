@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rtp_pipeline.validation import validate_record
 
-import rtp_cli.day2.send as send_module
-from rtp_cli.day2.api import ApiClient, ApiResponse
-from rtp_cli.day2.inputs import (
+import rtp_cli.operate.send as send_module
+from rtp_cli.operate.api_client import ApiClient, ApiResponse
+from rtp_cli.operate.inputs import (
     MAX_JSON_DEPTH,
     InputOptions,
     InvalidLine,
@@ -32,8 +32,8 @@ from rtp_cli.day2.inputs import (
     parse_line,
     read_items,
 )
-from rtp_cli.day2.send import BulkOptions, RetryPolicy, SendSummary, bulk_send
-from tests.day2.fake_api import FakeState, fake_api
+from rtp_cli.operate.send import BulkOptions, RetryPolicy, SendSummary, bulk_send
+from tests.operate.fake_api import FakeState, fake_api
 
 CREDS = ReadOnlyCredentials("AKIDEXAMPLE", "secret", None)
 FAST = RetryPolicy(max_attempts=3, base_seconds=0.001, cap_seconds=0.01)

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 from rtp_pipeline import validation  # the functions' own validator: one package, installed with rtp
 
-from rtp_cli.day2.api import encode
+from rtp_cli.operate.api_client import encode
 
 ENVELOPE_OVERHEAD = len(b'{"records":[]}')
 # The ingest function's parse bound (arrays/objects nested deeper are refused before parsing, so

@@ -1,7 +1,7 @@
 """The default transform plus a fault switch for the DLQ incident test: a record whose data names a file
 with `failWhileExists` fails (a transient fault: the SQS message is retried, then dead-lettered) for as
 long as that file exists. Deleting the file is "the fix". Loaded by the local runtime with
-`--transform tests.day2.e2e_transform:transform`."""
+`--transform tests.operate.e2e_transform:transform`."""
 
 from __future__ import annotations
 

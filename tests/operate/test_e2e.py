@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from rtp_cli.day2.api import ApiClient, encode
 from rtp_cli.local.testing import ROOT, rtp_argv, scan
 from rtp_cli.local.testing import LocalInstance as LocalStack
+from rtp_cli.operate.api_client import ApiClient, encode
 
 pytestmark = pytest.mark.e2e
 Rtp = Callable[..., subprocess.CompletedProcess[str]]
