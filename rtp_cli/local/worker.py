@@ -99,7 +99,7 @@ def _preload() -> None:
 
 
 # What the IAM check (rtp_cli.local.iam.RoleCheck) reads of a call's parameters: the resources it names.
-_RESOURCE_PARAMS = ("TableName", "Bucket", "Key", "QueueUrl")
+_RESOURCE_PARAMS = ("TableName", "IndexName", "Bucket", "Key", "QueueUrl")
 
 
 def call_summary(service: str, operation: str, params: dict[str, Any]) -> dict[str, Any]:
