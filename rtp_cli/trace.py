@@ -38,7 +38,13 @@ DERIVED_ID = re.compile(r"(?P<batch>[0-9A-HJKMNP-TV-Z]{26})-(?P<index>[0-9]+)")
 BATCH_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 # X-Ray trace ids: `1-<8 hex digits: epoch seconds>-<24 hex digits>`
 # (https://docs.aws.amazon.com/xray/latest/devguide/xray-api-sendingdata.html#xray-api-traceids).
+# Powertools' Logger writes the Root of the function's `_X_AMZN_TRACE_ID` (the X-Ray tracing header Lambda
+# sets: https://docs.aws.amazon.com/lambda/latest/dg/configuration-envvars.html#configuration-envvars-runtime)
+# as `xray_trace_id` on every line (aws_lambda_powertools/logging/formatter.py, `_get_latest_trace_id`).
 XRAY_TRACE_ID = re.compile(r"1-[0-9a-f]{8}-[0-9a-f]{24}")
+# A partition key holds at most 2048 bytes (storage.KEY_LIMITS): a longer id was never stored, and
+# DynamoDB would refuse the GetItem (ValidationException) rather than answer "no item".
+MAX_KEY_BYTES = 2048
 DLQ_SAMPLE = 100  # DLQ messages looked at (a sample: SQS returns some messages per receive)
 LOGS_BEFORE = timedelta(minutes=1)  # logs are read from the batch's receivedAt minus this (clock skew)
 LOG_LINES_SHOWN = 200
@@ -90,6 +96,10 @@ def sources_for(target: Any) -> Sources:
 
 def trace_record(sources: Sources, record_id: str) -> dict[str, Any]:
     """Everything known of one record. Raises TraceNotFoundError when neither it nor its batch is known."""
+    if not _storable_key(f"REC#{record_id}"):
+        raise TraceNotFoundError(
+            f"no record {record_id[:80]!r}: not an id the table can hold (over 2048 bytes, or not UTF-8)"
+        )
     stored = sources.table.get_record(record_id)
     derived = DERIVED_ID.fullmatch(record_id)
     batch_id = str(stored["batchId"]) if stored else (derived.group("batch") if derived else "")
@@ -111,10 +121,10 @@ def trace_record(sources: Sources, record_id: str) -> dict[str, Any]:
 
 def trace_batch(sources: Sources, batch_id: str) -> dict[str, Any]:
     """Everything known of one batch. Raises TraceNotFoundError when the table has no such batch."""
-    batch = sources.table.get_batch(batch_id)
+    batch = sources.table.get_batch(batch_id) if _storable_key(f"BATCH#{batch_id}") else None
     if batch is None:
         raise TraceNotFoundError(
-            f"no batch {batch_id!r} (expired, never accepted, or the id is mistyped)"
+            f"no batch {batch_id[:80]!r} (expired, never accepted, or the id is mistyped)"
             + ("" if BATCH_ID.fullmatch(batch_id) else ": a batch id is 26 characters of Crockford base32")
         )
     report: dict[str, Any] = {"kind": "batch", "batchId": batch_id, "batch": _batch_summary(batch, batch_id)}
@@ -122,6 +132,13 @@ def trace_batch(sources: Sources, batch_id: str) -> dict[str, Any]:
     report["dlq"] = _dlq_presence(_dlq_batches(sources), batch_id)
     report.update(_logs(sources, batch))
     return report
+
+
+def _storable_key(key: str) -> bool:
+    try:
+        return 0 < len(key.encode("utf-8")) <= MAX_KEY_BYTES
+    except UnicodeEncodeError:  # a lone surrogate (bytes the terminal could not decode): never a stored id
+        return False
 
 
 def _not_found_message(sources: Sources, record_id: str, derived: re.Match[str] | None) -> str:
