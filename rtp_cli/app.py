@@ -31,6 +31,7 @@ from rtp_cli.errors import fail as _fail  # the one error helper, under the name
 from rtp_cli.options import EnvOption, ProfileOption
 from rtp_cli.paths import PROJECT_ROOT
 from rtp_cli.records import records as records_command
+from rtp_cli.trace import trace as trace_command
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 # jsii prints a multi-line banner for an end-of-life Node major on every synth; the Node version is the
@@ -980,6 +981,10 @@ def _render_cost(result: Any) -> None:
 
 # ---- records (rtp_cli.records): the REJECTED records of a time window ------------------------------------
 app.command("records")(records_command)
+
+
+# ---- trace (rtp_cli.trace): everything about one record or batch -----------------------------------------
+app.command("trace")(trace_command)
 
 
 # ---- operating commands (rtp_cli.operate: send, logs, dlq, status ID) ----------------------------------
