@@ -265,3 +265,23 @@ def scan(target: Target, prefix: str) -> list[dict[str, Any]]:
         if "LastEvaluatedKey" not in page:
             return items
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def api_client(instance: LocalInstance) -> Any:
+    """A SigV4-signing client of the environment's API (rtp_cli.operate.api_client.ApiClient)."""
+    from rtp_cli.operate.api_client import ApiClient
+
+    target = instance.target()
+    return ApiClient(target.api_url, target.region, target.credentials)
+
+
+def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    """`check()`'s first truthy value, polled every `interval` s; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)

@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 
-from rtp_cli.local.testing import LocalInstance
+from rtp_cli.local.testing import LocalInstance, scan
 
 pytestmark = pytest.mark.e2e
 
@@ -294,26 +294,10 @@ def test_generated_records_are_all_stored_and_read_back(local_env: LocalInstance
         view = local_env.wait_processed(record_id, timeout=120)
         assert view["recordId"] == record_id and view["status"] in ("PROCESSED", "REJECTED"), view
         statuses[view["status"]] += 1
-    items = _scan(local_env, f"REC#gen-{run}-")
+    items = scan(local_env.target(), f"REC#gen-{run}-")
     assert sorted(item["pk"]["S"] for item in items) == sorted(f"REC#{i}" for i in accepted)  # once each
     assert statuses["PROCESSED"] > 0, statuses
     print(f"generated {sent} records: {len(accepted)} accepted, {dict(statuses)}, {len(refused)} refused")
-
-
-def _scan(instance: LocalInstance, prefix: str) -> list[dict[str, Any]]:
-    db = instance.aws("dynamodb")
-    kwargs: dict[str, Any] = {
-        "TableName": instance.output("TableName"),
-        "FilterExpression": "begins_with(pk, :p)",
-        "ExpressionAttributeValues": {":p": {"S": prefix}},
-    }
-    items: list[dict[str, Any]] = []
-    while True:
-        page = db.scan(**kwargs)
-        items += page.get("Items", [])
-        if "LastEvaluatedKey" not in page:
-            return items
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 # ---- the AWS emulation answers only the local keys --------------------------------------------------------

@@ -13,28 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from rtp_cli.local.testing import ROOT, rtp_argv, scan
+from rtp_cli.local.testing import ROOT, rtp_argv, scan, wait_until
 from rtp_cli.local.testing import LocalInstance as LocalStack
-from rtp_cli.operate.api_client import ApiClient, encode
+from rtp_cli.local.testing import api_client as api
+from rtp_cli.operate.api_client import encode
 
 pytestmark = pytest.mark.e2e
 Rtp = Callable[..., subprocess.CompletedProcess[str]]
-
-
-def api(stack: LocalStack) -> ApiClient:
-    target = stack.target()
-    return ApiClient(target.api_url, target.region, target.credentials)
-
-
-def wait_until(check: Callable[[], object], timeout: float, what: str, interval: float = 0.2) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def queue_depth(stack: LocalStack, output: str) -> int:
@@ -279,6 +264,6 @@ def test_poison_message_peek_fix_redrive(incident_stack: LocalStack, rtp: Rtp, t
     record = wait_until(
         lambda: client.get_record("poison-1").ok and client.get_record("poison-1"), 30, "processing"
     )
-    assert record.body["status"] == "PROCESSED"  # type: ignore[attr-defined]
+    assert record.body["status"] == "PROCESSED"
     assert queue_depth(incident_stack, "DeadLetterQueueUrl") == 0
     assert "empty" in rtp(incident_stack, "dlq", "peek").stdout

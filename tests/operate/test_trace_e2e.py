@@ -19,28 +19,14 @@ from typing import Any
 import pytest
 
 from rtp_cli.local.testing import LocalInstance as LocalStack
-from rtp_cli.operate.api_client import ApiClient, encode
+from rtp_cli.local.testing import api_client as api
+from rtp_cli.local.testing import wait_until
+from rtp_cli.operate.api_client import encode
 from rtp_cli.trace import TraceNotFoundError, sources_for, trace_batch, trace_record
 
 pytestmark = pytest.mark.e2e
 Rtp = Callable[..., subprocess.CompletedProcess[str]]
 UNKNOWN_BATCH = "01ARZ3NDEKTSV4RRFFQ69G5FAV"  # a well-formed ULID no batch has
-
-
-def api(stack: LocalStack) -> ApiClient:
-    target = stack.target()
-    return ApiClient(target.api_url, target.region, target.credentials)
-
-
-def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: float = 0.3) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 @pytest.fixture(scope="module")
