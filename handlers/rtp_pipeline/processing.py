@@ -101,6 +101,12 @@ class Deadline:
         return self.remaining_ms is not None and self.remaining_ms() - after_s * 1000 < self.reserve_ms
 
 
+class OutOfTimeError(Exception):
+    """A record this delivery did not start: too little of the invocation was left. Not a TimeoutError on
+    purpose: a transform's own timeout (socket.timeout, asyncio's) is a TimeoutError, and a fault, which
+    must keep the queue's visibility-timeout backoff."""
+
+
 class RecordsNotDoneError(RuntimeError):
     """Some records of the message are not stored yet (transient faults that outlasted their retries, or no
     time left); the others are. Raised so that SQS redelivers the message. `out_of_time`: only time was
@@ -197,7 +203,7 @@ class Processor:
                         skipped += 1
                     continue
                 if deadline.passed():
-                    not_done.append((record_id, TimeoutError("too little time left in this invocation")))
+                    not_done.append((record_id, OutOfTimeError("too little time left in this invocation")))
                     complete = False
                     continue
                 context = TransformContext(
@@ -230,7 +236,7 @@ class Processor:
             raise RecordsNotDoneError(
                 f"{len(not_done)} of {len(records)} record(s) not done, e.g. {record_id}: "
                 f"{type(first).__name__}: {first}",
-                out_of_time=all(isinstance(error, TimeoutError) for _, error in not_done),
+                out_of_time=all(isinstance(error, OutOfTimeError) for _, error in not_done),
             ) from first
         newly_processed = sum(1 for outcome in stored if outcome.status == PROCESSED)
         return BatchResult(

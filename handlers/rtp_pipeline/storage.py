@@ -296,9 +296,11 @@ class PipelineTable:
     def stored_records(self, record_ids: Sequence[str]) -> dict[str, Stored]:
         """Which of these record ids are already stored: {record id: (owning batch, status)}.
 
-        BatchGetItem, 100 keys per call, eventually consistent. A record item never changes once written,
-        so what it returns is exact; a record it misses is found by its conditional put instead. Keys
-        DynamoDB leaves unprocessed are asked for again, briefly, then simply not reported."""
+        BatchGetItem, 100 keys per call, strongly consistent: an item a leased chunk wrote may be overwritten
+        by a later delivery's BatchWriteItem, and an eventually consistent read could return the older
+        version, which would then be counted while the table holds the newer one
+        (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/HowItWorks.ReadConsistency.html).
+        Keys DynamoDB leaves unprocessed are asked for again, briefly, then simply not reported."""
         found: dict[str, Stored] = {}
         unique = list(dict.fromkeys(record_ids))
         for start in range(0, len(unique), BATCH_GET_KEYS):
@@ -307,6 +309,7 @@ class PipelineTable:
                 self.name: {
                     "Keys": keys,
                     "ProjectionExpression": "#k, #b, #s",
+                    "ConsistentRead": True,
                     "ExpressionAttributeNames": {"#k": "pk", "#b": "b", "#s": "s"},
                 }
             }

@@ -287,3 +287,25 @@ def test_a_message_that_only_ran_out_of_time_is_handed_back_at_once(
         for c in pipeline.recorder.since(start)
         if c.operation == "ChangeMessageVisibility" and c.actor == "processor"
     ]
+
+
+def test_a_transform_that_times_out_keeps_the_visibility_backoff(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A downstream timeout inside the transform (socket.timeout is a TimeoutError) is a fault, not a lack
+    of invocation time: the message is not handed back early, so redeliveries keep their backoff."""
+    module = pipeline.module("processor").transform
+
+    def hanging(record: dict[str, Any], context: Any) -> dict[str, Any]:
+        raise TimeoutError("downstream read timed out")
+
+    monkeypatch.setattr(module, "transform", hanging)
+    accept(pipeline, [{"type": "t", "data": {"n": 1}}])
+    start = len(pipeline.recorder.calls)
+    delivery = pipeline.deliver()
+    assert delivery.failures == delivery.message_ids
+    assert not [
+        call
+        for call in pipeline.recorder.since(start)
+        if call.actor == "processor" and call.operation == "ChangeMessageVisibility"
+    ]
