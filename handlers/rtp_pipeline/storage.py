@@ -48,7 +48,7 @@ import random
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -313,7 +313,9 @@ class PipelineTable:
                     "ExpressionAttributeNames": {"#k": "pk", "#b": "b", "#s": "s"},
                 }
             }
-            for _ in range(3):
+            for attempt in range(3):
+                if attempt:
+                    time.sleep(_backoff(attempt - 1))
                 answer = self.db.batch_get_item(RequestItems=request)
                 for item in answer.get("Responses", {}).get(self.name, []):
                     found[item["pk"]["S"][4:]] = _stored(item)
@@ -458,10 +460,11 @@ class PipelineTable:
         request: dict[str, Any] = {self.name: [{"PutRequest": {"Item": item}} for _, item in group]}
         try:
             for attempt in range(BATCH_WRITE_ATTEMPTS):
+                if attempt:
+                    sleep(_backoff(attempt - 1))
                 request = self.db.batch_write_item(RequestItems=request).get("UnprocessedItems") or {}
                 if not request:
                     return [(outcome.record_id, outcome) for outcome, _ in group]
-                sleep(random.uniform(0.0, min(1.0, 0.05 * 2**attempt)))
         except ParamValidationError:
             pass
         except ClientError as error:
@@ -485,7 +488,10 @@ class PipelineTable:
         if len(outcomes) <= 1:
             return [self._put_record(batch_id, outcome, expires, now) for outcome in outcomes]
         put = functools.partial(self._put_record, batch_id, expires=expires, now=now)
-        return list(_put_pool().map(put, outcomes))
+        futures = [_put_pool().submit(put, outcome) for outcome in outcomes]
+        # Every put finishes (or fails) before this returns: none is left running into the next invocation.
+        wait(futures)
+        return [future.result() for future in futures]  # the first failure, in request order, raises
 
     def _put_record(
         self, batch_id: str, outcome: Outcome, expires: datetime, now: datetime
@@ -729,6 +735,12 @@ def _stored(item: Mapping[str, Any]) -> Stored:
     status = item.get("s") or item.get("status") or {}
     code = str(status.get("S", ""))
     return Stored(str(batch.get("S", "")), _STATUS_NAMES.get(code, code))
+
+
+def _backoff(retry: int) -> float:
+    """Full-jitter delay before sending unprocessed keys or items again (DynamoDB asks for backoff:
+    https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchWriteItem.html)."""
+    return random.uniform(0.0, min(1.0, 0.05 * 2**retry))
 
 
 @functools.cache

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from rtp_pipeline.ingest import new_batch_id, reserved_ids
+from rtp_pipeline.storage import owned_by
 from rtp_pipeline.validation import (
     JsonDocumentError,
     _plain_number_digits,
@@ -54,3 +56,17 @@ def test_a_number_taken_as_plain_is_one_the_exact_check_accepts_with_the_same_di
 def test_numbers_near_dynamodbs_limits_take_the_exact_check() -> None:
     for value in (10**38, -(10**38), 1e125, 1e-131, 9.99e125):
         assert _plain_number_digits(value) is None
+
+
+# Client ids as the record schema allows them (record.schema.json: id pattern, at most 128 characters).
+CLIENT_IDS = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
+
+
+@settings(max_examples=500)
+@given(CLIENT_IDS | st.builds(lambda n: f"{new_batch_id()}-{n}", st.integers(min_value=0, max_value=10**6)))
+def test_no_client_id_ingest_accepts_can_be_one_a_batch_owns(record_id: str) -> None:
+    """Storage writes the ids a batch owns without a condition (storage.owned_by): ingest must refuse
+    every client id that some batch could own, or a client could overwrite another batch's record."""
+    owned_by_someone = owned_by(record_id, record_id[:26])
+    refused = bool(reserved_ids([{"id": record_id, "type": "t", "data": {}}]))
+    assert not owned_by_someone or refused
