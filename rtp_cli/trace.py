@@ -294,7 +294,9 @@ def _logs(sources: Sources, batch: dict[str, Any] | None) -> dict[str, Any]:
         return found
     received = _moment(batch.get("receivedAt") if batch else None) or datetime.now(UTC) - timedelta(hours=1)
     try:
-        lines = sources.logs.read(received - LOGS_BEFORE, correlation_id=correlation_id)
+        # A fresh reader: LogReader remembers what it returned (for `follow`), and a trace is a snapshot.
+        reader = type(sources.logs)(sources.logs.logs, sources.logs.groups)
+        lines = reader.read(received - LOGS_BEFORE, correlation_id=correlation_id)
     except (ClientError, BotoCoreError) as error:
         found["logsNote"] = f"cannot read the logs: {error}"
         return found

@@ -96,6 +96,8 @@ def test_an_aws_trace_links_the_xray_trace_of_its_logs(sources: Sources) -> None
     )
     text = "\n".join(render_lines(report, "prod"))
     assert xray_link(REGION, TRACE_ID) in text and "1234 ms" in text
+    # A trace is a snapshot: tracing again with the same sources shows the same lines again.
+    assert trace_record(sources, f"{BATCH}-1")["logs"] == report["logs"]
 
 
 def test_a_batch_in_the_dlq_and_a_record_not_processed(sources: Sources) -> None:
