@@ -27,7 +27,7 @@ from typing import Any
 import boto3
 
 from bench import ddb_units
-from rtp_cli.local.esm import delete_succeeded, mapping_specs, receive, settle, sqs_event
+from rtp_cli.local.esm import delete_succeeded, mapping_of_queue, mapping_specs, receive, settle, sqs_event
 from rtp_cli.local.functions import FunctionSpec
 from rtp_cli.local.inprocess import (
     HANDLERS,
@@ -314,7 +314,9 @@ class Pipeline:
         self.functions: dict[str, FunctionSpec] = pipeline_functions(self.template)
         self._sqs: Any = self.session.client("sqs")  # counted
         self._current: str | None = None  # the function whose caches are live
-        [self.mapping] = mapping_specs(self.template)
+        self.mapping = mapping_of_queue(
+            mapping_specs(self.template), self.functions["ingest"].environment["QUEUE_URL"]
+        )
         self.esm = self.template.resolve(self.template.props(self.mapping.logical_id))
         self.queue_url = self.mapping.queue_url
         self.queue_arn = self.mapping.queue_arn

@@ -50,6 +50,7 @@ _ENVIRONMENT = {
     "TABLE_NAME": "rtp-bench",
     "BUCKET_NAME": "rtp-bench-raw",
     "QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/rtp-bench",
+    "REPLAY_QUEUE_URL": "https://sqs.us-east-1.amazonaws.com/123456789012/rtp-bench-replay",
 }
 
 

@@ -79,6 +79,10 @@ class ProcessingConfig(_Strict):
     batch_size: Annotated[int, Field(ge=1, le=10000)] = 10
     max_batching_window_seconds: Annotated[int, Field(ge=0, le=300)] = 1
     max_concurrency: Annotated[int, Field(ge=2, le=1000)] = 5
+    # Pollers for `rtp replay`'s queue, apart from live traffic's `max_concurrency`: a replay never takes
+    # more processor instances than this. 2 is the least an SQS event source's MaximumConcurrency takes:
+    # https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-scaling.html#events-sqs-max-concurrency
+    replay_concurrency: Annotated[int, Field(ge=2, le=1000)] = 2
     max_receive_count: Annotated[int, Field(ge=1, le=1000)] = 3
 
     @model_validator(mode="after")
@@ -191,12 +195,14 @@ class EnvironmentConfig(_Strict):
         processor = self.functions.processor
         if (
             processor.reserved_concurrency is not None
-            and processor.reserved_concurrency < self.processing.max_concurrency
+            and processor.reserved_concurrency
+            < self.processing.max_concurrency + self.processing.replay_concurrency
         ):
             raise ValueError(
                 f"functions.processor.reserved_concurrency ({processor.reserved_concurrency}) is below "
-                f"processing.max_concurrency ({self.processing.max_concurrency}): "
-                "the queue would be throttled"
+                "processing.max_concurrency + processing.replay_concurrency "
+                f"({self.processing.max_concurrency} + {self.processing.replay_concurrency}): "
+                "live traffic would be throttled during a replay"
             )
         ingest = self.functions.ingest
         if (

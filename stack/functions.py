@@ -109,6 +109,7 @@ class PipelineFunctions(Construct):
                 "RAW_PREFIX": RAW_PREFIX,
                 # Where a message that ran out of time is handed back at once (queue_processor.py).
                 "QUEUE_URL": queues.work.queue_url,
+                "REPLAY_QUEUE_URL": queues.replay.queue_url,
             },
         )
         self.query = self._function(
@@ -141,13 +142,12 @@ class PipelineFunctions(Construct):
             [table],
         )
         # What Lambda's queue poller calls with the function's role (as in AWSLambdaSQSQueueExecutionRole).
+        polled = [queues.work.queue_arn, queues.replay.queue_arn]
         self._allow(
-            self.processor,
-            ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
-            [queues.work.queue_arn],
+            self.processor, ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"], polled
         )
         # The function's own call: a message that ran out of time is made visible again at once.
-        self._allow(self.processor, ["sqs:ChangeMessageVisibility"], [queues.work.queue_arn])
+        self._allow(self.processor, ["sqs:ChangeMessageVisibility"], polled)
         self._allow(self.processor, ["kms:GenerateDataKey", "kms:Encrypt", "kms:Decrypt"], [data.key.key_arn])
 
         raw_finding = f"AwsSolutions-IAM5[Resource::{ref(data.raw_bucket, 'Arn')}/{RAW_PREFIX}*]"
@@ -176,6 +176,22 @@ class PipelineFunctions(Construct):
         )
         # The processor may only start once it can read the queue, or the mapping fails to create.
         self.queue_source.node.add_dependency(self.processor.role)
+        # `rtp replay`'s queue: the same function, at most `replay_concurrency` instances, one message per
+        # invocation (a replayed request can hold 500 records; live messages never wait behind it).
+        self.replay_source = self.processor.add_event_source_mapping(
+            "ReplayQueueSource",
+            event_source_arn=queues.replay.queue_arn,
+            batch_size=1,
+            max_concurrency=processing.replay_concurrency,
+            report_batch_item_failures=True,
+        )
+        acknowledge(
+            self.replay_source,
+            "Serverless-LambdaEventSourceMappingDestination",
+            "SQS event sources take no on-failure destination; failed replay messages go to the queue's "
+            "redrive DLQ.",
+        )
+        self.replay_source.node.add_dependency(self.processor.role)
 
         # API Gateway invokes the ingest function through an alias when provisioned concurrency is asked for.
         self.ingest_target: lambda_.IFunction = self.ingest

@@ -76,6 +76,7 @@ class PipelineStack(Stack):
             "TableName": self.data.table.table_name,
             "RawBucketName": self.data.raw_bucket.bucket_name,
             "WorkQueueUrl": self.queues.work.queue_url,
+            "ReplayQueueUrl": self.queues.replay.queue_url,
             "DeadLetterQueueUrl": self.queues.dead_letters.queue_url,
             "AlarmTopicArn": self.monitoring.topic.topic_arn,
             "DashboardName": self.monitoring.dashboard.dashboard_name,

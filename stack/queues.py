@@ -1,4 +1,4 @@
-"""The work queue between ingest and processor, and its dead-letter queue."""
+"""The work queue between ingest and processor, the replay queue beside it, and their dead-letter queue."""
 
 from __future__ import annotations
 
@@ -35,6 +35,23 @@ class WorkQueues(Construct):
         self.work = sqs.Queue(
             self,
             "WorkQueue",
+            encryption=sqs.QueueEncryption.KMS,
+            encryption_master_key=key,
+            data_key_reuse=Duration.hours(1),
+            enforce_ssl=True,
+            visibility_timeout=Duration.seconds(config.queue_visibility_timeout_seconds),
+            retention_period=Duration.days(4),
+            dead_letter_queue=sqs.DeadLetterQueue(
+                max_receive_count=config.processing.max_receive_count, queue=self.dead_letters
+            ),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        # `rtp replay` sends claim checks here, never to the work queue: the processor polls it through a
+        # mapping of its own with `processing.replay_concurrency` pollers, so live traffic never queues
+        # behind a replay. Same handling, same dead-letter queue (`rtp dlq` sees replays' failures too).
+        self.replay = sqs.Queue(
+            self,
+            "ReplayQueue",
             encryption=sqs.QueueEncryption.KMS,
             encryption_master_key=key,
             data_key_reuse=Duration.hours(1),

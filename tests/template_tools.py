@@ -72,12 +72,29 @@ def key_id(template: Template) -> str:
 
 
 def work_and_dead_letter_queues(template: Template) -> tuple[str, str]:
+    """The live work queue (the one ingest's QUEUE_URL names) and its dead-letter queue."""
+    work, _, dead_letter = pipeline_queues(template)
+    return work, dead_letter
+
+
+def pipeline_queues(template: Template) -> tuple[str, str, str]:
+    """(work, replay, dead letter): the queues ingest's QUEUE_URL and the processor's REPLAY_QUEUE_URL
+    name, and the one dead-letter queue both redrive to."""
     queues = resources(template, "AWS::SQS::Queue")
-    work = [lid for lid, res in queues.items() if "RedrivePolicy" in props(res)]
-    assert len(work) == 1, f"expected one queue with a redrive policy, found {work}"
-    dead_letter = target(props(queues[work[0]])["RedrivePolicy"]["deadLetterTargetArn"])
-    assert dead_letter in queues and dead_letter != work[0]
-    return work[0], dead_letter
+    functions = pipeline_functions(template)
+
+    def named_by(function: str, variable: str) -> str:
+        env = props(template["Resources"][functions[function]])["Environment"]["Variables"]
+        return str(env[variable]["Ref"])
+
+    work, replay = named_by("ingest", "QUEUE_URL"), named_by("processor", "REPLAY_QUEUE_URL")
+    redriving = {lid for lid, res in queues.items() if "RedrivePolicy" in props(res)}
+    assert redriving == {work, replay}, f"expected the work and replay queues to redrive, found {redriving}"
+    dead_letters = {target(props(queues[lid])["RedrivePolicy"]["deadLetterTargetArn"]) for lid in redriving}
+    assert len(dead_letters) == 1, dead_letters
+    [dead_letter] = dead_letters
+    assert dead_letter in queues and dead_letter not in redriving
+    return work, replay, dead_letter
 
 
 def as_list(value: Any) -> list[Any]:

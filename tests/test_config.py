@@ -137,7 +137,18 @@ def test_processor_reservation_below_event_source_concurrency(tmp_path: Path) ->
     text = "functions:\n  processor:\n    reserved_concurrency: 3\nprocessing:\n  max_concurrency: 5\n"
     message = error_for(tmp_path, "starved", text)
     assert "functions.processor.reserved_concurrency (3)" in message
-    assert "processing.max_concurrency (5)" in message
+    assert "processing.max_concurrency + processing.replay_concurrency (5 + 2)" in message
+
+
+def test_processor_reservation_leaves_room_for_live_traffic_during_a_replay(tmp_path: Path) -> None:
+    text = "functions:\n  processor:\n    reserved_concurrency: 6\nprocessing:\n  max_concurrency: 5\n"
+    assert "live traffic would be throttled during a replay" in error_for(tmp_path, "replay", text)
+    write(tmp_path, "replay", text.replace("reserved_concurrency: 6", "reserved_concurrency: 7"))
+    assert load_config("replay", config_dir=tmp_path).processing.replay_concurrency == 2
+
+
+def test_replay_concurrency_below_the_event_source_minimum(tmp_path: Path) -> None:
+    assert "replay_concurrency" in error_for(tmp_path, "one", "processing:\n  replay_concurrency: 1\n")
 
 
 @pytest.mark.parametrize("function", ["ingest", "query"])

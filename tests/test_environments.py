@@ -103,7 +103,7 @@ def _with(config: EnvironmentConfig, dotted: str, value: Any) -> EnvironmentConf
 
 STAGE = "^Resources/IngestApiDeploymentStagev1/Properties/MethodSettings/0/"
 RAW_EXPIRY = "^Resources/DataRawBucket/Properties/LifecycleConfiguration/Rules/0/ExpirationInDays$"
-REDRIVE = "^Resources/QueuesWorkQueue/Properties/RedrivePolicy/maxReceiveCount$"
+REDRIVE = "^Resources/Queues(Work|Replay)Queue/Properties/RedrivePolicy/maxReceiveCount$"
 TAGS = r"^Resources/[^/]+/Properties/Tags/\d+/(Key|Value)$"
 FUNCTIONS = r"Functions(Ingest|Processor|Query)"
 FUNCTION_ENV = rf"^Resources/{FUNCTIONS}/Properties/Environment/Variables/"
@@ -118,7 +118,7 @@ VARIANTS: dict[str, tuple[Any, list[str]]] = {
         90,
         [
             r"^Resources/FunctionsProcessor/Properties/Timeout$",
-            r"^Resources/QueuesWorkQueue/Properties/VisibilityTimeout$",
+            r"^Resources/Queues(Work|Replay)Queue/Properties/VisibilityTimeout$",
             r"^Resources/MonitoringProcessorDurationP99/Properties/Threshold$",
         ],
     ),
@@ -207,6 +207,9 @@ EFFECTS: dict[str, list[str]] = {
     ],
     "processing.max_concurrency": [
         r"^Resources/FunctionsProcessorWorkQueueSource/Properties/ScalingConfig/MaximumConcurrency$"
+    ],
+    "processing.replay_concurrency": [
+        r"^Resources/FunctionsProcessorReplayQueueSource/Properties/ScalingConfig/MaximumConcurrency$"
     ],
     "processing.max_receive_count": [REDRIVE],
     "alarms.email": [

@@ -30,6 +30,7 @@ from tests.template_tools import (
     only,
     pinned_version,
     pipeline_functions,
+    pipeline_queues,
     props,
     references,
     resources,
@@ -196,10 +197,10 @@ def test_raw_bucket_uses_cmk_with_bucket_key_and_expires_raw_prefix(
 
 def test_queues_encrypted_tls_only_with_dlq_and_redrive(raw: dict, config: EnvironmentConfig) -> None:
     key = key_id(raw)
-    work, dead_letters = work_and_dead_letter_queues(raw)
+    work, replay, dead_letters = pipeline_queues(raw)
     queues = resources(raw, "AWS::SQS::Queue")
-    assert set(queues) == {work, dead_letters}
-    for queue_id in (work, dead_letters):
+    assert set(queues) == {work, replay, dead_letters}
+    for queue_id in (work, replay, dead_letters):
         assert props(queues[queue_id])["KmsMasterKeyId"] == getatt_arn(key), queue_id
         policies = [
             res
@@ -210,20 +211,21 @@ def test_queues_encrypted_tls_only_with_dlq_and_redrive(raw: dict, config: Envir
         statements = as_list(props(policies[0])["PolicyDocument"]["Statement"])
         assert _denies_insecure_transport(statements, "sqs:*", {queue_id}), queue_id
 
-    work_props = props(queues[work])
     processor_timeout = config.functions.processor.timeout_seconds
-    assert work_props["VisibilityTimeout"] >= 6 * processor_timeout
-    assert work_props["VisibilityTimeout"] == config.queue_visibility_timeout_seconds
-    assert work_props["RedrivePolicy"]["maxReceiveCount"] == config.processing.max_receive_count
+    for queue_id in (work, replay):
+        queue_props = props(queues[queue_id])
+        assert queue_props["VisibilityTimeout"] >= 6 * processor_timeout
+        assert queue_props["VisibilityTimeout"] == config.queue_visibility_timeout_seconds
+        assert queue_props["RedrivePolicy"]["maxReceiveCount"] == config.processing.max_receive_count
     assert props(queues[dead_letters])["MessageRetentionPeriod"] == DLQ_RETENTION_SECONDS
 
 
 def test_event_source_mapping_reports_batch_item_failures(
     template: Template, raw: dict, config: EnvironmentConfig
 ) -> None:
-    work, _ = work_and_dead_letter_queues(raw)
+    work, replay, _ = pipeline_queues(raw)
     processor = pipeline_functions(raw)["processor"]
-    template.resource_count_is("AWS::Lambda::EventSourceMapping", 1)
+    template.resource_count_is("AWS::Lambda::EventSourceMapping", 2)
     processing = config.processing
     template.has_resource_properties(
         "AWS::Lambda::EventSourceMapping",
@@ -234,6 +236,17 @@ def test_event_source_mapping_reports_batch_item_failures(
             "BatchSize": processing.batch_size,
             "MaximumBatchingWindowInSeconds": processing.max_batching_window_seconds,
             "ScalingConfig": {"MaximumConcurrency": processing.max_concurrency},
+        },
+    )
+    # The replay queue's own mapping: one message per invocation, its own cap on concurrent instances.
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {
+            "EventSourceArn": getatt_arn(replay),
+            "FunctionName": {"Ref": processor},
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "BatchSize": 1,
+            "ScalingConfig": {"MaximumConcurrency": processing.replay_concurrency},
         },
     )
 

@@ -15,7 +15,7 @@ from functools import cache
 
 # What each function cannot run without (the names of the stack's resources it uses).
 INGEST_SETTINGS = ("TABLE_NAME", "BUCKET_NAME", "QUEUE_URL")
-PROCESSOR_SETTINGS = ("TABLE_NAME", "BUCKET_NAME", "QUEUE_URL")
+PROCESSOR_SETTINGS = ("TABLE_NAME", "BUCKET_NAME", "QUEUE_URL", "REPLAY_QUEUE_URL")
 QUERY_SETTINGS = ("TABLE_NAME",)
 
 _INTEGERS = ("MAX_RECORDS", "MAX_BODY_BYTES", "RECORD_TTL_DAYS")
@@ -35,6 +35,7 @@ class Settings:
     max_body_bytes: int
     record_ttl_days: int
     idempotency_ttl_hours: int = 24
+    replay_queue_url: str = ""  # the processor's second source (`rtp replay`); ingest never sends there
     # zlib for results of 200+ bytes of JSON (storage.COMPRESS_MIN_BYTES); RESULT_COMPRESSION=none: maps.
     compress_results: bool = True
 
@@ -63,6 +64,7 @@ class Settings:
             table_name=source.get("TABLE_NAME", ""),
             bucket_name=source.get("BUCKET_NAME", ""),
             queue_url=source.get("QUEUE_URL", ""),
+            replay_queue_url=source.get("REPLAY_QUEUE_URL", ""),
             raw_prefix=source.get("RAW_PREFIX", "raw/"),
             max_records=numbers["MAX_RECORDS"],
             max_body_bytes=numbers["MAX_BODY_BYTES"],

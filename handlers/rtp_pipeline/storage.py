@@ -168,8 +168,45 @@ def refused_by_dynamodb(outcome: Outcome, why: str) -> Outcome:
 
 
 @dataclass(frozen=True)
+class ReplayRequest:
+    """What `rtp replay` asks of one raw request: run its records through the current transform again and
+    replace their stored outcomes. Only records the request's own batch stored are replayed (an id another
+    batch owns stays that batch's), and of those only the ones every filter set here matches."""
+
+    replay_id: str  # one per `rtp replay` run: a record is replaced at most once per replay id
+    status: str | None = None  # PROCESSED or REJECTED: only records stored with that status
+    reason: str | None = None  # only REJECTED records whose reason contains this text
+    processed_from: str | None = None  # only records processed at or after (ISO-8601 UTC, ms, Z)
+    processed_to: str | None = None  # ... and before this
+
+    def to_dict(self) -> dict[str, str]:
+        fields = {
+            "id": self.replay_id,
+            "status": self.status,
+            "reason": self.reason,
+            "processedFrom": self.processed_from,
+            "processedTo": self.processed_to,
+        }
+        return {name: value for name, value in fields.items() if value is not None}
+
+    @classmethod
+    def from_dict(cls, value: Mapping[str, Any]) -> ReplayRequest:
+        status = value.get("status")
+        if status not in (None, PROCESSED, REJECTED):
+            raise ValueError(f"replay status must be {PROCESSED} or {REJECTED}, not {status!r}")
+        return cls(
+            replay_id=str(value["id"]),
+            status=status,
+            reason=value.get("reason"),
+            processed_from=value.get("processedFrom"),
+            processed_to=value.get("processedTo"),
+        )
+
+
+@dataclass(frozen=True)
 class ClaimCheck:
-    """The SQS message: a pointer to the raw request in S3, never the payload itself."""
+    """The SQS message: a pointer to the raw request in S3, never the payload itself. `replay` is set on
+    the messages `rtp replay` sends to the replay queue."""
 
     batch_id: str
     bucket: str
@@ -177,19 +214,20 @@ class ClaimCheck:
     correlation_id: str
     received_at: str
     record_count: int
+    replay: ReplayRequest | None = None
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "batchId": self.batch_id,
-                "bucket": self.bucket,
-                "key": self.key,
-                "correlationId": self.correlation_id,
-                "receivedAt": self.received_at,
-                "recordCount": self.record_count,
-            },
-            separators=(",", ":"),
-        )
+        message: dict[str, Any] = {
+            "batchId": self.batch_id,
+            "bucket": self.bucket,
+            "key": self.key,
+            "correlationId": self.correlation_id,
+            "receivedAt": self.received_at,
+            "recordCount": self.record_count,
+        }
+        if self.replay is not None:
+            message["replay"] = self.replay.to_dict()
+        return json.dumps(message, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, body: str) -> ClaimCheck:
@@ -201,6 +239,7 @@ class ClaimCheck:
             correlation_id=str(message.get("correlationId", "")),
             received_at=str(message["receivedAt"]),
             record_count=int(message["recordCount"]),
+            replay=ReplayRequest.from_dict(message["replay"]) if "replay" in message else None,
         )
 
 

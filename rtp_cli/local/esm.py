@@ -63,6 +63,14 @@ def mapping_specs(template: Template) -> list[MappingSpec]:
     return specs
 
 
+def mapping_of_queue(specs: list[MappingSpec], queue_url: str) -> MappingSpec:
+    """The mapping that polls `queue_url` (the template has one per queue: live work, replay)."""
+    found = [spec for spec in specs if spec.queue_url == queue_url]
+    if len(found) != 1:
+        raise ValueError(f"the template has {len(found)} event source mappings on {queue_url}, not 1")
+    return found[0]
+
+
 class EventSourcePoller:
     def __init__(self, spec: MappingSpec, sqs: Any, functions: FunctionRuntime, region: str) -> None:
         self.spec = spec

@@ -34,7 +34,16 @@ from typing import Any
 
 import boto3
 
-from rtp_cli.local.esm import delete_succeeded, mapping_specs, receive, settle, source_attributes, sqs_event
+from rtp_cli.local.esm import (
+    MappingSpec,
+    delete_succeeded,
+    mapping_of_queue,
+    mapping_specs,
+    receive,
+    settle,
+    source_attributes,
+    sqs_event,
+)
 from rtp_cli.local.functions import FunctionSpec, function_specs, lambda_variables
 from rtp_cli.local.gateway import ApiModel, proxy_event
 from rtp_cli.local.iam import ESM, ApiCall
@@ -225,7 +234,12 @@ class Pipeline:
         self.sqs: Any = session.client("sqs")
         self.dynamodb: Any = session.client("dynamodb")
         self.routes = ApiModel(resolve)
-        [self.mapping] = mapping_specs(resolve)
+        mappings = mapping_specs(resolve)
+        # The live work queue is the one ingest sends to; the replay queue the one `rtp replay` sends to.
+        self.mapping = mapping_of_queue(mappings, self.functions["ingest"].environment["QUEUE_URL"])
+        self.replay_mapping = mapping_of_queue(
+            mappings, self.functions["processor"].environment["REPLAY_QUEUE_URL"]
+        )
         self.esm = resolve.props(self.mapping.logical_id)
         self.queue_logical_id = resolve.logical_id_of(self.mapping.queue_url)
         self.processor = self._names[self.mapping.function]
@@ -331,41 +345,47 @@ class Pipeline:
         return self.request("GET", "/batches/{batchId}", {"batchId": batch_id})
 
     # --- the event source mapping ---
-    def _received(self, max_messages: int | None) -> list[dict[str, Any]]:
+    @property
+    def replay_queue_url(self) -> str:
+        return self.replay_mapping.queue_url
+
+    def _received(self, max_messages: int | None, mapping: MappingSpec) -> list[dict[str, Any]]:
         with self.recorder.acting(f"{self.processor} [{ESM}]"):
-            source_attributes(self.sqs, self.mapping)
-            return receive(self.sqs, self.mapping, max_messages or self.mapping.batch_size)
+            source_attributes(self.sqs, mapping)
+            return receive(self.sqs, mapping, max_messages or mapping.batch_size)
 
     def receive(self, max_messages: int | None = None) -> dict[str, Any]:
         """Poll the work queue as the event source mapping does; returns the SQS event for the function."""
-        return sqs_event(self._received(max_messages), self.mapping, REGION)
+        return sqs_event(self._received(max_messages, self.mapping), self.mapping, REGION)
 
-    def deliver(self, max_messages: int | None = None) -> Delivery:
-        """One poll: invoke the processor; delete what succeeded; make failures visible again at once
-        (standing in for their visibility timeout running out)."""
-        messages = self._received(max_messages)
+    def deliver(self, max_messages: int | None = None, replay: bool = False) -> Delivery:
+        """One poll (of the replay queue's mapping with `replay`): invoke the processor; delete what
+        succeeded; make failures visible again at once (standing in for their visibility timeout running
+        out)."""
+        mapping = self.replay_mapping if replay else self.mapping
+        messages = self._received(max_messages, mapping)
         if not messages:
             return Delivery([], [])
         ids = [message["MessageId"] for message in messages]
         raised: BaseException | None = None
         try:
-            result, ok = self.invoke(self.processor, sqs_event(messages, self.mapping, REGION)), True
+            result, ok = self.invoke(self.processor, sqs_event(messages, mapping, REGION)), True
         except Exception as error:  # the whole invocation failed: every message is retried
             raised, result, ok = error, None, False
-        failed = settle(self.mapping, messages, ok, result)
+        failed = settle(mapping, messages, ok, result)
         with self.recorder.acting(f"{self.processor} [{ESM}]"):
-            delete_succeeded(self.sqs, self.mapping, messages, failed)
+            delete_succeeded(self.sqs, mapping, messages, failed)
         for message in messages:  # not the function's or the mapping's call: the test's clock
             if message["MessageId"] in failed:
                 self.sqs.change_message_visibility(
-                    QueueUrl=self.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                    QueueUrl=mapping.queue_url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
                 )
         return Delivery(ids, [i for i in ids if i in failed], raised)
 
-    def drain(self, max_polls: int = 20) -> list[Delivery]:
+    def drain(self, max_polls: int = 20, replay: bool = False) -> list[Delivery]:
         deliveries = []
         for _ in range(max_polls):
-            delivery = self.deliver()
+            delivery = self.deliver(replay=replay)
             if not delivery.message_ids:
                 break
             deliveries.append(delivery)

@@ -37,6 +37,7 @@ def test_require_settings_reads_the_process_environment(monkeypatch: pytest.Monk
     monkeypatch.setenv("TABLE_NAME", "t")
     monkeypatch.delenv("BUCKET_NAME", raising=False)
     monkeypatch.setenv("QUEUE_URL", "https://sqs.example/q")  # the processor hands messages back to it
+    monkeypatch.setenv("REPLAY_QUEUE_URL", "https://sqs.example/replay")
     require_settings(QUERY_SETTINGS)
     with pytest.raises(SettingsError, match=r"^BUCKET_NAME is not set"):
         require_settings(PROCESSOR_SETTINGS)
