@@ -627,7 +627,9 @@ class PipelineTable:
             ":n": {"N": str(chunk)},
         }
         # `processed` is a DynamoDB reserved word: every name goes through a placeholder.
-        update, condition = "ADD #p :p, #r :r, #d :d, #c :c", "NOT contains(#c, :n)"
+        # attribute_exists: an update on a missing key would create a new item holding only counters (a
+        # batch item expired with its TTL while its message was still being redelivered).
+        update, condition = "ADD #p :p, #r :r, #d :d, #c :c", "attribute_exists(pk) AND NOT contains(#c, :n)"
         if lease is not None:
             names["#l"] = f"l{chunk}"
             values[":token"] = {"N": str(lease)}
@@ -646,7 +648,10 @@ class PipelineTable:
         except ClientError as error:
             if not is_condition_failure(error):
                 raise
-            counted = str(chunk) in _item_returned(error).get("cc", {}).get("NS", [])
+            old = _item_returned(error)
+            if not old:
+                raise RuntimeError(f"batch {batch_id} has no batch item to count its records on") from error
+            counted = str(chunk) in old.get("cc", {}).get("NS", [])
             if lease is not None and not counted:
                 raise RuntimeError(
                     f"batch {batch_id} chunk {chunk}: the lease ran out before counting"
