@@ -167,7 +167,7 @@ def test_the_rules_accept_exactly_what_s3_and_replay_allow(
 
 def test_shipped_environments_choose_explicitly() -> None:
     windows = {env: replay_window(load_config(env)) for env in ("dev", "staging", "prod", "local")}
-    assert windows["prod"] == ReplayWindow("prod", 120, 365, 30, "GLACIER_IR")
+    assert windows["prod"] == ReplayWindow("prod", 365, 365, 30, "GLACIER_IR")
     for env in ("dev", "staging", "local"):
         assert windows[env].storage_class_after is None, env
     for env, window in windows.items():
