@@ -273,3 +273,17 @@ def test_the_local_runtime_applies_the_same_lifecycle_rule() -> None:
         (stored,) = s3.get_bucket_lifecycle_configuration(Bucket="raw-bucket")["Rules"]
     assert stored["Transitions"] == [{"Days": 30, "StorageClass": "GLACIER_IR"}]
     assert stored["Expiration"] == {"Days": 120}
+
+
+def test_the_readme_documents_every_retention_key_and_cites_the_rules() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for key in ("raw_objects_days", "raw_transition_days", "raw_storage_class", "record_ttl_days"):
+        assert f"`retention.{key}`" in readme or f"`.{key}`" in readme, key
+    source = (ROOT / "stack" / "retention.py").read_text(encoding="utf-8")
+    for page in (
+        "lifecycle-transition-general-considerations.html",
+        "storage-class-intro.html#sc-compare",
+        "aws-properties-s3-bucket-lifecycleconfig.html",
+        "InvalidObjectState.html",
+    ):
+        assert page in readme and page in source, page
