@@ -766,6 +766,9 @@ def raw_storage_items(facts: TemplateFacts, config: Any, per: PerRecord, records
     whole = f"raw request storage (expires after {raw_days} days)"
     if after is None or storage_class is None or after >= raw_days:
         return [_item("S3", whole, gb_per_day * raw_days, "s3.storage_gb_month", True)]
+    if storage_class not in RAW_CLASS_PRICES:  # a template the config did not produce
+        note = f"the template moves raw objects to {storage_class}, which this estimate has no price for"
+        return [_item("S3", whole, gb_per_day * raw_days, "s3.storage_gb_month", True, note)]
     if object_bytes < TRANSITION_MIN_OBJECT_BYTES:
         note = (
             f"each raw object is about {object_bytes / 1024:.0f} KB ({per.records_per_request:g} records per "

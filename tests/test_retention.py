@@ -287,3 +287,14 @@ def test_the_readme_documents_every_retention_key_and_cites_the_rules() -> None:
         "InvalidObjectState.html",
     ):
         assert page in readme and page in source, page
+
+
+def test_rtp_cost_prices_every_class_the_config_allows() -> None:
+    from rtp_cli.cost import RAW_CLASS_PRICES
+    from rtp_cli.pricing import PRICES
+
+    assert set(RAW_CLASS_PRICES) == set(REPLAYABLE_CLASSES)
+    for storage_key, transition_key in RAW_CLASS_PRICES.values():
+        assert PRICES[storage_key].known and PRICES[transition_key].known
+        cheaper, standard = PRICES[storage_key].usd, PRICES["s3.storage_gb_month"].usd
+        assert cheaper is not None and standard is not None and cheaper < standard  # else why move
