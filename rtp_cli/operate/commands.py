@@ -429,6 +429,7 @@ def _dlq(env: str, profile: str | None) -> DeadLetterQueue:
         target.client("dynamodb"),
         target.outputs.get("TableName"),
         None if target.is_local else target.client("cloudwatch"),
+        target.outputs.get("ReplayQueueUrl"),
     )
 
 
