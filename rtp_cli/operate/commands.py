@@ -520,7 +520,7 @@ def dlq_redrive(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="No confirmation (automation).")] = False,
     profile: ProfileOption = None,
 ) -> None:
-    """Move dead-lettered messages back to the work queue (after the cause is fixed)."""
+    """Move dead-lettered messages back to the queue each came from (after the cause is fixed)."""
     dlq = _dlq(env, profile)
     if dry_run:
         result = dlq.redrive(max_messages, dry_run=True)
