@@ -269,6 +269,38 @@ def test_listing_pages_and_hour_prefixes(pipeline: Pipeline, monkeypatch: pytest
     assert report["cost"]["calls"]["s3.ListObjectsV2"] == 4
 
 
+def test_a_record_an_eventually_consistent_read_missed_is_read_again_strongly(pipeline: Pipeline) -> None:
+    """The first read of a record item may miss a write of the last second: before calling it missing,
+    the record is read again strongly consistent (only that key), and then found."""
+    since = start()
+    batch = post(pipeline, records(3))
+    pipeline.drain()
+    late = f"REC#{batch['batchId']}-1"
+    real = pipeline.session.client("dynamodb")
+
+    class StaleReads:
+        """The table as an eventually consistent read can see it: without the newest item."""
+
+        meta = real.meta
+
+        def batch_get_item(self, RequestItems: dict[str, Any], **kwargs: Any) -> Any:  # noqa: N803
+            [(table, request)] = RequestItems.items()
+            if not request.get("ConsistentRead"):
+                request = {**request, "Keys": [k for k in request["Keys"] if k["pk"]["S"] != late]}
+            return real.batch_get_item(RequestItems={table: request}, **kwargs)
+
+    sources = sources_of(pipeline)
+    sources.dynamodb = StaleReads()
+    sources.counter.watch(real)
+    report = reconcile(sources, window_now(since))
+
+    assert report["ok"] is True, report["gapBatches"]
+    assert report["counts"]["verified"] == {"processed": 3, "rejected": 0, "duplicates": 0, "missing": 0}
+    # The batch item and 3 record items eventually consistent, then the batch item and 1 record strongly.
+    assert report["cost"]["readUnitsMinimum"] == 0.5 + 3 * 0.5 + 1 + 1
+    assert report["cost"]["calls"]["dynamodb.BatchGetItem"] == 4
+
+
 def test_unprocessed_keys_are_asked_again_then_refused(pipeline: Pipeline) -> None:
     sources = sources_of(pipeline)
     calls: list[int] = []
