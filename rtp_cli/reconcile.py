@@ -41,13 +41,14 @@ requests (r = N / R records per request):
   https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html). Each item read
   costs its size rounded up to 4 KB, half a unit eventually consistent, and BatchGetItem rounds each item
   on its own (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/read-write-operations.html#read-operation-consumption):
-  0.5 read unit per record item under 4 KB whatever the projection (the projection saves bytes on the
+  0.5 read unit per record item up to 4 KB whatever the projection (the projection saves bytes on the
   wire, not units: the item's size is charged), 0.5 per batch item, and 0.5 per 4 KB of an IDS item.
 - SQS: 3 GetQueueAttributes, plus ceil(DLQ sample / 10) ReceiveMessage when the DLQ holds messages.
 
 100 million records in 500-record requests: 200,000 raw objects (200 LIST calls + 1 per hour), 2,000
-BatchGetItem for the batches (1,000 read units), 1,000,000 BatchGetItem for the records (50,000,000 read
-units): `estimate_cost` gives the dollars from `rtp_cli.pricing`. `--counts-only`: the first two only.
+BatchGetItem for the batches (100,000 read units), 1,000,000 BatchGetItem for the records (50,000,000 read
+units): about $6.26 over 24 hours at the prices of `rtp_cli.pricing` (`estimate_cost`), half a read unit per
+record. `--counts-only`: the first two only, about $0.014.
 `tests/operate/test_reconcile_unit.py` counts the calls of a known window through a botocore hook and fails
 when the calls per record or per request exceed this arithmetic.
 """
