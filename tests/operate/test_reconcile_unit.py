@@ -167,6 +167,55 @@ def test_pending_while_queued_and_stuck_once_the_message_is_gone(pipeline: Pipel
     assert stuck["gapBatches"][0]["state"] == "stuck"
 
 
+def test_messages_on_a_replay_queue_keep_an_uncounted_batch_pending(pipeline: Pipeline) -> None:
+    """A stack with `ReplayQueueUrl` (the replay queue of issue 12): its messages count as queued work."""
+    since = start()
+    batch = post(pipeline, records(2))
+    [message] = pipeline.sqs.receive_message(QueueUrl=pipeline.queue_url).get("Messages", [])
+    pipeline.sqs.delete_message(QueueUrl=pipeline.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    replay = pipeline.sqs.create_queue(QueueName="replay")["QueueUrl"]
+    pipeline.sqs.send_message(QueueUrl=replay, MessageBody=message["Body"])
+    sources = sources_of(pipeline)
+    sources.replay_queue_url = replay
+
+    report = reconcile(sources, window_now(since))
+
+    assert report["ok"] is True and report["counts"]["pending"] == {"batches": 1, "records": 2}
+    assert report["queues"]["replay"] == {"visible": 1, "inFlight": 0, "delayed": 0}
+    assert report["cost"]["calls"]["sqs.GetQueueAttributes"] == 3
+    pipeline.sqs.purge_queue(QueueUrl=replay)
+    stuck = reconcile(sources_of(pipeline), window_now(since))  # without the replay queue: stuck
+    assert stuck["ok"] is False and stuck["gapBatches"][0]["batchId"] == batch["batchId"]
+
+
+def test_sources_come_from_the_stack_outputs(pipeline: Pipeline) -> None:
+    outputs = {
+        "TableName": pipeline.table_name,
+        "RawBucketName": pipeline.bucket,
+        "WorkQueueUrl": pipeline.queue_url,
+        "DeadLetterQueueUrl": pipeline.dlq_url,
+    }
+
+    class Target:
+        def __init__(self, outputs: dict[str, str]) -> None:
+            self.outputs = outputs
+
+        def client(self, service: str) -> Any:
+            return pipeline.session.client(service)  # type: ignore[call-overload]
+
+        def output(self, key: str) -> str:
+            return self.outputs[key]
+
+    sources = service.sources_for(Target(outputs))
+    assert (sources.table, sources.bucket, sources.dlq_url) == (
+        pipeline.table_name,
+        pipeline.bucket,
+        pipeline.dlq_url,
+    )
+    assert sources.replay_queue_url is None
+    assert service.sources_for(Target({**outputs, "ReplayQueueUrl": "u"})).replay_queue_url == "u"
+
+
 def test_a_dead_lettered_batch_is_a_gap_and_stays_in_the_dlq(pipeline: Pipeline) -> None:
     since = start()
     post(pipeline, records(2))
