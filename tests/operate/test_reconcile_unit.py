@@ -108,6 +108,22 @@ def test_a_clean_run_is_green_and_counts_every_hop(pipeline: Pipeline) -> None:
     assert refused_key.startswith("raw/") and refused_key in pipeline.raw_keys()
 
 
+def test_an_idempotent_retry_leaves_a_raw_object_that_is_not_a_second_batch(pipeline: Pipeline) -> None:
+    since = start()
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "reconcile-retry-1"}
+    first = pipeline.post_records({"records": records(3)}, headers=headers)
+    retry = pipeline.post_records({"records": records(3)}, headers=headers)
+    assert first.status == retry.status == 202 and retry.headers.get("idempotent-replayed") == "true"
+    pipeline.drain()
+
+    report = reconcile(sources_of(pipeline), window_now(since))
+
+    assert report["ok"] is True
+    counts = report["counts"]
+    assert (counts["rawObjects"], counts["notAccepted"], counts["requestsAccepted"]) == (2, 1, 1)
+    assert counts["recordsAccepted"] == counts["verified"]["processed"] == 3
+
+
 def test_a_record_deleted_behind_its_back_is_a_gap_with_its_id(pipeline: Pipeline) -> None:
     since = start()
     kept = post(pipeline, records(150))
