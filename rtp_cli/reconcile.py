@@ -535,6 +535,8 @@ def read_many(
 
 
 _RECORD_NAMES = ("pk", "b", "s")
+# What a batch item is read for (not the chunk leases, correlation id or raw key).
+_BATCH_NAMES = ("pk", "accepted", "processed", "rejected", "duplicates", "cc", "clientIds", "lastError")
 
 
 def _found(items: Mapping[str, Mapping[str, Any]]) -> dict[str, Found]:
@@ -674,7 +676,7 @@ def _read_group(
     pool: ThreadPoolExecutor,
 ) -> _Group:
     keys = {f"BATCH#{batch_id}": key for batch_id, key in part}
-    items = read_many(sources, list(keys), None, pool=pool)
+    items = read_many(sources, list(keys), _BATCH_NAMES, pool=pool)
     batches: list[BatchState] = []
     for pk, raw_key in keys.items():
         item = items.get(pk)
@@ -711,7 +713,7 @@ def _settle(
     queued = _busy(queues)
     for start in range(0, len(suspects), BATCH_GROUP):
         group = suspects[start : start + BATCH_GROUP]
-        items = read_many(sources, [f"BATCH#{s.batch.batch_id}" for s in group], None, True, pool)
+        items = read_many(sources, [f"BATCH#{s.batch.batch_id}" for s in group], _BATCH_NAMES, True, pool)
         for suspect in group:
             item = items.get(f"BATCH#{suspect.batch.batch_id}")
             suspect.batch = BatchState.from_item(item) if item else suspect.batch
@@ -877,6 +879,11 @@ def render_lines(report: dict[str, Any], env: str) -> list[str]:
     if dlq.get("checked"):
         described.append(f"DLQ {dlq['visible']} visible ({dlq['sampled']} peeked)")
     lines.append("  queues: " + "; ".join(described))
+    if dlq.get("checked") and dlq["sampled"] < dlq["visible"]:
+        lines.append(
+            f"  [yellow]the DLQ holds {dlq['visible']} messages and {dlq['sampled']} were peeked: a batch "
+            "counted as pending may be dead-lettered (see `rtp dlq peek`)[/yellow]"
+        )
     if report["notAcceptedKeys"]:
         lines.append(
             "  not accepted (refused 4xx, failed before enqueueing, or an idempotent retry answered from an "

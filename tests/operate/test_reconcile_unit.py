@@ -253,6 +253,18 @@ def test_a_dead_lettered_batch_is_a_gap_and_stays_in_the_dlq(pipeline: Pipeline)
     assert pipeline.queued(pipeline.dlq_url) == 1  # peeked, not consumed
 
 
+def test_a_dlq_peeked_in_part_is_said(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(service, "DLQ_SAMPLE_MAX", 1)
+    for number in range(2):
+        pipeline.sqs.send_message(
+            QueueUrl=pipeline.dlq_url, MessageBody=json.dumps({"batchId": f"b{number}"})
+        )
+    report = reconcile(sources_of(pipeline), window_now(start()))
+    assert report["queues"]["deadLetter"]["visible"] == 2 and report["queues"]["deadLetter"]["sampled"] == 1
+    text = " ".join(" ".join(service.render_lines(report, "local")).split())
+    assert "the DLQ holds 2 messages and 1 were peeked" in text
+
+
 def test_counters_that_disagree_with_the_items_are_a_gap(pipeline: Pipeline) -> None:
     since = start()
     batch = post(pipeline, records(3))
