@@ -640,8 +640,10 @@ def reconcile(
     max_ids: int = 100,
     counts_only: bool = False,
     workers: int = READ_WORKERS,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
-    """Count the window hop by hop and find its gaps; the report `render_lines` prints and --json emits."""
+    """Count the window hop by hop and find its gaps; the report `render_lines` prints and --json emits.
+    `progress(raw objects, records accepted)` is called after each group of batches read."""
     if max_ids < 0:
         raise ReconcileError("--max-ids: at least 0")
     started = time.monotonic()
@@ -663,6 +665,8 @@ def reconcile(
                         suspects.append(_Suspect(batch, ids, _found_of(ids, group.found)))
                     else:
                         totals.add(verdict, max_ids)
+                if progress is not None:
+                    progress(totals.raw_objects, totals.records_accepted)
         if suspects:
             _settle(sources, suspects, totals, dead, queues, max_ids, counts_only, pool)
     return _report(window, totals, queues, sources.counter, counts_only, max_ids, time.monotonic() - started)
@@ -949,13 +953,22 @@ def reconcile_command(
     profile: ProfileOption = None,
 ) -> None:
     """Account for every record that arrived in a window: counts per hop; exit 1 on any gap, with the ids."""
-    from rtp_cli.console import console
+    import contextlib
+
+    from rtp_cli.console import console, err
     from rtp_cli.target import ConfigError, TargetError, resolve_target
 
     try:
         window = parse_window(since, until)
         target = resolve_target(env, profile)
-        report = reconcile(sources_for(target), window, max_ids, counts_only)
+        status = err.status("reading the window...") if err.is_terminal else contextlib.nullcontext()
+        with status as shown:
+
+            def progress(raw_objects: int, records: int) -> None:
+                if shown is not None:
+                    shown.update(f"{raw_objects:,} requests, {records:,} records accepted read so far...")
+
+            report = reconcile(sources_for(target), window, max_ids, counts_only, progress=progress)
     except (ConfigError, TargetError, ReconcileError) as error:
         fail(str(error))
     except (ClientError, BotoCoreError) as error:

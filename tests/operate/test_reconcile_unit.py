@@ -91,10 +91,12 @@ def test_a_clean_run_is_green_and_counts_every_hop(pipeline: Pipeline) -> None:
     refused = pipeline.post_records({"records": [{"data": {}}]})  # no type: 400, raw object only
     assert refused.status == 400
     pipeline.drain()
+    seen: list[tuple[int, int]] = []
 
-    report = reconcile(sources_of(pipeline), window_now(since))
+    report = reconcile(sources_of(pipeline), window_now(since), progress=lambda *done: seen.append(done))
 
     assert report["ok"] is True, report
+    assert seen[-1] == (4, 7)  # raw objects, records accepted
     counts = report["counts"]
     assert (counts["rawObjects"], counts["notAccepted"], counts["requestsAccepted"]) == (4, 1, 3)
     assert counts["recordsAccepted"] == 7
