@@ -106,6 +106,17 @@ def test_a_clean_run_is_green_and_counts_every_hop(pipeline: Pipeline) -> None:
     for state in ("pending", "deadLettered", "stuck"):
         assert counts[state] == {"batches": 0, "records": 0}
     assert report["gaps"] == {"batches": 0, "records": 0} and report["missing"] == []
+    assert json.loads(json.dumps(report)) == report  # --json prints exactly this
+    assert set(report) == {
+        "ok", "window", "countsOnly", "counts", "queues", "gaps", "gapBatches", "gapBatchesMore", "missing",
+        "missingMore", "maxIds", "notAcceptedKeys", "unrecognizedKeys", "cost",
+    }  # fmt: skip
+    assert set(counts) == {
+        "rawObjects", "notAccepted", "requestsAccepted", "recordsAccepted", "stored", "verified", "complete",
+        "pending", "deadLettered", "stuck", "mismatchedBatches",
+    }  # fmt: skip
+    assert set(report["queues"]) == {"work", "deadLetter"}
+    assert set(report["cost"]) == {"calls", "readUnitsReported", "readUnitsMinimum", "seconds"}
     [refused_key] = report["notAcceptedKeys"]
     assert refused_key.startswith("raw/") and refused_key in pipeline.raw_keys()
 
