@@ -41,8 +41,8 @@ requests (r = N / R records per request):
   https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html). Each item read
   costs its size rounded up to 4 KB, half a unit eventually consistent, and BatchGetItem rounds each item
   on its own (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/read-write-operations.html#read-operation-consumption):
-  0.5 read unit per record item up to 4 KB whatever the projection (the projection saves bytes on the
-  wire, not units: the item's size is charged), 0.5 per batch item, and 0.5 per 4 KB of an IDS item.
+  0.5 read unit per record item up to 4 KB (the rule is stated on the item's size, and a projection is not
+  said to reduce it: the estimate charges whole items), 0.5 per batch item, 0.5 per 4 KB of an IDS item.
 - SQS: 3 GetQueueAttributes, plus ceil(DLQ sample / 10) ReceiveMessage when the DLQ holds messages.
 
 100 million records in 500-record requests: 200,000 raw objects (200 LIST calls + 1 per hour), 2,000
