@@ -43,7 +43,8 @@ requests (r = N / R records per request):
   on its own (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/read-write-operations.html#read-operation-consumption):
   0.5 read unit per record item up to 4 KB (the rule is stated on the item's size, and a projection is not
   said to reduce it: the estimate charges whole items), 0.5 per batch item, 0.5 per 4 KB of an IDS item.
-- SQS: 3 GetQueueAttributes, plus ceil(DLQ sample / 10) ReceiveMessage when the DLQ holds messages.
+- SQS: 3 GetQueueAttributes, plus about ceil(DLQ sample / 10) ReceiveMessage when the DLQ holds messages
+  and a batch of the window is not complete.
 
 100 million records in 500-record requests: 200,000 raw objects (200 LIST calls + 1 per hour), 2,000
 BatchGetItem for the batches (100,000 read units), 1,000,000 BatchGetItem for the records (50,000,000 read
@@ -593,20 +594,39 @@ def _queue_depths(sources: Sources) -> dict[str, dict[str, Any]]:
     return depths
 
 
-def dead_lettered_batches(sources: Sources) -> tuple[set[str], dict[str, Any]]:
-    """The batch ids of the DLQ's claim checks, received with VisibilityTimeout=0 (nothing consumed)."""
-    from rtp_cli.operate.dlq import DeadLetterQueue
+class DeadLetters:
+    """The batch ids of the DLQ's claim checks, received with VisibilityTimeout=0 (nothing consumed), peeked
+    the first time a batch of the window is not complete: a healthy window costs no ReceiveMessage, whatever
+    old messages the DLQ holds."""
 
-    if not sources.dlq_url:
-        return set(), {"checked": False}
-    depth = queue_depth(sources, sources.dlq_url)
-    info: dict[str, Any] = {"checked": True, **depth, "sampled": 0}
-    if not depth["visible"]:
-        return set(), info
-    dlq = DeadLetterQueue(sources.sqs, sources.dlq_url, "")
-    messages = dlq.peek(min(depth["visible"], DLQ_SAMPLE_MAX))
-    info["sampled"] = len(messages)
-    return {message.batch_id for message in messages if message.batch_id}, info
+    def __init__(self, sources: Sources) -> None:
+        self.sources = sources
+        self.info: dict[str, Any] = {"checked": False}
+        self._batch_ids: set[str] | None = None
+        if sources.dlq_url:
+            self.info = {
+                "checked": True,
+                **queue_depth(sources, sources.dlq_url),
+                "peeked": False,
+                "sampled": 0,
+            }
+
+    def holds(self, batch: BatchState) -> bool:
+        if batch.complete or not self.info["checked"]:
+            return False
+        if self._batch_ids is None:
+            self._batch_ids = self._peek()
+        return batch.batch_id in self._batch_ids
+
+    def _peek(self) -> set[str]:
+        from rtp_cli.operate.dlq import DeadLetterQueue
+
+        if not self.info["visible"]:
+            return set()
+        dlq = DeadLetterQueue(self.sources.sqs, str(self.sources.dlq_url), "")
+        messages = dlq.peek(min(self.info["visible"], DLQ_SAMPLE_MAX))
+        self.info["peeked"], self.info["sampled"] = True, len(messages)
+        return {message.batch_id for message in messages if message.batch_id}
 
 
 # --- the service -------------------------------------------------------------------------------------
@@ -649,8 +669,8 @@ def reconcile(
     started = time.monotonic()
     totals = Totals()
     queues = _queue_depths(sources)
-    dead, dlq_info = dead_lettered_batches(sources)
-    queues["deadLetter"] = dlq_info
+    dead = DeadLetters(sources)
+    queues["deadLetter"] = dead.info
     queued = _busy(queues)
     suspects: list[_Suspect] = []  # stuck, missing or mismatched: read again, strongly consistent
     with ThreadPoolExecutor(max(workers, 1), thread_name_prefix="reconcile") as pool:
@@ -660,7 +680,7 @@ def reconcile(
                 group = _read_group(sources, part, totals, counts_only, pool)
                 for batch in group.batches:
                     ids = group.ids[batch.batch_id] if group.ids is not None else None
-                    verdict = classify(batch, ids, group.found, queued, batch.batch_id in dead)
+                    verdict = classify(batch, ids, group.found, queued, dead.holds(batch))
                     if verdict.gap and verdict.state != DEAD_LETTERED:
                         suspects.append(_Suspect(batch, ids, _found_of(ids, group.found)))
                     else:
@@ -703,7 +723,7 @@ def _settle(
     sources: Sources,
     suspects: list[_Suspect],
     totals: Totals,
-    dead: set[str],
+    dead: DeadLetters,
     queues: dict[str, dict[str, Any]],
     max_ids: int,
     counts_only: bool,
@@ -733,9 +753,7 @@ def _settle(
                 if suspect.found is not None:
                     suspect.found.update(_found_of(suspect.ids, late) or {})
         for suspect in group:
-            verdict = classify(
-                suspect.batch, suspect.ids, suspect.found, queued, suspect.batch.batch_id in dead
-            )
+            verdict = classify(suspect.batch, suspect.ids, suspect.found, queued, dead.holds(suspect.batch))
             totals.add(verdict, max_ids)
 
 
@@ -881,9 +899,10 @@ def render_lines(report: dict[str, Any], env: str) -> list[str]:
             )
     dlq = queues.get("deadLetter", {})
     if dlq.get("checked"):
-        described.append(f"DLQ {dlq['visible']} visible ({dlq['sampled']} peeked)")
+        peeked = f"{dlq['sampled']} peeked" if dlq["peeked"] else "not peeked: no batch needed it"
+        described.append(f"DLQ {dlq['visible']} visible ({peeked})")
     lines.append("  queues: " + "; ".join(described))
-    if dlq.get("checked") and dlq["sampled"] < dlq["visible"]:
+    if dlq.get("peeked") and dlq["sampled"] < dlq["visible"]:
         lines.append(
             f"  [yellow]the DLQ holds {dlq['visible']} messages and {dlq['sampled']} were peeked: a batch "
             "counted as pending may be dead-lettered (see `rtp dlq peek`)[/yellow]"

@@ -272,7 +272,19 @@ def test_a_dlq_peeked_in_part_is_said(pipeline: Pipeline, monkeypatch: pytest.Mo
         pipeline.sqs.send_message(
             QueueUrl=pipeline.dlq_url, MessageBody=json.dumps({"batchId": f"b{number}"})
         )
-    report = reconcile(sources_of(pipeline), window_now(start()))
+    since = start()
+    post(pipeline, records(1))
+    pipeline.drain()
+    healthy = reconcile(sources_of(pipeline), window_now(since))
+    # Every batch complete: the DLQ's depth is read, its old messages are not received.
+    assert "sqs.ReceiveMessage" not in healthy["cost"]["calls"]
+    assert healthy["queues"]["deadLetter"] == {
+        "checked": True, "visible": 2, "inFlight": 0, "delayed": 0, "peeked": False, "sampled": 0
+    }  # fmt: skip
+    assert "the DLQ holds" not in " ".join(service.render_lines(healthy, "local"))
+
+    post(pipeline, records(1))  # queued, not processed: the DLQ is peeked for it
+    report = reconcile(sources_of(pipeline), window_now(since))
     assert report["queues"]["deadLetter"]["visible"] == 2 and report["queues"]["deadLetter"]["sampled"] == 1
     text = " ".join(" ".join(service.render_lines(report, "local")).split())
     assert "the DLQ holds 2 messages and 1 were peeked" in text
