@@ -30,6 +30,7 @@ from rtp_cli.errors import CliError
 from rtp_cli.errors import fail as _fail  # the one error helper, under the name this module's commands use
 from rtp_cli.options import EnvOption, ProfileOption
 from rtp_cli.paths import PROJECT_ROOT
+from rtp_cli.reconcile import reconcile_command
 from rtp_cli.records import records as records_command
 from rtp_cli.trace import trace as trace_command
 
@@ -985,6 +986,10 @@ app.command("records")(records_command)
 
 # ---- trace (rtp_cli.trace): everything about one record or batch -----------------------------------------
 app.command("trace")(trace_command)
+
+
+# ---- reconcile (rtp_cli.reconcile): every record of a time window accounted for, hop by hop ------------
+app.command("reconcile")(reconcile_command)
 
 
 # ---- operating commands (rtp_cli.operate: send, logs, dlq, status ID) ----------------------------------
