@@ -8,6 +8,7 @@ import json
 import subprocess
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -29,7 +30,10 @@ def test_rtp_records_lists_the_rejected_records_of_a_window(
     sent = rtp(main_stack, "send", "--file", str(tmp_path / "in.jsonl"), "--wait", "--timeout", "30")
     assert "accepted 6 record(s)" in sent.stdout, sent.stdout + sent.stderr
 
-    listed = rtp(main_stack, "records", "--status", "REJECTED", "--since", "10m", "--limit", "1000", "--json")
+    # One fixed window for the three listings (a relative `--since 10m` moves between calls on a slow run).
+    until = datetime.now(UTC) + timedelta(seconds=1)
+    window = ["--since", _rfc3339(until - timedelta(minutes=10)), "--until", _rfc3339(until)]
+    listed = rtp(main_stack, "records", "--status", "REJECTED", *window, "--limit", "1000", "--json")
     assert listed.returncode == 0, listed.stdout + listed.stderr
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     mine = [row for row in rows if row["recordId"].startswith(prefix)]
@@ -38,12 +42,17 @@ def test_rtp_records_lists_the_rejected_records_of_a_window(
     order = [(row["processedAt"], row["recordId"]) for row in rows]
     assert order == sorted(order, reverse=True)  # newest first, across every shard
 
-    table = rtp(main_stack, "records", "--env", "local", "--status", "REJECTED", "--since", "10m")
+    table = rtp(main_stack, "records", "--env", "local", "--status", "REJECTED", *window)
     assert table.returncode == 0, table.stderr
     assert "record id" in table.stdout and "record(s)" in table.stdout
 
-    oldest = rtp(main_stack, "records", "--status", "REJECTED", "--since", "10m", "--oldest-first", "--json")
+    oldest_first = ["--limit", "1000", "--oldest-first", "--json"]
+    oldest = rtp(main_stack, "records", "--status", "REJECTED", *window, *oldest_first)
     assert [json.loads(line)["recordId"] for line in oldest.stdout.splitlines()][:1] == [rows[-1]["recordId"]]
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def test_api_gateway_requires_status_and_since(main_stack: LocalStack) -> None:
