@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import hypothesis
 import pytest
 
 from stack.config import available_environments
@@ -48,6 +49,12 @@ __all__ = [
 ]
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+# No per-example deadline (hypothesis's default is 200 ms): on a shared 2-core machine, and with the fast
+# tier on one xdist worker per core, an example of a correct test can take longer, and the test then fails
+# for the machine's load. What must be fast has a test of its own (e.g. pathological nesting is refused
+# quickly, tests/handlers/test_validation.py).
+hypothesis.settings.register_profile("rtp", deadline=None)
+hypothesis.settings.load_profile("rtp")
 ENVIRONMENTS = available_environments()
 ROOT = Path(__file__).resolve().parent.parent
 
