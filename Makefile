@@ -55,8 +55,9 @@ unit: install
 test: lint typecheck unit
 
 # The fast tier (tests/tiers.py): deselects `synth`, `e2e` and `process` tests; fails if jsii/aws_cdk gets imported.
+# One pytest-xdist worker per core (at most 4: each worker collects the suite once, ~4 s of CPU).
 test-fast: $(VENV)/.installed
-	$(BIN)/pytest --fast
+	$(BIN)/pytest --fast -n auto --maxprocesses 4
 
 synth: $(VENV)/.installed
 	rm -rf cdk.out

@@ -6,6 +6,7 @@ them (`make test-fast`) never loads it; tests/tiers.py marks the tests that use 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import hypothesis
 import pytest
 
 from stack.config import available_environments
@@ -47,6 +49,12 @@ __all__ = [
 ]
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
+# No per-example deadline (hypothesis's default is 200 ms): on a shared 2-core machine, and with the fast
+# tier on one xdist worker per core, an example of a correct test can take longer, and the test then fails
+# for the machine's load. What must be fast has a test of its own (e.g. pathological nesting is refused
+# quickly, tests/handlers/test_validation.py).
+hypothesis.settings.register_profile("rtp", deadline=None)
+hypothesis.settings.load_profile("rtp")
 ENVIRONMENTS = available_environments()
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -160,22 +168,34 @@ class _CachedTemplates(Mapping[str, dict[str, Any]]):
         if env not in ENVIRONMENTS:
             raise KeyError(env)
         if env not in self._loaded:
-            from rtp_cli.synthcache import cached_template
+            from rtp_cli.synthcache import CACHE_ROOT, cached_template
 
             path = cached_template(env)
             if path is None:
-                child = subprocess.run(
-                    [sys.executable, "-m", "rtp_cli.synthcache", env],
-                    cwd=ROOT,
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                path = cached_template(env)
-                if child.returncode != 0 or path is None:
-                    pytest.fail(f"could not synthesize {env} into the synth cache:\n{child.stderr[-3000:]}")
+                # pytest-xdist workers miss together: one synthesizes while the others wait, then read its
+                # entry (two fillers would replace each other's entry while it is being read).
+                CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+                with (CACHE_ROOT / ".tests.lock").open("w") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                    path = cached_template(env) or self._fill(env)
             self._loaded[env] = json.loads(path.read_text(encoding="utf-8"))
         return self._loaded[env]
+
+    @staticmethod
+    def _fill(env: str) -> Path:
+        from rtp_cli.synthcache import cached_template
+
+        child = subprocess.run(
+            [sys.executable, "-m", "rtp_cli.synthcache", env],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        path = cached_template(env)
+        if child.returncode != 0 or path is None:
+            pytest.fail(f"could not synthesize {env} into the synth cache:\n{child.stderr[-3000:]}")
+        return path
 
     def __iter__(self) -> Iterator[str]:
         return iter(ENVIRONMENTS)

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from cfnlint.schema import PROVIDER_SCHEMA_MANAGER  # type: ignore[import-untyped]
 
 from stack.api import OVERSIZE_BODY_RULE, decimal_above
 from stack.api_gateway_account import RESOURCE_TYPE as ACCOUNT_LOGGING
@@ -672,6 +671,10 @@ def _break_tracing(template: Template) -> None:
 def _account_logging_provider(template: Template) -> Problems:
     """Our provider calls what the CloudFormation handler of AWS::ApiGateway::Account needs to create one
     (its registry schema, shipped with cfn-lint), on the account setting and the role it passes."""
+    # Imported here: this module is in the synth tier, and cfn-lint's import (~1.7 s: sympy, networkx)
+    # would otherwise be paid by every fast-tier run before `stack.api` skips the module.
+    from cfnlint.schema import PROVIDER_SCHEMA_MANAGER  # type: ignore[import-untyped]
+
     schema = PROVIDER_SCHEMA_MANAGER.get_resource_schema("us-east-1", "AWS::ApiGateway::Account").schema
     needed = set(schema["handlers"]["create"]["permissions"])
     problems = []

@@ -229,3 +229,45 @@ def test_moto_sqs_still_spells_attribute_names_through_the_memoized_function(
     assert attributes["VisibilityTimeout"] == "7" and attributes["QueueArn"].endswith(":spelled")
     assert cached("VisibilityTimeout") == "visibility_timeout"  # the same answers, memoized
     assert cached("ApproximateNumberOfMessagesNotVisible") == "approximate_number_of_messages_not_visible"
+
+
+def _account_contents(region: str = REGION) -> tuple[list[str], list[str], list[str], int]:
+    """What the handler tests' account holds: queues (with their messages), tables, buckets, keys."""
+    sqs: Any = boto3.client("sqs", region_name=region)
+    queues: list[str] = sqs.list_queues().get("QueueUrls", [])
+    visible = "ApproximateNumberOfMessages"
+    messages = sum(
+        int(sqs.get_queue_attributes(QueueUrl=url, AttributeNames=[visible])["Attributes"][visible])
+        for url in queues
+    )
+    tables = boto3.client("dynamodb", region_name=region).list_tables()["TableNames"]
+    buckets = [b["Name"] for b in boto3.client("s3", region_name=region).list_buckets()["Buckets"]]
+    return sorted(queues), tables, buckets, messages
+
+
+def test_a_copied_moto_state_comes_back_whole_and_independent() -> None:
+    """MotoState (the handler tests' fresh account per test) copies every backend moto holds, and each
+    restore is a copy of its own: what one test writes never reaches the next."""
+    with mock_aws():
+        sqs = boto3.client("sqs", region_name=REGION)
+        url = sqs.create_queue(QueueName="work")["QueueUrl"]
+        sqs.send_message(QueueUrl=url, MessageBody="before the copy")
+        _table(boto3.client("dynamodb", region_name=REGION), "records", range_key=False, items=3)
+        boto3.client("s3", region_name=REGION).create_bucket(Bucket="raw")
+        taken = _account_contents()
+        state = emulation.MotoState()
+    assert taken == ([url], ["records"], ["raw"], 1)
+
+    with mock_aws():
+        assert _account_contents() == ([], [], [], 0)  # mock_aws() starts empty: the state is the restore's
+        state.restore()
+        assert _account_contents() == taken
+        sqs = boto3.client("sqs", region_name=REGION)
+        sqs.send_message(QueueUrl=url, MessageBody="after the copy")  # the restored queue's own lock works
+        boto3.client("dynamodb", region_name=REGION).delete_table(TableName="records")
+        assert _account_contents() != taken
+    with mock_aws():
+        state.restore()
+        assert _account_contents() == taken
+        received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+        assert [m["Body"] for m in received] == ["before the copy"]

@@ -26,7 +26,10 @@ SUITE = {
 
         from tests.tiers import *  # noqa: F403 - the hooks under test
 
-        if os.environ.get("PRELOAD_CDK"):
+        # "1": in every process; "workers": only in pytest-xdist workers (the controller runs no tests)
+        if os.environ.get("PRELOAD_CDK") == "1" or (
+            os.environ.get("PRELOAD_CDK") == "workers" and os.environ.get("PYTEST_XDIST_WORKER")
+        ):
             import aws_cdk  # noqa: F401 - loaded before the plugin is configured
 
         @pytest.fixture
@@ -41,7 +44,9 @@ SUITE = {
 }
 
 
-def run_suite(tmp_path: Path, *args: str, preload: bool = False) -> subprocess.CompletedProcess[str]:
+def run_suite(
+    tmp_path: Path, *args: str, preload: bool = False, preload_in_workers: bool = False
+) -> subprocess.CompletedProcess[str]:
     for name, text in SUITE.items():
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,6 +55,7 @@ def run_suite(tmp_path: Path, *args: str, preload: bool = False) -> subprocess.C
         "PYTHONPATH": f"{tmp_path}:{ROOT}",
         "PATH": "/usr/bin:/bin",
         **({"PRELOAD_CDK": "1"} if preload else {}),
+        **({"PRELOAD_CDK": "workers"} if preload_in_workers else {}),
     }
     command = [sys.executable, "-m", "pytest", "-rA", "--rootdir", str(tmp_path)]
     command += ["-p", "no:cacheprovider", "-p", "no:hypothesispytest"]  # quicker start
@@ -90,6 +96,30 @@ def test_fast_tier_fails_when_the_cdk_was_loaded_before_it_could_block(tmp_path:
     assert "1 passed" in result.stdout
     assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
     assert "fast tier: aws_cdk loaded in this process" in result.stdout
+
+
+@pytest.mark.process
+def test_on_xdist_workers_the_fast_tier_keeps_every_verdict(tmp_path: Path) -> None:
+    """`make test-fast` runs the tier on pytest-xdist workers: the same deselection, skip and failure."""
+    result = run_suite(tmp_path, "--fast", "-n", "2")
+    out = result.stdout
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, out
+    assert "PASSED test_plain.py::test_plain" in out
+    assert "2 workers [2 items]" in out  # the workers deselected test_uses_synth and test_starts_a_process
+    assert "test_imports_cdk_at_module_level.py: synth tier, imports aws_cdk at module level" in out
+    assert "FAILED test_imports_cdk_inside.py::test_imports_jsii" in out
+    assert "CdkImportError: `import jsii` in the fast tier (from test_imports_cdk_inside.py:2)" in out
+
+
+@pytest.mark.process
+def test_a_cdk_load_in_an_xdist_worker_fails_the_run(tmp_path: Path) -> None:
+    """Only the workers load it (the controller's own check sees nothing): their report fails the run."""
+    result = run_suite(tmp_path, "--fast", "-n", "2", "-k", "plain", preload_in_workers=True)
+    assert "1 passed" in result.stdout
+    assert result.returncode == pytest.ExitCode.TESTS_FAILED, result.stdout
+    assert "] fast tier: aws_cdk loaded in this process" in result.stdout
+    clean = run_suite(tmp_path, "--fast", "-n", "2", "-k", "plain")  # the same run without the load
+    assert clean.returncode == pytest.ExitCode.OK, clean.stdout
 
 
 def test_the_marking_fixtures_are_fixtures() -> None:

@@ -14,6 +14,8 @@ without anyone remembering to mark it. A test that only needs a template uses `c
 In the fast tier, importing jsii or aws_cdk raises `CdkImportError`: a test that does it fails by name, a
 test module that does it at module level is skipped as a whole (reported: it belongs to the synth tier),
 and the run fails if either was loaded anyway (e.g. by a conftest before this plugin was configured).
+`make test-fast` runs the tier on pytest-xdist workers: each worker blocks and checks in its own process
+and reports a load to the controller (`workeroutput`), which fails the run.
 """
 
 from __future__ import annotations
@@ -80,6 +82,21 @@ def _project_frames(root: Path) -> str:
 
 
 _BLOCKER_KEY = pytest.StashKey[_CdkBlocker]()
+_WORKER_LOADS_KEY = pytest.StashKey[list[str]]()
+_LOADED_OUTPUT = "rtp_cdk_loaded"  # the worker's `workeroutput` key for its verdict
+
+
+class _WorkerVerdicts:
+    """On the controller of a pytest-xdist run (the workers run the tests): collects each worker's report
+    of the CDK loaded in its process."""
+
+    def __init__(self, loads: list[str]) -> None:
+        self.loads = loads
+
+    def pytest_testnodedown(self, node: Any, error: object) -> None:
+        message = getattr(node, "workeroutput", {}).get(_LOADED_OUTPUT)
+        if message:
+            self.loads.append(f"[{node.gateway.id}] {message}")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -99,6 +116,9 @@ def pytest_configure(config: pytest.Config) -> None:
         blocker = _CdkBlocker(config.rootpath)
         sys.meta_path.insert(0, blocker)
         config.stash[_BLOCKER_KEY] = blocker
+        if config.pluginmanager.hasplugin("xdist") and not hasattr(config, "workerinput"):
+            config.stash[_WORKER_LOADS_KEY] = []
+            config.pluginmanager.register(_WorkerVerdicts(config.stash[_WORKER_LOADS_KEY]))
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -150,16 +170,23 @@ def cdk_modules_loaded() -> list[str]:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not fast_tier(session.config):
         return
-    loaded = cdk_modules_loaded()
-    if not loaded:
+    worker_loads: list[str] = session.config.stash.get(_WORKER_LOADS_KEY, [])
+    failures = list(worker_loads)
+    if loaded := cdk_modules_loaded():
+        blocker = session.config.stash.get(_BLOCKER_KEY, None)
+        attempts = blocker.attempts if blocker is not None else []
+        failures.insert(
+            0,
+            f"fast tier: {', '.join(loaded)} loaded in this process (jsii starts Node); "
+            f"blocked imports: {'; '.join(attempts) or 'none (loaded before the plugin was configured)'}",
+        )
+    if not failures:
         return
-    blocker = session.config.stash.get(_BLOCKER_KEY, None)
-    attempts = blocker.attempts if blocker is not None else []
+    worker_output = getattr(session.config, "workeroutput", None)
+    if worker_output is not None:  # an xdist worker: the controller reports it and fails the run
+        worker_output[_LOADED_OUTPUT] = "; ".join(failures)
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    message = (
-        f"fast tier: {', '.join(loaded)} loaded in this process (jsii starts Node); "
-        f"blocked imports: {'; '.join(attempts) or 'none (loaded before the plugin was configured)'}"
-    )
     if reporter is not None:
-        reporter.write_line(message, red=True, bold=True)
+        for message in failures:
+            reporter.write_line(message, red=True, bold=True)
     session.exitstatus = pytest.ExitCode.TESTS_FAILED

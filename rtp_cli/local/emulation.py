@@ -25,18 +25,25 @@ character by character) each time it lists its attributes, which it does for eve
 conversions per call, the largest single cost of moto's SQS. Here moto.sqs.models gets the same function,
 memoized (`patch_moto_sqs`).
 
+Building the stack's resources takes about 40 API calls (~0.14 s); a process that needs the same fresh
+account many times (the handler tests: one per test) builds it once and copies moto's state back
+(`MotoState`): moto's own reset replaces each backend's `__dict__`, and so does the restore.
+
 Every use of moto internals lives in this module, and tests/test_moto_guards.py fails by name when a moto
 upgrade changes one: the `copy` global of moto.dynamodb.models, the `_messages` list of an SQS queue, the
-`generate_private_key` global of moto.kms.models and the `camelcase_to_underscores` global of
-moto.sqs.models.
+`generate_private_key` global of moto.kms.models, the `camelcase_to_underscores` global of
+moto.sqs.models and the backends `MotoState` copies (`BackendDict._instances`, each backend's `__dict__`).
 """
 
 from __future__ import annotations
 
 import copy
+import copyreg
 import functools
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 LOCAL_USER = "local-developer"
@@ -212,3 +219,41 @@ def start_emulation(
     server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
     server.start()
     return server
+
+
+@contextmanager
+def _fresh_conditions() -> Iterator[None]:
+    """For the block, deepcopy gives a new `threading.Condition` for a Condition (an SQS queue guards its
+    messages with one: a lock cannot be copied, and a copy of the state needs its own)."""
+    copyreg.dispatch_table[threading.Condition] = lambda _: (threading.Condition, ())
+    try:
+        yield
+    finally:
+        del copyreg.dispatch_table[threading.Condition]
+
+
+class MotoState:
+    """A copy of every moto backend's state in this process (all services, accounts, regions), taken
+    inside an active `mock_aws()`; `restore()` (inside a later `mock_aws()`, which has reset everything)
+    puts an independent copy of it back, so what one user of the state changes never reaches the next."""
+
+    def __init__(self) -> None:
+        from moto.core.base_backend import BackendDict
+
+        # (the service's BackendDict, a module-level singleton, account, region) -> backend
+        backends = {
+            (backend_dict, account, region): backend
+            for backend_dict in list(BackendDict._instances)  # type: ignore[misc]  # every one in use
+            for account, per_account in list(backend_dict.items())
+            for region, backend in list(per_account.items())
+        }
+        self._where = list(backends)
+        attributes = [backend.__dict__ for backend in backends.values()]
+        with _fresh_conditions():  # one copy, so references across backends stay shared
+            self._state: list[dict[str, Any]] = copy.deepcopy(attributes)
+
+    def restore(self) -> None:
+        with _fresh_conditions():
+            state = copy.deepcopy(self._state)
+        for (backend_dict, account, region), attributes in zip(self._where, state, strict=True):
+            backend_dict[account][region].__dict__ = attributes

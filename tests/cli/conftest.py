@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 import rtp_cli.app as cli
+from rtp_cli import console
 from rtp_cli.cdk import Identity
 from tests.cli.fakes import FakeCdk
 
@@ -16,6 +17,11 @@ def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No test reads or writes the user's .rtp state, or follows their RTP_* settings; rich renders wide."""
     monkeypatch.setenv("RTP_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("COLUMNS", "200")
+    # rich fixes a console's width when it is made if COLUMNS is set then (a pytest-xdist worker has
+    # COLUMNS=80 at import): the CLI's module-level consoles get the width here, not from the import.
+    # (`_width` is what rich's `width` setter sets; patched directly so teardown restores it exactly.)
+    for shared in (console.console, console.err):
+        monkeypatch.setattr(shared, "_width", 200)
     monkeypatch.delenv("RTP_ENV", raising=False)
     monkeypatch.delenv("RTP_LOCAL_TRANSFORM", raising=False)
 

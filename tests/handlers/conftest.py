@@ -7,6 +7,7 @@ exercises it, not only tests/handlers/test_iam_usage.py.
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 from collections.abc import Callable, Iterator, Mapping
@@ -17,12 +18,14 @@ import pytest
 from moto import mock_aws
 
 from rtp_cli.local import iam
+from rtp_cli.local.emulation import MotoState
 from rtp_cli.local.inprocess import (
     ELSEWHERE,
     LAMBDA_ENVIRONMENT,
     REGION,
     CallRecorder,
     Pipeline,
+    Resolver,
     moto_session,
     provision_template,
 )
@@ -84,18 +87,36 @@ def harness_session(aws_session: boto3.Session) -> Any:
     return _HarnessClients(aws_session)
 
 
+@pytest.fixture(scope="session")
+def provisioned_account(
+    local_template: dict[str, Any], aws_session: boto3.Session, harness_session: Any
+) -> tuple[Resolver, MotoState]:
+    """The template's resources built once by the local runtime's provisioner (~40 API calls), and moto's
+    state right after: each test gets its own copy of that account (rtp_cli/local/emulation.py)."""
+    with mock_aws(), moto_session(aws_session):
+        resolver = provision_template(local_template, harness_session)
+        return resolver, MotoState()
+
+
 @pytest.fixture
 def pipeline(
-    local_template: dict[str, Any], recorder: CallRecorder, aws_session: boto3.Session, harness_session: Any
+    provisioned_account: tuple[Resolver, MotoState],
+    recorder: CallRecorder,
+    aws_session: boto3.Session,
+    harness_session: Any,
 ) -> Iterator[Pipeline]:
     """A fresh moto account holding the template's key, table, bucket and queues; handlers wired to it.
 
     On teardown, every AWS call the test's handlers made is checked against the calling function's IAM
     policy in the template: a call the role does not allow fails the test.
     """
+    provisioned, state = provisioned_account
+    resolver = copy.copy(provisioned)  # the names it resolves to are the account's; a test may add its own
+    resolver.refs, resolver.attrs = dict(provisioned.refs), dict(provisioned.attrs)
     with mock_aws(), moto_session(aws_session):  # the session `boto3.client()` uses, fresh clients
+        state.restore()
         start = len(recorder.calls)
-        built = Pipeline(provision_template(local_template, harness_session), harness_session, recorder)
+        built = Pipeline(resolver, harness_session, recorder)
         yield built
     missing = iam.violations(recorder.since(start), built.resolve, built.functions)
     if missing:

@@ -72,9 +72,20 @@ def scenario(pipeline: Pipeline) -> list[ApiCall]:
     return pipeline.recorder.since(start)
 
 
+@pytest.fixture(scope="module")
+def _scenario_run() -> dict[str, Any]:
+    return {}
+
+
 @pytest.fixture
-def recorded(pipeline: Pipeline) -> list[ApiCall]:
-    return scenario(pipeline)
+def recorded(pipeline: Pipeline, _scenario_run: dict[str, Any]) -> list[ApiCall]:
+    """The scenario's calls, recorded once per module in the first test's account: every test's account
+    is a copy of the same provisioned one (tests/handlers/conftest.py), so the calls name its resources."""
+    if not _scenario_run:
+        _scenario_run.update(calls=scenario(pipeline), refs=dict(pipeline.resolve.refs))
+    assert _scenario_run["refs"] == pipeline.resolve.refs
+    calls: list[ApiCall] = _scenario_run["calls"]
+    return calls
 
 
 def test_every_call_is_allowed_by_the_calling_functions_role(

@@ -385,6 +385,8 @@ def test_unprocessed_items_are_sent_again_and_a_lasting_throttle_fails_loudly(
 ) -> None:
     pipeline, client = table
     monkeypatch.setattr("time.sleep", lambda _: None)
+    # The resend's sleep is bound when the method is defined (`sleep=time.sleep`): no backoff, no wait.
+    monkeypatch.setattr("rtp_pipeline.storage._backoff", lambda retry: 0.0)
     new_batch(pipeline)
     client.unprocessed = [10, 3]  # the first call leaves 10 unwritten, their resend 3
     token = lease(pipeline, 0)
