@@ -31,6 +31,7 @@ from rtp_cli.errors import fail as _fail  # the one error helper, under the name
 from rtp_cli.options import EnvOption, ProfileOption
 from rtp_cli.paths import PROJECT_ROOT
 from rtp_cli.records import records as records_command
+from rtp_cli.replay import replay as replay_command
 from rtp_cli.trace import trace as trace_command
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
@@ -985,6 +986,10 @@ app.command("records")(records_command)
 
 # ---- trace (rtp_cli.trace): everything about one record or batch -----------------------------------------
 app.command("trace")(trace_command)
+
+
+# ---- replay (rtp_cli.replay): run kept raw requests through the current transform again ------------------
+app.command("replay")(replay_command)
 
 
 # ---- operating commands (rtp_cli.operate: send, logs, dlq, status ID) ----------------------------------
