@@ -13,6 +13,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from rtp_pipeline.aws import client
+from rtp_pipeline.contract import transform_version
 from rtp_pipeline.processing import Processor, RecordsNotDoneError
 from rtp_pipeline.settings import PROCESSOR_SETTINGS, current_settings, require_settings
 from rtp_pipeline.storage import ClaimCheck, PipelineTable, RawStore
@@ -24,6 +25,8 @@ logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 batch = BatchProcessor(event_type=EventType.SQS)
+# Written on every record item: which transform produced its outcome (`rtp replay` after a fix shows it).
+TRANSFORM_VERSION = transform_version(transform)
 
 
 def _processor() -> Processor:
@@ -31,7 +34,12 @@ def _processor() -> Processor:
     return Processor(
         settings,
         RawStore(client("s3"), settings.bucket_name, settings.raw_prefix),
-        PipelineTable(client("dynamodb"), settings.table_name, compress=settings.compress_results),
+        PipelineTable(
+            client("dynamodb"),
+            settings.table_name,
+            compress=settings.compress_results,
+            transform_version=TRANSFORM_VERSION,
+        ),
         transform.transform,
     )
 
@@ -41,9 +49,16 @@ def hand_back(record: SQSRecord) -> None:
     queue's visibility timeout (6 x the function's timeout): the next invocation carries on at once.
     https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ChangeMessageVisibility.html
     https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html"""
+    settings = current_settings()
+    # Back to the queue it came from (the work queue, or the replay queue): a queue's ARN and URL both end
+    # in its name.
+    source = record.event_source_arn.rsplit(":", 1)[-1]
+    queue_url = (
+        settings.replay_queue_url if settings.replay_queue_url.endswith(f"/{source}") else settings.queue_url
+    )
     try:
         client("sqs").change_message_visibility(
-            QueueUrl=current_settings().queue_url, ReceiptHandle=record.receipt_handle, VisibilityTimeout=0
+            QueueUrl=queue_url, ReceiptHandle=record.receipt_handle, VisibilityTimeout=0
         )
     except Exception:  # the visibility timeout hands it back anyway, later
         logger.warning("could not hand the message back early", exc_info=True)
@@ -70,6 +85,24 @@ def process_message(record: SQSRecord, lambda_context: LambdaContext) -> None:
         if isinstance(error, RecordsNotDoneError) and error.out_of_time:
             hand_back(record)
         raise
+    if claim.replay is not None:
+        # A replay's records are old: their ingest-to-processed latency would only distort the live figure.
+        metrics.add_metric(
+            name="RecordsReplayed",
+            unit=MetricUnit.Count,
+            value=result.replayed_processed + result.replayed_rejected,
+        )
+        logger.info(
+            "replay batch processed",
+            replay_id=claim.replay.replay_id,
+            replayed_processed=result.replayed_processed,
+            replayed_rejected=result.replayed_rejected,
+            processed=result.newly_processed,
+            rejected=result.newly_rejected,
+            skipped=result.skipped,
+            transform_version=TRANSFORM_VERSION,
+        )
+        return
     # Count only what this delivery stored: a redelivered message must not inflate the metrics either.
     metrics.add_metric(name="RecordsProcessed", unit=MetricUnit.Count, value=result.newly_processed)
     metrics.add_metric(name="RecordsRejected", unit=MetricUnit.Count, value=result.newly_rejected)

@@ -170,14 +170,24 @@ def _batch_summary(batch: dict[str, Any] | None, batch_id: str) -> dict[str, Any
     }
 
 
+# What a stored record says about its outcome (the replay fields only once `rtp replay` replaced it).
+OUTCOME_FIELDS = (
+    "status",
+    "type",
+    "reason",
+    "result",
+    "processedAt",
+    "transformVersion",
+    "replayedAt",
+    "replayId",
+    "previousStatus",
+)
+
+
 def _outcome(stored: dict[str, Any] | None, batch: dict[str, Any] | None) -> dict[str, Any]:
     if stored is None:
         return {"status": "NOT_PROCESSED"}
-    outcome: dict[str, Any] = {
-        name: stored.get(name)
-        for name in ("status", "type", "reason", "result", "processedAt")
-        if name in stored
-    }
+    outcome: dict[str, Any] = {name: stored.get(name) for name in OUTCOME_FIELDS if name in stored}
     outcome["latencyMs"] = _latency_ms(batch.get("receivedAt") if batch else None, stored.get("processedAt"))
     return outcome
 
@@ -365,11 +375,11 @@ def render_lines(report: dict[str, Any], env: str) -> list[str]:
         status = outcome["status"]
         style = {"PROCESSED": "green", "REJECTED": "red"}.get(status, "yellow")
         lines.append(f"[bold]outcome[/bold]   [{style}]{status}[/{style}]")
-        for name in ("type", "reason", "result", "processedAt"):
+        for name in OUTCOME_FIELDS[1:]:
             if outcome.get(name) is not None:
-                lines.append(f"  {name:<11} {value(outcome[name])}")
+                lines.append(f"  {name:<16} {value(outcome[name])}")
         if outcome.get("latencyMs") is not None:
-            lines.append(f"  {'latency':<11} {outcome['latencyMs']} ms (ingest to processed)")
+            lines.append(f"  {'latency':<16} {outcome['latencyMs']} ms (ingest to processed)")
     dlq = report["dlq"]
     if not dlq["checked"]:
         lines.append(f"[bold]dlq[/bold]       not checked {value(dlq.get('error', '(no DLQ output)'))}")

@@ -38,17 +38,27 @@ What it may raise
   ``processing.max_receive_count`` deliveries the message goes to the dead-letter queue.
 
 Be deterministic and free of side effects: a record can be transformed more than once (retries, and SQS
-delivers at least once), and only the first result is stored.
+delivers at least once), and only the first result is stored (until `rtp replay` runs it again).
+
+Its version
+-----------
+Every stored record says which transform produced it (``transformVersion``): the module's ``VERSION``
+string if it defines one, else the first 12 hex digits of the SHA-256 of its source file, so that an edited
+file is a new version without anyone remembering to bump a number. After fixing a transform, `rtp replay`
+runs the affected records through it again and each replaced record shows the new version.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-__all__ = ["RejectRecord", "Transform", "TransformContext"]
+__all__ = ["RejectRecord", "Transform", "TransformContext", "transform_version"]
 
 
 class RejectRecord(Exception):  # noqa: N818 - reads as an instruction: raise RejectRecord("why")
@@ -72,3 +82,14 @@ class TransformContext:
 
 # The transform's type: (record, context) -> result.
 Transform = Callable[[dict[str, Any], TransformContext], dict[str, Any]]
+
+
+def transform_version(module: ModuleType) -> str:
+    """The transform module's `VERSION`, or a content hash of its source file (see the module docstring)."""
+    declared = getattr(module, "VERSION", None)
+    if isinstance(declared, str) and declared.strip():
+        return declared.strip()[:64]
+    source = getattr(module, "__file__", None)
+    if not source:
+        return "unknown"
+    return hashlib.sha256(Path(source).read_bytes()).hexdigest()[:12]

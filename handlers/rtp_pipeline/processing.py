@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,8 +37,12 @@ from rtp_pipeline.storage import (
     Outcome,
     PipelineTable,
     RawStore,
+    ReplayMark,
+    ReplayRequest,
+    ReplayView,
     Stored,
     owned_by,
+    replay_tag,
     ttl,
 )
 from rtp_pipeline.validation import (
@@ -122,9 +126,52 @@ class BatchResult:
     batch_id: str
     newly_processed: int  # stored by this delivery (0 when an earlier delivery already stored them)
     newly_rejected: int
-    skipped: int  # already stored by an earlier delivery: not transformed again
+    skipped: int  # already stored by an earlier delivery (or not selected by a replay): not transformed
     duplicates: int  # ids another batch had stored first (counted once, on the batch)
     latency_ms: float
+    replayed_processed: int = 0  # a replay's: outcomes replaced by this delivery, by their new status
+    replayed_rejected: int = 0
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One message's records and what every record's processing shares."""
+
+    claim: ClaimCheck
+    records: list[Any]
+    ids: list[str]
+    is_batch: bool
+    received_at: datetime
+    started: datetime
+    expires: datetime
+    deadline: Deadline
+
+
+@dataclass
+class _Tally:
+    """What one delivery did, chunk by chunk."""
+
+    stored: list[Outcome] = field(default_factory=list)
+    replaced: list[Outcome] = field(default_factory=list)
+    not_done: list[tuple[str, BaseException]] = field(default_factory=list)
+    skipped: int = 0
+    duplicates: int = 0
+
+
+def replay_selects(replay: ReplayRequest, view: ReplayView) -> bool:
+    """Whether a replay's filters select a stored record (this batch's, not replayed by it yet)."""
+    if replay.status is not None and view.status != replay.status:
+        return False
+    if replay.reason is not None and (view.status != REJECTED or replay.reason not in (view.reason or "")):
+        return False
+    if replay.processed_from is None and replay.processed_to is None:
+        return True
+    if not view.processed_at:
+        return False
+    processed = parse_rfc3339(view.processed_at)
+    if replay.processed_from is not None and processed < parse_rfc3339(replay.processed_from):
+        return False
+    return replay.processed_to is None or processed < parse_rfc3339(replay.processed_to)
 
 
 class Processor:
@@ -150,8 +197,9 @@ class Processor:
         receive_count: int = 1,
         remaining_ms: Callable[[], int] | None = None,
     ) -> BatchResult:
-        """Process one claim check. `receive_count` is the SQS message's ApproximateReceiveCount;
-        `remaining_ms` the invocation's remaining time (Lambda context), None for no limit.
+        """Process one claim check (a replay's, when `claim.replay` is set: `_replay_chunk`).
+        `receive_count` is the SQS message's ApproximateReceiveCount; `remaining_ms` the invocation's
+        remaining time (Lambda context), None for no limit.
         Raises RecordsNotDoneError (or the fault itself) when the message must be redelivered."""
         started = now or datetime.now(UTC)
         deadline = Deadline.starting(remaining_ms, self.retry)
@@ -163,90 +211,181 @@ class Processor:
             raise ValueError(
                 f"raw object {claim.key} does not hold the {claim.record_count} records accepted"
             )
-        received_at = parse_rfc3339(claim.received_at)
-        expires = ttl(started, days=self.settings.record_ttl_days)
-        ids = record_ids(claim.batch_id, records)
-
+        job = _Job(
+            claim,
+            records,
+            record_ids(claim.batch_id, records),
+            is_batch,
+            parse_rfc3339(claim.received_at),
+            started,
+            ttl(started, days=self.settings.record_ttl_days),
+            deadline,
+        )
+        replay = claim.replay
+        tally = _Tally()
         # A first delivery has stored nothing yet. A redelivery skips the chunks already counted (one
         # consistent GetItem), and reads which records of the others an earlier delivery stored (one
         # BatchGetItem per chunk): it does not transform them again, and counts from what the table holds.
-        counted = self.table.counted_chunks(claim.batch_id) if receive_count > 1 else set()
-        skipped = duplicates = 0
-        stored: list[Outcome] = []
-        not_done: list[tuple[str, BaseException]] = []
+        # A replay reads the same, and which chunks it settled already (`rc`).
+        counted: set[int] = set()
+        replayed: set[str] = set()
+        if replay is None:
+            if receive_count > 1:
+                counted = self.table.counted_chunks(claim.batch_id)
+        else:
+            counted, replayed = self.table.batch_progress(claim.batch_id)
         for chunk, start in enumerate(range(0, len(records), CHUNK_RECORDS)):
             indexes = range(start, min(start + CHUNK_RECORDS, len(records)))
-            if chunk in counted:
-                skipped += len(indexes)
-                continue
-            lease: int | None = None
-            if sum(owned_by(ids[index], claim.batch_id) for index in indexes) >= LEASED_WRITE_MIN:
-                held = self.table.lease_chunk(claim.batch_id, chunk, *deadline.lease_window())
-                if held == "counted":
-                    skipped += len(indexes)
-                    continue
-                if held == "busy":
-                    busy = RuntimeError(f"another delivery of this message holds chunk {chunk}")
-                    not_done.extend((ids[index], busy) for index in indexes)
-                    continue
-                lease = int(held)
-            known = self.table.stored_records([ids[index] for index in indexes]) if receive_count > 1 else {}
+            if replay is not None and replay_tag(replay.replay_id, chunk) in replayed:
+                tally.skipped += len(indexes)
+            elif chunk not in counted:
+                # A replay first finishes a chunk never counted (its records then get the current transform).
+                settled = self._process_chunk(
+                    job, chunk, indexes, receive_count > 1 or replay is not None, tally
+                )
+                if replay is not None and settled:
+                    self._replay_chunk(job, chunk, indexes, replay, tally)
+            elif replay is None:
+                tally.skipped += len(indexes)
+            else:
+                self._replay_chunk(job, chunk, indexes, replay, tally)
+
+        if tally.not_done:
+            record_id, first = tally.not_done[0]
+            raise RecordsNotDoneError(
+                f"{len(tally.not_done)} of {len(records)} record(s) not done, e.g. {record_id}: "
+                f"{type(first).__name__}: {first}",
+                out_of_time=all(isinstance(error, OutOfTimeError) for _, error in tally.not_done),
+            ) from first
+        newly_processed = sum(1 for outcome in tally.stored if outcome.status == PROCESSED)
+        replayed_processed = sum(1 for outcome in tally.replaced if outcome.status == PROCESSED)
+        return BatchResult(
+            batch_id=claim.batch_id,
+            newly_processed=newly_processed,
+            newly_rejected=len(tally.stored) - newly_processed,
+            skipped=tally.skipped,
+            duplicates=tally.duplicates,
+            latency_ms=(started - job.received_at).total_seconds() * 1000,
+            replayed_processed=replayed_processed,
+            replayed_rejected=len(tally.replaced) - replayed_processed,
+        )
+
+    def _process_chunk(self, job: _Job, chunk: int, indexes: range, redelivered: bool, tally: _Tally) -> bool:
+        """Store and count one chunk not counted yet; True if it is counted now (by this delivery or,
+        as found, by another)."""
+        batch_id, ids = job.claim.batch_id, job.ids
+        lease: int | None = None
+        if sum(owned_by(ids[index], batch_id) for index in indexes) >= LEASED_WRITE_MIN:
+            held = self.table.lease_chunk(batch_id, chunk, *job.deadline.lease_window())
+            if held == "counted":
+                tally.skipped += len(indexes)
+                return True
+            if held == "busy":
+                busy = RuntimeError(f"another delivery of this message holds chunk {chunk}")
+                tally.not_done.extend((ids[index], busy) for index in indexes)
+                return False
+            lease = int(held)
+        counted_now = False
+        try:
+            known = self.table.stored_records([ids[index] for index in indexes]) if redelivered else {}
             settled: dict[str, Stored] = {}
             outcomes: list[Outcome] = []
             complete = True
             for index in indexes:
-                record, record_id = records[index], ids[index]
+                record_id = ids[index]
                 existing = known.get(record_id)
                 if existing is not None:
                     settled[record_id] = existing
-                    if existing.batch_id == claim.batch_id:
-                        skipped += 1
+                    if existing.batch_id == batch_id:
+                        tally.skipped += 1
                     continue
-                if deadline.passed():
-                    not_done.append((record_id, OutOfTimeError("too little time left in this invocation")))
+                outcome = self._attempt(job, index, tally)
+                if outcome is None:
                     complete = False
-                    continue
-                context = TransformContext(
-                    record_id, claim.batch_id, claim.correlation_id, received_at, started
-                )
-                try:
-                    outcomes.append(
-                        self._outcome_with_retries(record, index, is_batch, context, expires, deadline)
-                    )
-                except Exception as error:  # the contract's transient fault, retried in vain
-                    not_done.append((record_id, error))
-                    complete = False
+                else:
+                    outcomes.append(outcome)
             # What succeeded is stored even if a neighbour failed: the redelivery will skip it. The chunk
             # is counted once all its records are settled, by this delivery or a later one.
-            counted_now = False
-            try:
-                written = self.table.store_chunk(
-                    claim.batch_id, chunk, outcomes, settled, complete, expires, started, lease
-                )
-                counted_now = complete
-            finally:
-                if lease is not None and not counted_now:
-                    # Given back now, so that the redelivery need not wait for the lease to run out.
-                    self.table.release_chunk(claim.batch_id, chunk, lease)
-            stored.extend(written.stored)
-            duplicates += sum(1 for held in written.settled.values() if held.batch_id != claim.batch_id)
+            written = self.table.store_chunk(
+                batch_id, chunk, outcomes, settled, complete, job.expires, job.started, lease
+            )
+            counted_now = complete
+        finally:
+            if lease is not None and not counted_now:
+                # Given back now, so that the redelivery need not wait for the lease to run out.
+                self.table.release_chunk(batch_id, chunk, lease)
+        tally.stored.extend(written.stored)
+        tally.duplicates += sum(1 for held in written.settled.values() if held.batch_id != batch_id)
+        return counted_now
 
-        if not_done:
-            record_id, first = not_done[0]
-            raise RecordsNotDoneError(
-                f"{len(not_done)} of {len(records)} record(s) not done, e.g. {record_id}: "
-                f"{type(first).__name__}: {first}",
-                out_of_time=all(isinstance(error, OutOfTimeError) for _, error in not_done),
-            ) from first
-        newly_processed = sum(1 for outcome in stored if outcome.status == PROCESSED)
-        return BatchResult(
-            batch_id=claim.batch_id,
-            newly_processed=newly_processed,
-            newly_rejected=len(stored) - newly_processed,
-            skipped=skipped,
-            duplicates=duplicates,
-            latency_ms=(started - received_at).total_seconds() * 1000,
+    def _replay_chunk(
+        self, job: _Job, chunk: int, indexes: range, replay: ReplayRequest, tally: _Tally
+    ) -> None:
+        """Run the records of one counted chunk that the replay selects through the current transform again
+        and replace their items, then move the batch counters by the change, once per replay and chunk.
+
+        Under the chunk's replay lease (one writer at a time). Each replaced item carries the replay's mark
+        (its id and the status it had), so a redelivery of the replay message skips what is replaced
+        already, and the count comes from the items themselves, crash or not."""
+        batch_id, ids = job.claim.batch_id, job.ids
+        held = self.table.lease_replay_chunk(batch_id, chunk, replay.replay_id, *job.deadline.lease_window())
+        if held == "counted":
+            tally.skipped += len(indexes)
+            return
+        if held == "busy":
+            busy = RuntimeError(f"another delivery holds chunk {chunk}'s replay lease")
+            tally.not_done.extend((ids[index], busy) for index in indexes)
+            return
+        lease = int(held)
+        counted_now = False
+        try:
+            views = self.table.replay_candidates([ids[index] for index in indexes])
+            marked: list[ReplayView] = []
+            todo: list[tuple[Outcome, ReplayMark]] = []
+            complete = True
+            for index in indexes:
+                view = views.get(ids[index])
+                if view is not None and view.batch_id == batch_id and view.replay_id == replay.replay_id:
+                    marked.append(view)  # replaced by an earlier delivery of this replay
+                    continue
+                if view is None or view.batch_id != batch_id or not replay_selects(replay, view):
+                    tally.skipped += 1  # not stored, another batch's id, or not what the replay asks for
+                    continue
+                outcome = self._attempt(job, index, tally)
+                if outcome is None:
+                    complete = False
+                else:
+                    todo.append((outcome, ReplayMark(replay.replay_id, view.status)))
+            replaced = self.table.replace_records(batch_id, todo, job.expires, job.started)
+            tally.replaced.extend(replaced)
+            if complete:
+                marked.extend(
+                    ReplayView(batch_id, outcome.status, "", None, replay.replay_id, mark.previous)
+                    for outcome, (_, mark) in zip(replaced, todo, strict=True)
+                )
+                self.table.count_replay_chunk(batch_id, chunk, replay.replay_id, marked, lease)
+                counted_now = True
+        finally:
+            if not counted_now:
+                self.table.release_chunk(batch_id, chunk, lease, replay=True)
+
+    def _attempt(self, job: _Job, index: int, tally: _Tally) -> Outcome | None:
+        """One record's outcome, or None (noted in `tally.not_done`) if it is not done in this delivery."""
+        record_id = job.ids[index]
+        if job.deadline.passed():
+            tally.not_done.append((record_id, OutOfTimeError("too little time left in this invocation")))
+            return None
+        claim = job.claim
+        context = TransformContext(
+            record_id, claim.batch_id, claim.correlation_id, job.received_at, job.started
         )
+        try:
+            return self._outcome_with_retries(
+                job.records[index], index, job.is_batch, context, job.expires, job.deadline
+            )
+        except Exception as error:  # the contract's transient fault, retried in vain
+            tally.not_done.append((record_id, error))
+            return None
 
     def _outcome_with_retries(
         self,

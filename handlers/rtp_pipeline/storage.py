@@ -5,9 +5,11 @@ Table layout (partition key `pk`: every item is written and read on a key of its
 
 | item        | pk                     | attributes                                                        |
 |-------------|------------------------|-------------------------------------------------------------------|
-| record      | REC#<recordId>         | b batchId, s status P/R, t type, at processedAt, expiresAt, and   |
-|             |                        | r result (a map) or z result (zlib JSON), or e reason             |
-| batch       | BATCH#<batchId>        | accepted, processed, rejected, duplicates, cc counted chunks, ... |
+| record      | REC#<recordId>         | b batchId, s status P/R, t type, at processedAt, expiresAt,       |
+|             |                        | v transform version, r result (a map) or z result (zlib JSON), or |
+|             |                        | e reason; once replayed: rp replay id, ps previous status, ra when |
+| batch       | BATCH#<batchId>        | accepted, processed, rejected, duplicates, cc counted chunks,     |
+|             |                        | rc replayed chunks (`<replayId>:<chunk>`), leases l<n>/rl<n>, ... |
 | batch ids   | IDS#<batchId>          | ids (newline-joined), only when the client named some records     |
 | idempotency | IDEM#<Idempotency-Key> | requestHash, batchId, response (no ids), claimCheck, enqueued     |
 
@@ -32,6 +34,13 @@ Exactly once, without transactions (a transactional write costs twice a plain on
   invocation's time runs out (Lambda ends it by then), and only the holder may count the chunk. Two
   deliveries of one message running at once (SQS is at-least-once) therefore never mix their outcomes
   into one chunk's items and counts, even for a transform that decides differently each time.
+
+A replay (`rtp replay`: a claim check with a `replay` member, on the replay queue) replaces the outcomes of
+the records a batch stored that its filters select, chunk by chunk under a replay lease (`rl<chunk>`): each
+replaced item carries the replay's id and the status it had before, and one UpdateItem per chunk moves the
+counters by the change (new status minus previous, from the marked items) and adds `<replayId>:<chunk>` to
+`rc`, conditioned on `rc` not holding it yet. A redelivered or resent replay message therefore replaces and
+counts nothing twice; a crash between the writes and the count is repaired from the marks.
 
 An item DynamoDB refuses for its content (a `ValidationException`, or a client-side ParamValidationError)
 never takes its neighbours down: that record is stored as REJECTED with DynamoDB's reason.
@@ -258,6 +267,15 @@ class ChunkWrite:
 
 
 @dataclass(frozen=True)
+class ReplayMark:
+    """What a replayed record's item says about its replay: `rp` the replay id, `ps` the status it had
+    before (what the batch counters counted it as), `ra` when it was replayed."""
+
+    replay_id: str
+    previous: str  # PROCESSED or REJECTED
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What processing decided for one record."""
 
@@ -300,8 +318,11 @@ class ClaimCheckQueue:
 
 
 class PipelineTable:
-    def __init__(self, dynamodb: Any, table_name: str, compress: bool = True) -> None:
+    def __init__(
+        self, dynamodb: Any, table_name: str, compress: bool = True, transform_version: str = ""
+    ) -> None:
         self.db, self.name, self.compress = dynamodb, table_name, compress
+        self.transform_version = transform_version  # written on every record item (`v`)
 
     # --- ingest (idempotency keys: rtp_pipeline.idempotency) ---------------------------------
     def create_batch(self, claim: ClaimCheck, ids: Sequence[str], expires: datetime) -> None:
@@ -340,16 +361,24 @@ class PipelineTable:
         version, which would then be counted while the table holds the newer one
         (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/HowItWorks.ReadConsistency.html).
         Keys DynamoDB leaves unprocessed are asked for again, briefly, then simply not reported."""
-        found: dict[str, Stored] = {}
+        return {
+            record_id: _stored(item) for record_id, item in self._record_items(record_ids, ("b", "s")).items()
+        }
+
+    def _record_items(self, record_ids: Sequence[str], names: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """{record id: its item's attributes `names` (as attribute values)} for the ids stored, strongly
+        consistent (see `stored_records`), 100 keys per BatchGetItem."""
+        found: dict[str, dict[str, Any]] = {}
         unique = list(dict.fromkeys(record_ids))
+        placeholders = {f"#a{n}": name for n, name in enumerate(("pk", *names))}
         for start in range(0, len(unique), BATCH_GET_KEYS):
             keys = [{"pk": {"S": f"REC#{record_id}"}} for record_id in unique[start : start + BATCH_GET_KEYS]]
             request: dict[str, Any] = {
                 self.name: {
                     "Keys": keys,
-                    "ProjectionExpression": "#k, #b, #s",
+                    "ProjectionExpression": ", ".join(placeholders),
                     "ConsistentRead": True,
-                    "ExpressionAttributeNames": {"#k": "pk", "#b": "b", "#s": "s"},
+                    "ExpressionAttributeNames": placeholders,
                 }
             }
             for attempt in range(3):
@@ -357,7 +386,7 @@ class PipelineTable:
                     time.sleep(_backoff(attempt - 1))
                 answer = self.db.batch_get_item(RequestItems=request)
                 for item in answer.get("Responses", {}).get(self.name, []):
-                    found[item["pk"]["S"][4:]] = _stored(item)
+                    found[item["pk"]["S"][4:]] = item
                 request = answer.get("UnprocessedKeys") or {}
                 if not request:
                     break
@@ -377,6 +406,13 @@ class PipelineTable:
     def lease_chunk(self, batch_id: str, chunk: int, now: datetime, until: datetime) -> int | str:
         """Give chunk number `chunk` to this delivery until `until`: returns the lease token, or "counted"
         (another delivery counted it: nothing left to do) or "busy" (another live delivery holds it)."""
+        return self._lease(batch_id, f"l{chunk}", "cc", {"N": str(chunk)}, now, until)
+
+    def _lease(
+        self, batch_id: str, lease: str, done: str, member: dict[str, str], now: datetime, until: datetime
+    ) -> int | str:
+        """Set the batch item's attribute `lease` to a fresh token unless the set `done` holds `member`
+        ("counted") or a live lease is there ("busy")."""
         # The token is the lease's end in microseconds plus a random tail, so that two leases never match.
         token = int(until.timestamp() * 1_000_000) + random.randrange(1000)
         try:
@@ -386,10 +422,10 @@ class PipelineTable:
                 UpdateExpression="SET #l = :token",
                 ConditionExpression="attribute_exists(pk) AND NOT contains(#c, :n) "
                 "AND (attribute_not_exists(#l) OR #l < :now)",
-                ExpressionAttributeNames={"#l": f"l{chunk}", "#c": "cc"},
+                ExpressionAttributeNames={"#l": lease, "#c": done},
                 ExpressionAttributeValues={
                     ":token": {"N": str(token)},
-                    ":n": {"N": str(chunk)},
+                    ":n": member,
                     ":now": {"N": str(int(now.timestamp() * 1_000_000))},
                 },
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
@@ -401,10 +437,11 @@ class PipelineTable:
             old = _item_returned(error)
             if not old:
                 raise RuntimeError(f"batch {batch_id} has no batch item to count its records on") from error
-            return "counted" if str(chunk) in old.get("cc", {}).get("NS", []) else "busy"
+            return "counted" if _set_holds(old.get(done, {}), member) else "busy"
 
-    def release_chunk(self, batch_id: str, chunk: int, lease: int) -> None:
-        """Best effort: give a chunk's lease back early (this delivery stops without counting the chunk)."""
+    def release_chunk(self, batch_id: str, chunk: int, lease: int, replay: bool = False) -> None:
+        """Best effort: give a chunk's lease (a replay's with `replay`) back early: this delivery stops
+        without counting the chunk."""
         # On failure the lease runs out on its own; the original error is what the caller reports.
         with contextlib.suppress(ClientError):
             self.db.update_item(
@@ -412,7 +449,7 @@ class PipelineTable:
                 Key={"pk": {"S": f"BATCH#{batch_id}"}},
                 UpdateExpression="REMOVE #l",
                 ConditionExpression="#l = :token",
-                ExpressionAttributeNames={"#l": f"l{chunk}"},
+                ExpressionAttributeNames={"#l": f"{'rl' if replay else 'l'}{chunk}"},
                 ExpressionAttributeValues={":token": {"N": str(lease)}},
             )
 
@@ -590,7 +627,9 @@ class PipelineTable:
             ":n": {"N": str(chunk)},
         }
         # `processed` is a DynamoDB reserved word: every name goes through a placeholder.
-        update, condition = "ADD #p :p, #r :r, #d :d, #c :c", "NOT contains(#c, :n)"
+        # attribute_exists: an update on a missing key would create a new item holding only counters (a
+        # batch item expired with its TTL while its message was still being redelivered).
+        update, condition = "ADD #p :p, #r :r, #d :d, #c :c", "attribute_exists(pk) AND NOT contains(#c, :n)"
         if lease is not None:
             names["#l"] = f"l{chunk}"
             values[":token"] = {"N": str(lease)}
@@ -609,16 +648,146 @@ class PipelineTable:
         except ClientError as error:
             if not is_condition_failure(error):
                 raise
-            counted = str(chunk) in _item_returned(error).get("cc", {}).get("NS", [])
+            old = _item_returned(error)
+            if not old:
+                raise RuntimeError(f"batch {batch_id} has no batch item to count its records on") from error
+            counted = str(chunk) in old.get("cc", {}).get("NS", [])
             if lease is not None and not counted:
                 raise RuntimeError(
                     f"batch {batch_id} chunk {chunk}: the lease ran out before counting"
                 ) from error
             return False
 
+    # --- replay (`rtp replay`: records run again through the current transform) ----------------------
+    def batch_progress(self, batch_id: str) -> tuple[set[int], set[str]]:
+        """(counted chunks `cc`, replay tags `rc`) of a batch, strongly consistent."""
+        found = self.db.get_item(
+            TableName=self.name,
+            Key={"pk": {"S": f"BATCH#{batch_id}"}},
+            ProjectionExpression="#c, #r",
+            ExpressionAttributeNames={"#c": "cc", "#r": "rc"},
+            ConsistentRead=True,
+        ).get("Item")
+        if found is None:
+            raise RuntimeError(
+                f"batch {batch_id} has no batch item (expired with its TTL?): cannot replay it"
+            )
+        counted = {int(number) for number in found.get("cc", {}).get("NS", [])}
+        return counted, set(found.get("rc", {}).get("SS", []))
+
+    def lease_replay_chunk(
+        self, batch_id: str, chunk: int, replay_id: str, now: datetime, until: datetime
+    ) -> int | str:
+        """`lease_chunk` for a replay: the chunk's replay lease `rl<chunk>` (one replay at a time per
+        chunk), "counted" once `rc` holds `replay_tag(replay_id, chunk)`."""
+        return self._lease(batch_id, f"rl{chunk}", "rc", {"S": replay_tag(replay_id, chunk)}, now, until)
+
+    def replay_candidates(self, record_ids: Sequence[str]) -> dict[str, ReplayView]:
+        """What a replay needs of each stored record item (strongly consistent)."""
+        items = self._record_items(record_ids, ("b", "s", "at", "e", "rp", "ps"))
+        return {record_id: _replay_view(item) for record_id, item in items.items()}
+
+    def replace_records(
+        self,
+        batch_id: str,
+        outcomes: Sequence[tuple[Outcome, ReplayMark]],
+        expires: datetime,
+        now: datetime,
+    ) -> list[Outcome]:
+        """Replace records' items with their replayed outcomes (under the chunk's replay lease, so one
+        writer): one PutItem each, `PUT_CONCURRENCY` at a time, conditioned on the item being this batch's.
+        Returns the outcomes as stored (REJECTED stand-ins for results DynamoDB refuses)."""
+        replace = functools.partial(self._replace_record, batch_id, expires=expires, now=now)
+        if len(outcomes) <= 1:
+            return [replace(pair) for pair in outcomes]
+        futures = [_put_pool().submit(replace, pair) for pair in outcomes]
+        wait(futures)
+        return [future.result() for future in futures]
+
+    def _replace_record(
+        self, batch_id: str, pair: tuple[Outcome, ReplayMark], expires: datetime, now: datetime
+    ) -> Outcome:
+        outcome, mark = pair
+        for _ in range(2):  # the outcome, then (if DynamoDB refuses its content) its REJECTED stand-in
+            try:
+                item = self.record_attributes(batch_id, outcome, expires, now, mark)
+            except (TypeError, ValueError, ArithmeticError) as error:  # DecimalException: ArithmeticError
+                outcome = refused_by_dynamodb(outcome, f"{type(error).__name__}: {error}")
+                continue
+            try:
+                self.db.put_item(
+                    TableName=self.name,
+                    Item=item,
+                    ConditionExpression="#b = :b",
+                    ExpressionAttributeNames={"#b": "b"},
+                    ExpressionAttributeValues={":b": {"S": batch_id}},
+                )
+                return outcome
+            except ParamValidationError as error:
+                outcome = refused_by_dynamodb(outcome, str(error))
+            except ClientError as error:
+                if _error_code(error) not in _ITEM_REFUSED:
+                    raise  # a failed condition too: the item is not this batch's (never replayed here)
+                outcome = refused_by_dynamodb(outcome, error.response.get("Error", {}).get("Message", ""))
+        raise RuntimeError(f"record {outcome.record_id}: DynamoDB refused its REJECTED stand-in")
+
+    def count_replay_chunk(
+        self, batch_id: str, chunk: int, replay_id: str, replayed: Iterable[ReplayView], lease: int | None
+    ) -> bool:
+        """Move the batch counters by what this replay changed in one chunk (every record of `replayed`
+        carries this replay's mark: its status now and before), once: conditioned on the chunk's replay tag
+        not being in `rc` (and on holding the replay lease), and adds it. False if counted before."""
+        processed = rejected = 0
+        for view in replayed:
+            processed += (view.status == PROCESSED) - (view.previous == PROCESSED)
+            rejected += (view.status == REJECTED) - (view.previous == REJECTED)
+        tag = replay_tag(replay_id, chunk)
+        names = {"#p": "processed", "#r": "rejected", "#c": "rc"}
+        values = {
+            ":p": {"N": str(processed)},
+            ":r": {"N": str(rejected)},
+            ":c": {"SS": [tag]},
+            ":n": {"S": tag},
+        }
+        update, condition = "ADD #p :p, #r :r, #c :c", "attribute_exists(pk) AND NOT contains(#c, :n)"
+        if lease is not None:
+            names["#l"] = f"rl{chunk}"
+            values[":token"] = {"N": str(lease)}
+            update, condition = update + " REMOVE #l", condition + " AND #l = :token"
+        try:
+            self.db.update_item(
+                TableName=self.name,
+                Key={"pk": {"S": f"BATCH#{batch_id}"}},
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+            return True
+        except ClientError as error:
+            if not is_condition_failure(error):
+                raise
+            old = _item_returned(error)
+            if not old:
+                raise RuntimeError(f"batch {batch_id} has no batch item to count a replay on") from error
+            if lease is not None and not _set_holds(old.get("rc", {}), {"S": tag}):
+                raise RuntimeError(
+                    f"batch {batch_id} chunk {chunk}: the replay lease ran out before counting"
+                ) from error
+            return False
+
     @staticmethod
-    def record_item(batch_id: str, outcome: Outcome, expires: datetime, now: datetime) -> dict[str, Any]:
-        """The record's item as plain values, result uncompressed: what the storable checks look at."""
+    def record_item(
+        batch_id: str,
+        outcome: Outcome,
+        expires: datetime,
+        now: datetime,
+        version: str = "",
+        replay: ReplayMark | None = None,
+    ) -> dict[str, Any]:
+        """The record's item as plain values, result uncompressed: what the storable checks look at.
+        `version`: the transform's (`v`); `replay`: set when a replay replaces the record's outcome."""
         item: dict[str, Any] = {
             "pk": f"REC#{outcome.record_id}",
             "b": batch_id,
@@ -627,6 +796,10 @@ class PipelineTable:
             "at": _iso_millis(now),
             "expiresAt": epoch_seconds(expires),
         }
+        if version:
+            item["v"] = version
+        if replay is not None:
+            item["rp"], item["ps"], item["ra"] = replay.replay_id, _STATUS_CODES[replay.previous], item["at"]
         if outcome.status == REJECTED:
             item["rk"], item["rs"] = rejected_index_keys(outcome.record_id, item["at"])
         if outcome.result is not None:
@@ -636,10 +809,15 @@ class PipelineTable:
         return item
 
     def record_attributes(
-        self, batch_id: str, outcome: Outcome, expires: datetime, now: datetime
+        self,
+        batch_id: str,
+        outcome: Outcome,
+        expires: datetime,
+        now: datetime,
+        replay: ReplayMark | None = None,
     ) -> dict[str, Any]:
         """The record's item as DynamoDB attribute values, its result compressed when that pays."""
-        item = self.record_item(batch_id, outcome, expires, now)
+        item = self.record_item(batch_id, outcome, expires, now, self.transform_version, replay)
         result = item.pop("r", None)
         attributes: dict[str, Any] = {
             "pk": {"S": item["pk"]},
@@ -649,10 +827,9 @@ class PipelineTable:
             "at": {"S": item["at"]},
             "expiresAt": {"N": str(item["expiresAt"])},
         }
-        if "e" in item:
-            attributes["e"] = {"S": item["e"]}
-        if "rk" in item:
-            attributes["rk"], attributes["rs"] = {"S": item["rk"]}, {"S": item["rs"]}
+        for name in ("e", "rk", "rs", "v", "rp", "ps", "ra"):
+            if name in item:
+                attributes[name] = {"S": item[name]}
         if result is not None:
             packed = compress_result(result) if self.compress else None
             attributes.update(
@@ -697,6 +874,11 @@ class PipelineTable:
             view["result"] = item["r"]
         if "e" in item:
             view["reason"] = item["e"]
+        for name, long_name in (("v", "transformVersion"), ("ra", "replayedAt"), ("rp", "replayId")):
+            if name in item:
+                view[long_name] = item[name]
+        if "ps" in item:
+            view["previousStatus"] = _STATUS_NAMES.get(item["ps"], item["ps"])
         return view
 
     def get_batch(self, batch_id: str) -> dict[str, Any] | None:
@@ -774,6 +956,47 @@ def _stored(item: Mapping[str, Any]) -> Stored:
     status = item.get("s") or item.get("status") or {}
     code = str(status.get("S", ""))
     return Stored(str(batch.get("S", "")), _STATUS_NAMES.get(code, code))
+
+
+@dataclass(frozen=True)
+class ReplayView:
+    """A stored record as a replay sees it: owner, status, when and why, and its last replay's mark."""
+
+    batch_id: str
+    status: str
+    processed_at: str
+    reason: str | None
+    replay_id: str | None
+    previous: str | None  # the status before that replay
+
+
+def _replay_view(item: Mapping[str, Any]) -> ReplayView:
+    stored = _stored(item)
+
+    def text(name: str) -> str | None:
+        value = item.get(name)
+        return str(value["S"]) if value and "S" in value else None
+
+    previous = text("ps")
+    return ReplayView(
+        stored.batch_id,
+        stored.status,
+        text("at") or "",
+        text("e"),
+        text("rp"),
+        _STATUS_NAMES.get(previous, previous) if previous else None,
+    )
+
+
+def replay_tag(replay_id: str, chunk: int) -> str:
+    """The member of a batch's `rc` set saying this replay settled this chunk."""
+    return f"{replay_id}:{chunk}"
+
+
+def _set_holds(attribute: Mapping[str, Any], member: Mapping[str, str]) -> bool:
+    """Whether a number or string set attribute value holds `member` ({"N": "3"} or {"S": "x"})."""
+    [(kind, value)] = member.items()
+    return value in attribute.get(f"{kind}S", [])
 
 
 def _backoff(retry: int) -> float:

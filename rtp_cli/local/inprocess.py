@@ -421,6 +421,28 @@ class Pipeline:
         found = self.dynamodb.get_item(TableName=self.table_name, Key={"pk": {"S": pk}}, ConsistentRead=True)
         return deserialize(found["Item"]) if "Item" in found else None
 
+    def send_replay(self, batch_id: str, replay_id: str, **filters: str) -> str:
+        """Put a replay message for one accepted batch on the replay queue (what `rtp replay` sends):
+        the claim check rebuilt from the batch item, with a `replay` member (`filters`: status, reason,
+        processed_from, processed_to). Returns the message body."""
+        from rtp_pipeline.storage import ClaimCheck, ReplayRequest
+
+        batch = self.item(f"BATCH#{batch_id}")
+        if batch is None:
+            raise ValueError(f"no batch {batch_id}")
+        claim = ClaimCheck(
+            batch_id,
+            self.bucket,
+            batch["rawKey"],
+            batch.get("correlationId", ""),
+            batch["receivedAt"],
+            int(batch["accepted"]),
+            ReplayRequest(replay_id, **filters),
+        )
+        body = claim.to_json()
+        self.sqs.send_message(QueueUrl=self.replay_queue_url, MessageBody=body)
+        return body
+
 
 def _arns(template: Template) -> dict[str, str]:
     return {logical_id: arn for (logical_id, name), arn in template.attrs.items() if name == "Arn"}

@@ -42,7 +42,7 @@ def scenario(pipeline: Pipeline) -> list[ApiCall]:
     pipeline.post_records({"records": [{"id": "r-1", "type": "t", "data": {"n": 4}}]})
     # Records without client ids, enough for one chunk lease: BatchWriteItem under the lease. The first
     # delivery finds no time left and hands the message straight back (ChangeMessageVisibility).
-    pipeline.post_records({"records": [{"type": "t", "data": {"n": n}} for n in range(8)]})
+    leased = pipeline.post_records({"records": [{"type": "t", "data": {"n": n}} for n in range(8)]})
     readings, usual = iter([10_000]), LocalLambdaContext.get_remaining_time_in_millis
     LocalLambdaContext.get_remaining_time_in_millis = lambda self: next(readings, 1_000)  # type: ignore[method-assign]
     try:
@@ -50,6 +50,16 @@ def scenario(pipeline: Pipeline) -> list[ApiCall]:
     finally:
         LocalLambdaContext.get_remaining_time_in_millis = usual  # type: ignore[method-assign]
     pipeline.drain()
+    # A replay (`rtp replay`), through the replay queue's own mapping: its first delivery finds no time
+    # left and hands the message back to the replay queue; the next replaces the records' outcomes.
+    pipeline.send_replay(leased.body["batchId"], "iam-replay")
+    readings = iter([10_000])
+    LocalLambdaContext.get_remaining_time_in_millis = lambda self: next(readings, 1_000)  # type: ignore[method-assign]
+    try:
+        pipeline.deliver(replay=True)
+    finally:
+        LocalLambdaContext.get_remaining_time_in_millis = usual  # type: ignore[method-assign]
+    assert [delivery.failures for delivery in pipeline.drain(replay=True)] == [[]]
     for batch_id in (first.body["batchId"], second.body["batchId"], "missing"):
         pipeline.get_batch(batch_id)
     pipeline.get_record("r-1")

@@ -65,6 +65,8 @@ def table() -> Iterator[tuple[PipelineTable, CountingClient]]:
             AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
             BillingMode="PAY_PER_REQUEST",
         )
+        for batch_id in ("b1", "b2"):  # ingest writes a batch's item before its records are processed
+            db.put_item(TableName="t", Item={"pk": {"S": f"BATCH#{batch_id}"}, "accepted": {"N": "0"}})
         counting = CountingClient(db)
         yield PipelineTable(counting, "t"), counting
 
@@ -87,6 +89,15 @@ def test_one_put_per_record_and_one_counter_update_per_chunk(table: Any) -> None
     assert len(stored) == 250 and (client.puts, client.updates) == (250, 3)  # chunks of 100, 100, 50
     assert counters(pipeline, "b1") == {"processed": 225, "rejected": 25, "duplicates": 0}
     assert pipeline.get_batch("b1")["cc"] == [0, 1, 2]
+
+
+def test_counting_a_batch_whose_item_is_gone_raises_and_creates_nothing(table: Any) -> None:
+    """A batch item expired (TTL) while its message was still redelivered: the count must not recreate
+    the batch as an item holding only counters."""
+    pipeline, _ = table
+    with pytest.raises(RuntimeError, match="no batch item"):
+        pipeline.store_outcomes("gone", outcomes(3), NOW, NOW)
+    assert pipeline.get_batch("gone") is None
 
 
 def test_a_redelivery_counts_each_chunk_once_from_what_is_stored(table: Any) -> None:

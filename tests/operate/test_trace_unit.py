@@ -124,3 +124,22 @@ def test_any_other_id_is_not_found_never_an_error(sources: Sources, record_id: s
         trace_record(sources, record_id)
     with pytest.raises(TraceNotFoundError):
         trace_batch(sources, record_id)
+
+
+def test_a_replayed_record_shows_its_transform_version_and_replay(sources: Sources) -> None:
+    from rtp_pipeline.storage import ReplayMark
+
+    table = PipelineTable(sources.table.db, "t", transform_version="fixed-2")
+    replayed = RECEIVED + timedelta(hours=1)
+    outcome = Outcome(f"{BATCH}-0", "PROCESSED", "reading", result={"n": 0})
+    mark = ReplayMark("replay-7", "REJECTED")
+    table.db.put_item(TableName="t", Item=table.record_attributes(BATCH, outcome, RECEIVED, replayed, mark))
+    report = trace_record(sources, f"{BATCH}-0")
+    assert {name: report["outcome"][name] for name in ("transformVersion", "replayId", "previousStatus")} == {
+        "transformVersion": "fixed-2",
+        "replayId": "replay-7",
+        "previousStatus": "REJECTED",
+    }
+    assert report["outcome"]["replayedAt"] == "2026-11-28T13:00:00.000Z"
+    text = "\n".join(render_lines(report, "prod"))
+    assert "transformVersion fixed-2" in text and "replayId         replay-7" in text

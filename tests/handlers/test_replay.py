@@ -1,0 +1,313 @@
+"""Replay (`rtp replay`'s processing side): a claim check with a `replay` member, on the replay queue, runs
+the records its batch stored through the current transform again and replaces their outcomes, with the
+batch counters moved by exactly the change, once per replay, whatever is redelivered, resent or crashes."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.handlers.harness import Pipeline, fail_calls
+from tests.handlers.test_processor import accept, batch, record
+
+
+def rejecting(kind: str) -> Any:
+    """A transform with a bug: it rejects every record of one `kind`."""
+    from rtp_pipeline.contract import RejectRecord
+
+    def transform(record: dict[str, Any], context: Any) -> dict[str, Any]:
+        if record["data"].get("kind") == kind:
+            raise RejectRecord(f"kind {kind} is not supported")
+        return {"kind": record["data"].get("kind"), "n": record["data"].get("n"), "fixed": False}
+
+    return transform
+
+
+def fixed(record: dict[str, Any], context: Any) -> dict[str, Any]:
+    return {"kind": record["data"].get("kind"), "n": record["data"].get("n"), "fixed": True}
+
+
+def counting(transform: Any, calls: list[str]) -> Any:
+    """`transform`, noting each record id it is called with."""
+
+    def counted(record: dict[str, Any], context: Any) -> dict[str, Any]:
+        calls.append(context.record_id)
+        result: dict[str, Any] = transform(record, context)
+        return result
+
+    return counted
+
+
+def use(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, transform: Any, version: str) -> None:
+    module = pipeline.module("processor")
+    monkeypatch.setattr(module.transform, "transform", transform)
+    monkeypatch.setattr(module, "TRANSFORM_VERSION", version)
+
+
+def counts(pipeline: Pipeline, batch_id: str) -> tuple[int, int, int]:
+    view = batch(pipeline, batch_id)
+    return view["processed"], view["rejected"], view["duplicates"]
+
+
+def statuses(pipeline: Pipeline, ids: list[str]) -> Counter[str]:
+    return Counter(record(pipeline, record_id)["status"] for record_id in ids)
+
+
+def mixed(count: int, every: int = 3) -> list[dict[str, Any]]:
+    return [
+        {"type": "t", "data": {"kind": "bad" if n % every == 0 else "good", "n": n}} for n in range(count)
+    ]
+
+
+def test_a_replay_of_rejected_records_after_a_fix_processes_them_and_touches_nothing_else(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use(pipeline, monkeypatch, rejecting("bad"), "v1")
+    accepted = accept(pipeline, mixed(210))  # three chunks, ids the API assigned (leased writes)
+    pipeline.drain()
+    ids = accepted["ids"]
+    bad = [record_id for n, record_id in enumerate(ids) if n % 3 == 0]
+    assert counts(pipeline, accepted["batchId"]) == (210 - len(bad), len(bad), 0)
+    untouched = {
+        record_id: pipeline.item(f"REC#{record_id}") for record_id in ids if record_id not in set(bad)
+    }
+
+    use(pipeline, monkeypatch, fixed, "v2")
+    pipeline.send_replay(accepted["batchId"], "replay-1", status="REJECTED")
+    [delivery] = pipeline.drain(replay=True)
+
+    assert delivery.failures == []
+    assert counts(pipeline, accepted["batchId"]) == (210, 0, 0)
+    assert statuses(pipeline, ids) == Counter({"PROCESSED": 210})
+    for record_id in bad:
+        view = record(pipeline, record_id)
+        assert view["result"] == {"kind": "bad", "n": ids.index(record_id), "fixed": True}
+        assert (view["transformVersion"], view["replayId"], view["previousStatus"]) == (
+            "v2",
+            "replay-1",
+            "REJECTED",
+        )
+        assert view["replayedAt"] == view["processedAt"]
+        assert "reason" not in view
+    # Nothing else touched: the records that were PROCESSED keep their items byte for byte.
+    assert {record_id: pipeline.item(f"REC#{record_id}") for record_id in untouched} == untouched
+    assert all(item and item["v"] == "v1" for item in untouched.values())
+    assert batch(pipeline, accepted["batchId"])["status"] == "COMPLETE"
+    assert sorted((pipeline.item(f"BATCH#{accepted['batchId']}") or {})["rc"]) == [
+        "replay-1:0",
+        "replay-1:1",
+        "replay-1:2",
+    ]
+    assert pipeline.queued() == pipeline.queued(pipeline.replay_queue_url) == 0
+
+
+def test_a_resent_or_redelivered_replay_message_replays_and_counts_nothing_twice(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    use(pipeline, monkeypatch, rejecting("bad"), "v1")
+    accepted = accept(pipeline, mixed(120))
+    pipeline.drain()
+    use(pipeline, monkeypatch, fixed, "v2")
+    pipeline.send_replay(accepted["batchId"], "replay-1", status="REJECTED")
+    pipeline.drain(replay=True)
+    after_first = {record_id: pipeline.item(f"REC#{record_id}") for record_id in accepted["ids"]}
+    capsys.readouterr()
+
+    calls: list[str] = []
+    use(pipeline, monkeypatch, counting(fixed, calls), "v3")
+    pipeline.send_replay(accepted["batchId"], "replay-1", status="REJECTED")  # a resumed run sends it again
+    pipeline.send_replay(accepted["batchId"], "replay-1", status="REJECTED")
+    assert [d.failures for d in pipeline.drain(replay=True)] == [[], []]
+
+    assert calls == []  # every chunk of replay-1 is settled: nothing transformed again
+    assert counts(pipeline, accepted["batchId"]) == (120, 0, 0)
+    assert {record_id: pipeline.item(f"REC#{record_id}") for record_id in accepted["ids"]} == after_first
+    # A replay's records are old: no ingest-to-processed latency from it, only what it replayed.
+    emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert emitted and all("IngestToProcessedLatency" not in doc for doc in emitted)
+    assert [doc["RecordsReplayed"] for doc in emitted] == [[0.0], [0.0]]
+
+
+def test_a_crash_between_the_replaced_items_and_the_counter_update_loses_and_doubles_nothing(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replaced items are written, then the counter update fails: the redelivery finds the items
+    marked with this replay (and the status they had), does not transform them again, and counts them."""
+    from rtp_pipeline.aws import client
+
+    use(pipeline, monkeypatch, rejecting("bad"), "v1")
+    accepted = accept(pipeline, mixed(150))
+    pipeline.drain()
+    use(pipeline, monkeypatch, fixed, "v2")
+    failed = fail_calls(
+        client("dynamodb"),
+        "UpdateItem",
+        lambda params: not failed and "SS" in params.get("ExpressionAttributeValues", {}).get(":c", {}),
+        "InternalServerError",
+        500,
+    )
+    pipeline.send_replay(accepted["batchId"], "replay-1", status="REJECTED")
+    first = pipeline.deliver(replay=True)
+    assert first.failures == first.message_ids and len(failed) == 1
+    marked = [r for r in accepted["ids"][:100] if (pipeline.item(f"REC#{r}") or {}).get("rp") == "replay-1"]
+    assert len(marked) == 34  # chunk 0's rejected records: replaced, not counted yet
+    assert counts(pipeline, accepted["batchId"]) == (100, 50, 0)
+
+    calls: list[str] = []
+    use(pipeline, monkeypatch, counting(fixed, calls), "v2")
+    [redelivery] = pipeline.drain(replay=True)
+    assert redelivery.failures == []
+    assert not set(calls) & set(marked)  # chunk 0 is not transformed again
+    assert counts(pipeline, accepted["batchId"]) == (150, 0, 0)
+
+
+def test_a_replay_selects_by_reason_and_time_and_leaves_other_batches_ids_alone(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rtp_pipeline.contract import RejectRecord
+
+    def picky(record: dict[str, Any], context: Any) -> dict[str, Any]:
+        kind = record["data"]["kind"]
+        if kind != "good":
+            raise RejectRecord(f"no {kind}")
+        return {"kind": kind}
+
+    use(pipeline, monkeypatch, picky, "v1")
+    owner = accept(pipeline, [{"id": "shared", "type": "t", "data": {"kind": "bad"}}])
+    pipeline.drain()
+    accepted = accept(
+        pipeline,
+        [{"id": "shared", "type": "t", "data": {"kind": "good"}}]
+        + [{"id": f"x{n}", "type": "t", "data": {"kind": ["bad", "ugly", "good"][n % 3]}} for n in range(9)],
+    )
+    pipeline.drain()
+    assert counts(pipeline, accepted["batchId"]) == (3, 6, 1)
+
+    use(pipeline, monkeypatch, fixed, "v2")
+    pipeline.send_replay(accepted["batchId"], "only-ugly", reason="no ugly")
+    pipeline.drain(replay=True)
+    assert counts(pipeline, accepted["batchId"]) == (6, 3, 1)
+    assert {record(pipeline, f"x{n}")["status"] for n in range(0, 9, 3)} == {"REJECTED"}  # "no bad": kept
+    assert record(pipeline, "shared")["batchId"] == owner["batchId"]  # another batch's id: untouched
+    assert record(pipeline, "shared")["status"] == "REJECTED"
+
+    pipeline.send_replay(
+        accepted["batchId"], "too-late", status="REJECTED", processed_from="2999-01-01T00:00:00Z"
+    )
+    pipeline.drain(replay=True)
+    assert counts(pipeline, accepted["batchId"]) == (6, 3, 1)  # nothing processed in that window
+    pipeline.send_replay(accepted["batchId"], "everything")
+    pipeline.drain(replay=True)
+    assert counts(pipeline, accepted["batchId"]) == (9, 0, 1)
+    assert counts(pipeline, owner["batchId"]) == (0, 1, 0)
+
+
+def test_a_replay_finishes_a_batch_that_never_completed(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch whose message went to the dead-letter queue (a transform bug) has uncounted chunks: a replay
+    with the fixed transform processes them as a first delivery would, and counts them once."""
+    module = pipeline.module("processor")
+
+    def broken(record: dict[str, Any], context: Any) -> dict[str, Any]:
+        raise ConnectionError("bug")
+
+    use(pipeline, monkeypatch, broken, "v1")
+    accepted = accept(pipeline, mixed(2))
+    assert len(pipeline.drain()) == pipeline.max_receive_count  # then moved to the dead-letter queue
+    assert pipeline.queued() == 0 and pipeline.queued(pipeline.dlq_url) == 1
+    assert module.TRANSFORM_VERSION == "v1"
+    use(pipeline, monkeypatch, fixed, "v2")
+    pipeline.send_replay(accepted["batchId"], "finish")
+    [delivery] = pipeline.drain(replay=True)
+    assert delivery.failures == []
+    assert counts(pipeline, accepted["batchId"]) == (2, 0, 0)
+    assert {record(pipeline, r)["transformVersion"] for r in accepted["ids"]} == {"v2"}
+
+
+def test_a_replay_message_that_ran_out_of_time_goes_back_to_the_replay_queue(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rtp_cli.local.worker import LocalLambdaContext
+
+    use(pipeline, monkeypatch, rejecting("bad"), "v1")
+    accepted = accept(pipeline, mixed(6))
+    pipeline.drain()
+    use(pipeline, monkeypatch, fixed, "v2")
+    readings = iter([10_000] + [1_000] * 100)  # then 1 s left: nothing starts
+    monkeypatch.setattr(
+        LocalLambdaContext, "get_remaining_time_in_millis", lambda self: next(readings, 1_000)
+    )
+    pipeline.send_replay(accepted["batchId"], "slow", status="REJECTED")
+    start = len(pipeline.recorder.calls)
+    delivery = pipeline.deliver(replay=True)
+    handed_back = [
+        call.params["QueueUrl"]
+        for call in pipeline.recorder.since(start)
+        if call.actor == "processor" and call.operation == "ChangeMessageVisibility"
+    ]
+    assert delivery.failures == delivery.message_ids
+    assert handed_back == [pipeline.replay_queue_url]
+
+
+def test_the_transform_version_is_its_declared_version_or_a_hash_of_its_source(tmp_path: Any) -> None:
+    import importlib.util
+
+    from rtp_pipeline.contract import transform_version
+
+    def load(text: str) -> Any:
+        path = tmp_path / f"t{len(list(tmp_path.iterdir()))}.py"
+        path.write_text(text, encoding="utf-8")
+        spec = importlib.util.spec_from_file_location(path.stem, path)
+        assert spec and spec.loader
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    body = "def transform(record, context):\n    return {}\n"
+    first, same, edited = load(body), load(body), load(body + "# fixed\n")
+    assert transform_version(first) == transform_version(same) != transform_version(edited)
+    assert len(transform_version(first)) == 12
+    assert transform_version(load('VERSION = "2026.11.29"\n' + body)) == "2026.11.29"
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    kinds=st.lists(st.sampled_from(["a", "b", "c"]), min_size=1, max_size=110),
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),  # the kind the transform now rejects
+            st.sampled_from([None, "PROCESSED", "REJECTED"]),  # the replay's status filter
+            st.integers(min_value=1, max_value=3),  # how many times the message is delivered
+        ),
+        min_size=1,
+        max_size=3,
+    ),
+)
+def test_counters_equal_the_stored_items_after_any_sequence_of_replays(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, kinds: list[str], steps: list[tuple[Any, ...]]
+) -> None:
+    """Any transform changes, any filters, any number of deliveries of each replay message: the batch's
+    counters are always what its items say."""
+    use(pipeline, monkeypatch, rejecting("a"), "v0")
+    accepted = accept(
+        pipeline, [{"type": "t", "data": {"kind": kind, "n": n}} for n, kind in enumerate(kinds)]
+    )
+    pipeline.drain()
+    for number, (rejected_kind, status, deliveries) in enumerate(steps):
+        use(pipeline, monkeypatch, rejecting(rejected_kind), f"v{number + 1}")
+        filters = {"status": status} if status else {}
+        for _ in range(deliveries):
+            pipeline.send_replay(accepted["batchId"], f"replay-{number}", **filters)
+        pipeline.drain(replay=True)
+        found = statuses(pipeline, accepted["ids"])
+        assert counts(pipeline, accepted["batchId"]) == (found["PROCESSED"], found["REJECTED"], 0)
