@@ -309,7 +309,7 @@ def plan_replay(sources: Sources, selection: Selection, now: datetime | None = N
         plan.warning = retention_window_warning_adapter(sources.config, window[0], now)
     if selection.status == "REJECTED" and window is not None and not selection.batch_ids:
         # The window is the records' processed time; a request processed in it may have arrived earlier.
-        plan.processed_from, plan.processed_to = plan.since, plan.until
+        plan.processed_from, plan.processed_to = _processed_window(window)
         matching = _rejected_batches(sources, plan.since or "", plan.until or "", selection.reason)
         plan.listed_records = sum(matching.values())
         items = _batch_items(sources.table, sorted(matching))
@@ -335,7 +335,7 @@ def plan_replay(sources: Sources, selection: Selection, now: datetime | None = N
             if len(chosen) < len(batch_ids):
                 plan.skipped["received outside the window"] = len(batch_ids) - len(chosen)
         if selection.status == "REJECTED" and window is not None:
-            plan.processed_from, plan.processed_to = plan.since, plan.until
+            plan.processed_from, plan.processed_to = _processed_window(window)
         plan.candidates = _with_sizes(sources, plan, chosen)
     else:
         assert window is not None
@@ -896,6 +896,12 @@ def wait_for_replay(
         before=before,
         after=after,
     )
+
+
+def _processed_window(window: tuple[datetime, datetime]) -> tuple[str, str]:
+    """The listing's window (both ends included, milliseconds) as the processor's filter, whose end is
+    excluded (rtp_pipeline.storage.ReplayRequest.processed_to): one millisecond past `until`."""
+    return _iso(window[0]), _iso(window[1] + timedelta(milliseconds=1))
 
 
 # --- helpers -------------------------------------------------------------------------------------------

@@ -193,6 +193,9 @@ def test_status_rejected_selects_the_batches_of_the_listing_with_the_filter(pipe
         future["batchId"]: 1,
     }
     assert plan.filter()["status"] == "REJECTED" and plan.filter()["processedFrom"] == plan.since
+    until = datetime.fromisoformat(str(plan.until).replace("Z", "+00:00"))  # included by the listing
+    end = until + timedelta(milliseconds=1)  # excluded by the processor's filter
+    assert plan.filter()["processedTo"] == end.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
     only_empty = plan_replay(sources, Selection(since="1h", status="REJECTED", reason="data is empty"))
     assert [c.batch_id for c in only_empty.candidates] == [empty["batchId"]]
@@ -203,7 +206,10 @@ def test_status_rejected_selects_the_batches_of_the_listing_with_the_filter(pipe
     assert sent.requests == 1 and claim.batch_id == empty["batchId"] and claim.record_count == 5
     assert claim.replay is not None and claim.replay.replay_id == sent.replay_id
     assert (claim.replay.status, claim.replay.reason) == ("REJECTED", "data is empty")
-    assert (claim.replay.processed_from, claim.replay.processed_to) == (only_empty.since, only_empty.until)
+    assert (claim.replay.processed_from, claim.replay.processed_to) == (
+        only_empty.processed_from,
+        only_empty.processed_to,
+    )
     assert (claim.bucket, claim.key) == (pipeline.bucket, only_empty.candidates[0].key)
 
 
@@ -446,3 +452,75 @@ def test_the_plan_survives_the_journal(pipeline: Pipeline, tmp_path: Path) -> No
     assert [c.__dict__ for c in loaded.plan.candidates] == [
         {**c.__dict__, "matching": None} for c in plan.candidates
     ]
+
+
+# --- through the processor ---------------------------------------------------------------------------------
+def _use(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, transform: Any, version: str) -> None:
+    """The processor's transform and version, as a deploy of a new transform.py sets them."""
+    module = pipeline.module("processor")
+    monkeypatch.setattr(module.transform, "transform", transform)
+    monkeypatch.setattr(module, "TRANSFORM_VERSION", version)
+
+
+def _buggy(record: dict[str, Any], context: Any) -> dict[str, Any]:
+    from rtp_pipeline.contract import RejectRecord
+
+    if record["data"].get("unit") == "F":
+        raise RejectRecord("unit F is not supported")
+    return {"unit": record["data"].get("unit"), "fixed": False}
+
+
+def _fixed(record: dict[str, Any], context: Any) -> dict[str, Any]:
+    if not record["data"].get("unit"):
+        from rtp_pipeline.contract import RejectRecord
+
+        raise RejectRecord("no unit")
+    return {"unit": record["data"]["unit"], "fixed": True}
+
+
+def test_a_replay_sent_by_the_service_is_processed_once_and_wait_sees_the_deltas(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _use(pipeline, monkeypatch, _buggy, "v1")
+    mixed = [{"type": "t", "data": {"unit": "F" if n % 4 == 0 else "C", "n": n}} for n in range(150)]
+    # no unit: PROCESSED by the buggy code, REJECTED by the fixed one, but not selected: left as it is
+    other = [{"type": "t", "data": {"n": 1}}, {"type": "t", "data": {"unit": "C"}}]
+    first, second, clean = post(pipeline, mixed), post(pipeline, other), post(pipeline, good(3))
+    pipeline.drain()
+    _use(pipeline, monkeypatch, _fixed, "v2")
+    before = _record_items(pipeline)
+    sources = sources_of(pipeline)
+    selection = Selection(since="1h", status="REJECTED", reason="unit F")
+    plan = plan_replay(sources, selection)
+    assert [c.batch_id for c in plan.candidates] == [first["batchId"]] and plan.listed_records == 38
+    journal = ReplayJournal.start(tmp_path, selection.key("local"), plan)
+    send_replay(sources, journal, rate=0)
+    send_replay(sources, ReplayJournal.start(tmp_path, "again", plan, journal.replay_id), rate=0)  # resent
+    deliveries = pipeline.drain(replay=True)
+    assert deliveries and all(not d.failures for d in deliveries)
+    report = wait_for_replay(sources, plan, journal.replay_id, 5)
+    assert report.complete and report.delta == {"processed": 38, "rejected": -38, "duplicates": 0}
+
+    table = PipelineTable(pipeline.dynamodb, pipeline.table_name)
+    replayed = [f"{first['batchId']}-{n}" for n in range(0, 150, 4)]
+    for record_id in replayed:
+        view = table.get_record(record_id)
+        assert view is not None and view["status"] == "PROCESSED" and view["result"]["fixed"] is True
+        assert (view["transformVersion"], view["replayId"], view["previousStatus"]) == (
+            "v2",
+            journal.replay_id,
+            "REJECTED",
+        )
+    after = _record_items(pipeline)
+    changed = {record_id for record_id, item in after.items() if item != before[record_id]}
+    assert changed == set(replayed)  # nothing else touched: the other batch's REJECTED record, the clean ones
+    view = pipeline.get_batch(second["batchId"]).body
+    assert (view["processed"], view["rejected"]) == (2, 0)
+    assert pipeline.get_batch(clean["batchId"]).body["processed"] == 3
+
+
+def _record_items(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
+    items = pipeline.dynamodb.scan(TableName=pipeline.table_name, ConsistentRead=True)["Items"]
+    return {
+        item["pk"]["S"].removeprefix("REC#"): item for item in items if item["pk"]["S"].startswith("REC#")
+    }
