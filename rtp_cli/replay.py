@@ -198,6 +198,8 @@ def resolve_window(since: str, until: str | None, now: datetime) -> tuple[dateti
         window = listing_window(params, now)
     except ApiError as error:
         raise ReplayError("--" + error.message) from None
+    except OverflowError:  # a duration before year 1 (999999d): the parser lets datetime raise
+        raise ReplayError(f"--since/--until: {since!r} / {until!r} reach before the year 1") from None
     return _moment(window.since), _moment(window.until)
 
 
