@@ -58,7 +58,7 @@ def source(label: str, buggy: bool) -> str:
 
 
 def version_of(text: str) -> str:
-    """The version the processor writes for a transform module without VERSION (contract.transform_version)."""
+    """The version the processor writes for a module without VERSION (contract.transform_version)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 
 
@@ -209,7 +209,7 @@ def test_a_replay_killed_halfway_and_resumed_replays_every_record_once(incident:
     selection = ["--env", "local", "--since", since, "--status", "REJECTED", "--reason", "unit F"]
     env = {**os.environ, "RTP_STATE_DIR": str(incident.instance.state_dir), "NO_COLOR": "1"}
     # 100 records/s: two 50-record requests per second, six seconds for the twelve
-    killed = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
+    killed = subprocess.Popen(
         [*rtp_argv(), "replay", *selection, "--rate", "100", "--json"],
         cwd=ROOT,
         env=env,
@@ -293,7 +293,8 @@ def test_live_traffic_during_a_replay_stays_under_the_processing_lag_threshold(i
     median, worst = statistics.median(latencies), latencies[-1]
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     print(
-        f"replay of {plan.records} records: {replay_seconds:.1f} s ({plan.records / replay_seconds:.0f} records/s); "
+        f"replay of {plan.records} records: {replay_seconds:.1f} s "
+        f"({plan.records / replay_seconds:.0f} records/s); "
         f"live latency during it: median {median:.2f} s, p99 {p99:.2f} s, max {worst:.2f} s "
         f"(ProcessingLag threshold {threshold} s)"
     )
