@@ -524,3 +524,51 @@ def _record_items(pipeline: Pipeline) -> dict[str, dict[str, Any]]:
     return {
         item["pk"]["S"].removeprefix("REC#"): item for item in items if item["pk"]["S"].startswith("REC#")
     }
+
+
+# --- the command, in process -----------------------------------------------------------------------------
+def test_the_command_renders_the_plan_sends_and_exits_1_when_wait_times_out(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The command over this moto account (its target and sources swapped in): the dry run's figures, the
+    human summary, and --wait's time-out (nothing polls the replay queue here) as exit 1."""
+    from typer.testing import CliRunner
+
+    import rtp_cli.app as cli
+    import rtp_cli.replay as replay_module
+    import rtp_cli.target as target_module
+
+    first, second = post(pipeline, good(3)), post(pipeline, good(150))
+    pipeline.drain()
+    monkeypatch.setenv("RTP_STATE_DIR", str(tmp_path))
+    monkeypatch.setattr(target_module, "resolve_target", lambda env, profile=None: object())
+    monkeypatch.setattr(replay_module, "sources_for", lambda target: sources_of(pipeline))
+    runner = CliRunner()
+
+    dry = runner.invoke(cli.app, ["replay", "--since", "1h", "--dry-run"])
+    text = " ".join(dry.output.split())
+    assert dry.exit_code == 0, dry.output
+    size = object_size(pipeline, _raw_key(pipeline, first["batchId"])) + object_size(
+        pipeline, _raw_key(pipeline, second["batchId"])
+    )
+    assert f"would replay 2 request(s), 153 record(s), {replay_module._size(size)} of raw requests" in text
+    assert replay_messages(pipeline) == [] and not (tmp_path / "replay-journals").exists()
+
+    run = runner.invoke(cli.app, ["replay", "--since", "1h", "--wait", "--timeout", "1", "--rate", "0"])
+    text = " ".join(run.output.split())
+    assert run.exit_code == 1, run.output
+    assert "sent 2 request(s), 153 record(s)" in text and "2 batch(es) pending" in text
+    assert sorted(c.batch_id for c in replay_messages(pipeline)) == sorted(
+        [first["batchId"], second["batchId"]]
+    )
+
+    done = runner.invoke(cli.app, ["replay", "--batch", first["batchId"], "--json"])
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["sent"]["requests"] == 1 and report["plan"]["records"] == 3 and "wait" not in report
+
+
+def _raw_key(pipeline: Pipeline, batch_id: str) -> str:
+    item = pipeline.item(f"BATCH#{batch_id}")
+    assert item is not None
+    return str(item["rawKey"])

@@ -267,3 +267,43 @@ def test_no_aws_credentials_are_exit_2(tmp_path: Path, monkeypatch: pytest.Monke
     result = runner.invoke(cli.app, ["replay", "--since", "1h", "--env", "dev"])
     assert result.exit_code == 2, result.output
     assert "credentials" in result.output and "Traceback" not in result.output
+
+
+# --- the AWS limits the service keeps to -------------------------------------------------------------------
+class _FakeDb:
+    """BatchGetItem as DynamoDB documents it: at most 100 keys a call, some keys may come back unprocessed
+    (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html)."""
+
+    def __init__(self, table: str) -> None:
+        self.table, self.calls = table, []  # type: ignore[var-annotated]
+        self.held_back = True
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:  # noqa: N803 - boto3's name
+        keys = RequestItems[self.table]["Keys"]
+        self.calls.append(len(keys))
+        if len(keys) > 100:
+            raise AssertionError("ValidationException: Too many items requested for the BatchGetItem call")
+        served, unprocessed = keys, []
+        if self.held_back:  # the first call leaves its last key for later, as throttling does
+            served, unprocessed, self.held_back = keys[:-1], keys[-1:], False
+        items = [
+            {"pk": key["pk"], "batchId": {"S": key["pk"]["S"].removeprefix("BATCH#")}, "accepted": {"N": "1"}}
+            for key in served
+        ]
+        answer: dict[str, Any] = {"Responses": {self.table: items}}
+        if unprocessed:
+            answer["UnprocessedKeys"] = {self.table: {**RequestItems[self.table], "Keys": unprocessed}}
+        return answer
+
+
+def test_batch_items_are_read_100_keys_a_call_and_unprocessed_keys_are_asked_again() -> None:
+    from types import SimpleNamespace
+
+    from rtp_cli.replay import _batch_items
+
+    db = _FakeDb("t")
+    batch_ids = [new_batch_id() for _ in range(250)]
+    waits: list[float] = []
+    found = _batch_items(SimpleNamespace(db=db, name="t"), batch_ids, waits.append)
+    assert set(found) == set(batch_ids)
+    assert db.calls == [100, 1, 100, 50] and len(waits) == 1  # the held-back key, after a backoff
