@@ -346,8 +346,9 @@ def plan_replay(sources: Sources, selection: Selection, now: datetime | None = N
     if plan.skipped.get("no batch item"):
         plan.notes.append(
             f"{plan.skipped['no batch item']} raw object(s) in the window have no batch item: refused "
-            "requests (ingest keeps every body before validating it; a refused one never got a batch) or "
-            "batches whose item expired (retention.record_ttl_days); they are not replayed"
+            "requests (ingest keeps every body before validating it; a refused one never got a batch), "
+            "retries that an Idempotency-Key answered with the first request's batch, or batches whose "
+            "item expired (retention.record_ttl_days); they are not replayed"
         )
     if plan.skipped.get("raw object gone"):
         plan.notes.append(
@@ -1159,7 +1160,10 @@ def replay(
             highlight=False,
         )
         if waited is not None:
-            delta = ", ".join(f"{name} {value:+,}" for name, value in waited.delta.items())
+            delta = ", ".join(
+                f"{name} {waited.before[name]:,} -> {waited.after[name]:,} ({value:+,})"
+                for name, value in waited.delta.items()
+            )
             state = (
                 "replayed"
                 if waited.complete
