@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rtp_cli.pricing import PRICES, PRICES_DATE, REGION, Price
+from stack.retention import REPLAYABLE_CLASSES, TRANSITION_MIN_OBJECT_BYTES
 
 MODEL_VERSION = 1
 HOURS_PER_MONTH = 730
@@ -64,6 +65,12 @@ _ACCESS_LOG_VALUE_BYTES = {
     "xrayTraceId": 40,
 }
 DEFAULT_MODEL_PATH = Path(__file__).resolve().parent / "data" / "cost_model.json"
+# The raw bucket's transition target -> (storage price, lifecycle transition price) in rtp_cli/pricing.py.
+RAW_CLASS_PRICES = {
+    "STANDARD_IA": ("s3.standard_ia.storage_gb_month", "s3.standard_ia.transition_request"),
+    "ONEZONE_IA": ("s3.onezone_ia.storage_gb_month", "s3.onezone_ia.transition_request"),
+    "GLACIER_IR": ("s3.glacier_ir.storage_gb_month", "s3.glacier_ir.transition_request"),
+}
 
 
 class CostError(ValueError):
@@ -300,6 +307,9 @@ class TemplateFacts:
     sqs_kms_reuse_seconds: int | None
     record_ttl_days: int | None
     notes: list[str] = field(default_factory=list)
+    # The raw rule's transition (retention.raw_transition_days / raw_storage_class), if any.
+    raw_transition_days: int | None = None
+    raw_storage_class: str | None = None
 
     @property
     def traced(self) -> bool:
@@ -364,10 +374,12 @@ class TemplateFacts:
         acls = of_type("AWS::WAFv2::WebACL")
         buckets = of_type("AWS::S3::Bucket")
         raw_days = None
+        raw_transition: dict[str, Any] = {}
         for resource in buckets.values():
             for rule in props(resource).get("LifecycleConfiguration", {}).get("Rules", []):
                 if rule.get("Prefix", "").startswith("raw") and "ExpirationInDays" in rule:
                     raw_days = int(rule["ExpirationInDays"])
+                    raw_transition = (rule.get("Transitions") or [{}])[0]
         tables = [props(r) for r in of_type("AWS::DynamoDB::Table").values()]
         reuse = [
             int(props(r)["KmsDataKeyReusePeriodSeconds"])
@@ -398,6 +410,10 @@ class TemplateFacts:
             raw_expiration_days=raw_days,
             sqs_kms_reuse_seconds=reuse[0] if reuse else None,
             record_ttl_days=ttl_values[0] if ttl_values else None,
+            raw_transition_days=(
+                int(raw_transition["TransitionInDays"]) if "TransitionInDays" in raw_transition else None
+            ),
+            raw_storage_class=raw_transition.get("StorageClass"),
         )
 
 
@@ -658,16 +674,7 @@ def fixed_items(facts: TemplateFacts, config: Any, per: PerRecord, records: floa
     )
     if facts.pitr:
         items.append(_item("DynamoDB", "point-in-time recovery", table_gb, "dynamodb.pitr_gb_month", True))
-    raw_days = facts.raw_expiration_days or int(config.retention.raw_objects_days)
-    items.append(
-        _item(
-            "S3",
-            f"raw request storage (expires after {raw_days} days)",
-            records_per_day * raw_days * per.s3_bytes / GB,
-            "s3.storage_gb_month",
-            True,
-        )
-    )
+    items.extend(raw_storage_items(facts, config, per, records))
     retention_days = [f.log_retention_days for f in facts.functions.values() if f.log_retention_days]
     keep = max(retention_days) if retention_days else int(config.retention.log_days)
     requests = records / per.records_per_request
@@ -744,6 +751,68 @@ def fixed_items(facts: TemplateFacts, config: Any, per: PerRecord, records: floa
     if facts.web_acls:
         items.append(_item("WAF", "web ACLs", facts.web_acls, "waf.web_acl_month", False))
         items.append(_item("WAF", "rules and managed rule groups", facts.waf_rules, "waf.rule_month", False))
+    return items
+
+
+def raw_storage_items(facts: TemplateFacts, config: Any, per: PerRecord, records: float) -> list[LineItem]:
+    """The raw bucket at steady state: each day's requests are kept `raw_days`, the first
+    `raw_transition_days` in S3 Standard and the rest in the configured class, each object moved by one
+    lifecycle transition request. Objects under 128 KB never move (S3 Lifecycle's default,
+    stack/retention.py), so then everything is priced as S3 Standard."""
+    raw_days = facts.raw_expiration_days or int(config.retention.raw_objects_days)
+    gb_per_day = records / DAYS_PER_MONTH * per.s3_bytes / GB
+    after, storage_class = facts.raw_transition_days, facts.raw_storage_class
+    object_bytes = per.s3_bytes / per.s3_puts if per.s3_puts else 0.0
+    whole = f"raw request storage (expires after {raw_days} days)"
+    if after is None or storage_class is None or after >= raw_days:
+        return [_item("S3", whole, gb_per_day * raw_days, "s3.storage_gb_month", True)]
+    if storage_class not in RAW_CLASS_PRICES:  # a template the config did not produce
+        note = f"the template moves raw objects to {storage_class}, which this estimate has no price for"
+        return [_item("S3", whole, gb_per_day * raw_days, "s3.storage_gb_month", True, note)]
+    if object_bytes < TRANSITION_MIN_OBJECT_BYTES:
+        note = (
+            f"each raw object is about {object_bytes / 1024:.0f} KB ({per.records_per_request:g} records per "
+            f"request): under the 128 KB below which S3 Lifecycle does not move objects by default, so none "
+            f"moves to {storage_class}"
+        )
+        return [_item("S3", whole, gb_per_day * raw_days, "s3.storage_gb_month", True, note)]
+    storage_key, transition_key = RAW_CLASS_PRICES[storage_class]
+    title = REPLAYABLE_CLASSES[storage_class].title
+    items = [
+        _item(
+            "S3",
+            f"raw request storage (S3 Standard, first {after} days)",
+            gb_per_day * after,
+            "s3.storage_gb_month",
+            True,
+        ),
+        _item(
+            "S3",
+            f"raw request storage in {storage_class} (days {after} to {raw_days})",
+            gb_per_day * (raw_days - after),
+            storage_key,
+            True,
+            f"{title}; objects of about {object_bytes / 1024:.0f} KB. A replay reading these pays a "
+            "retrieval fee per GB (not modelled: replays are occasional)",
+        ),
+        _item(
+            "S3",
+            f"lifecycle transitions to {storage_class}",
+            records * per.s3_puts,
+            transition_key,
+            True,
+            "one transition request per raw object",
+        ),
+    ]
+    standard = _item("S3", whole, gb_per_day * raw_days, "s3.storage_gb_month", True)
+    if standard.monthly_usd is not None and all(i.monthly_usd is not None for i in items):
+        difference = sum(i.monthly_usd or 0.0 for i in items) - standard.monthly_usd
+        items[-1].note += (
+            f"; with the storage above, ${abs(difference):,.2f} a month "
+            + ("less" if difference <= 0 else "MORE")
+            + " than keeping every raw request in S3 Standard"
+            + ("" if difference <= 0 else " (objects too small for the transition fee to pay off)")
+        )
     return items
 
 

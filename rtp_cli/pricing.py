@@ -47,6 +47,16 @@ _S3 = (
     "https://aws.amazon.com/s3/pricing/",
     "https://gist.github.com/allenheltondev/d028926b7fe3b0656c96af9140ab55e3",
 )
+# The classes the raw bucket may move requests to (stack/retention.py). The stored AWS page renders no
+# figures; these are read from summaries quoting it (us-east-1), several agreeing.
+_S3_CLASSES = (
+    "https://aws.amazon.com/s3/pricing/",
+    "https://awsnegotiations.com/s3-storage.html",
+)
+_S3_TRANSITIONS = (
+    "https://aws.amazon.com/s3/pricing/",
+    "https://www.apptio.com/blog/how-aws-s3-pricing-works/",
+)
 _SQS = (
     "https://aws.amazon.com/sqs/pricing/",
     "https://www.factualminds.com/blog/amazon-sqs-pricing-64kb-rule-fifo-vs-standard/",
@@ -95,6 +105,31 @@ PRICES: dict[str, Price] = {
             "GB-month",
             (*_S3, "https://gist.github.com/EverettBerry/a37438006529a55f42da6fdbc44a505c"),
             "S3 Standard, first 50 TB",
+        ),
+        Price("s3.standard_ia.storage_gb_month", 0.0125, "GB-month (S3 Standard-IA)", _S3_CLASSES),
+        Price("s3.onezone_ia.storage_gb_month", 0.01, "GB-month (S3 One Zone-IA)", _S3_CLASSES),
+        Price(
+            "s3.glacier_ir.storage_gb_month", 0.004, "GB-month (S3 Glacier Instant Retrieval)", _S3_CLASSES
+        ),
+        Price(
+            "s3.standard_ia.transition_request",
+            0.01 / 1000,
+            "lifecycle transition request into S3 Standard-IA",
+            _S3_TRANSITIONS,
+        ),
+        Price(
+            "s3.onezone_ia.transition_request",
+            0.01 / 1000,
+            "lifecycle transition request into S3 One Zone-IA",
+            _S3_TRANSITIONS,
+        ),
+        Price(
+            "s3.glacier_ir.transition_request",
+            0.02 / 1000,
+            "lifecycle transition request into S3 Glacier Instant Retrieval",
+            ("https://aws.amazon.com/s3/pricing/",),
+            "read from a summary of the AWS page found by text search ($0.01 per 1,000 into the IA classes, "
+            "$0.02 into Glacier Instant Retrieval); re-check on the AWS page",
         ),
         Price(
             "sqs.request",

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from stack.project import CONFIG_DIR
 from stack.regions import POWERTOOLS_LAYER_REGIONS, unsupported_region_message
+from stack.retention import lifecycle_problems, storage_class_problem, transition_unreachable
 
 # Hard limits of the managed services, so a config cannot ask for something AWS would refuse at deploy.
 LAMBDA_SYNC_PAYLOAD_BYTES = 6 * 1024 * 1024  # request payload of a synchronous invoke
@@ -96,9 +97,31 @@ class ProcessingConfig(_Strict):
 
 
 class RetentionConfig(_Strict):
+    # Raw requests expire after raw_objects_days: that is the replay window. Optionally they move to a
+    # cheaper class that still answers GetObject at once after raw_transition_days (stack/retention.py
+    # has the S3 rules, with their sources).
     raw_objects_days: Annotated[int, Field(ge=1, le=3650)] = 7
+    raw_transition_days: Annotated[int, Field(ge=1, le=3650)] | None = None
+    raw_storage_class: str | None = None
     log_days: Literal[1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 3653] = 30
     record_ttl_days: Annotated[int, Field(ge=1, le=3650)] = 90
+
+    @field_validator("raw_storage_class")
+    @classmethod
+    def _raw_storage_class(cls, name: str | None) -> str | None:
+        problem = None if name is None else storage_class_problem(name)
+        if problem is not None:
+            raise ValueError(problem)
+        return name
+
+    @model_validator(mode="after")
+    def _raw_lifecycle(self) -> RetentionConfig:
+        problems = lifecycle_problems(
+            self.raw_objects_days, self.raw_transition_days, self.raw_storage_class, self.record_ttl_days
+        )
+        if problems:
+            raise ValueError("; and ".join(problems))
+        return self
 
 
 class AlarmsConfig(_Strict):
@@ -224,6 +247,14 @@ class EnvironmentConfig(_Strict):
             raise ValueError(
                 "functions.processor.timeout_seconds is too long for the SQS visibility timeout limit"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _raw_transition_reachable(self) -> EnvironmentConfig:
+        if self.retention.raw_transition_days is not None:
+            problem = transition_unreachable(self.api.max_body_bytes)
+            if problem is not None:
+                raise ValueError(problem)
         return self
 
     # Derived values, computed in one place so the stack and the CLI agree.

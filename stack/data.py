@@ -133,10 +133,28 @@ class DataStores(Construct):
                     id="expire-raw-requests",
                     prefix=RAW_PREFIX,
                     expiration=Duration.days(config.retention.raw_objects_days),
+                    transitions=raw_transitions(config),
                     noncurrent_version_expiration=Duration.days(1),
                     abort_incomplete_multipart_upload_after=Duration.days(1),
                 )
             ],
+            # S3's default since September 2024, stated so the template says it: objects under 128 KB
+            # (small requests) stay in S3 Standard, where they are not billed as 128 KB
+            # (stack/retention.py has the sources).
+            transition_default_minimum_object_size=s3.TransitionDefaultMinimumObjectSize.ALL_STORAGE_CLASSES_128_K,
             removal_policy=RemovalPolicy.DESTROY,
             auto_delete_objects=True,
         )
+
+
+def raw_transitions(config: EnvironmentConfig) -> list[s3.Transition] | None:
+    """The raw bucket's one optional transition (validated in stack/config.py against S3's rules)."""
+    retention = config.retention
+    if retention.raw_transition_days is None or retention.raw_storage_class is None:
+        return None
+    return [
+        s3.Transition(
+            storage_class=s3.StorageClass(retention.raw_storage_class),
+            transition_after=Duration.days(retention.raw_transition_days),
+        )
+    ]

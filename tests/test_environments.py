@@ -103,6 +103,7 @@ def _with(config: EnvironmentConfig, dotted: str, value: Any) -> EnvironmentConf
 
 STAGE = "^Resources/IngestApiDeploymentStagev1/Properties/MethodSettings/0/"
 RAW_EXPIRY = "^Resources/DataRawBucket/Properties/LifecycleConfiguration/Rules/0/ExpirationInDays$"
+RAW_TRANSITION = "^Resources/DataRawBucket/Properties/LifecycleConfiguration/Rules/0/Transitions(/|$)"
 REDRIVE = "^Resources/Queues(Work|Replay)Queue/Properties/RedrivePolicy/maxReceiveCount$"
 TAGS = r"^Resources/[^/]+/Properties/Tags/\d+/(Key|Value)$"
 FUNCTIONS = r"Functions(Ingest|Processor|Query)"
@@ -178,6 +179,8 @@ EFFECTS: dict[str, list[str]] = {
         r"^Resources/DataAccessLogs/Properties/LifecycleConfiguration/Rules/0/ExpirationInDays$",
     ],
     "retention.raw_objects_days": [RAW_EXPIRY],
+    "retention.raw_transition_days": [RAW_TRANSITION],
+    "retention.raw_storage_class": [RAW_TRANSITION],
     "tags.DataClassification": [TAGS],
     "api.throttle_rate_limit": [f"{STAGE}ThrottlingRateLimit$"],
     "api.throttle_burst_limit": [f"{STAGE}ThrottlingBurstLimit$"],

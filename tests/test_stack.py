@@ -190,6 +190,24 @@ def test_raw_bucket_uses_cmk_with_bucket_key_and_expires_raw_prefix(
     assert raw_rules[0]["ExpirationInDays"] == config.retention.raw_objects_days
     # Versioned bucket: old versions of raw objects do not linger either.
     assert raw_rules[0]["NoncurrentVersionExpiration"]["NoncurrentDays"] >= 1
+    assert raw_rules[0]["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] == 1
+
+
+def test_raw_bucket_lifecycle_follows_the_retention_choice(raw: dict, config: EnvironmentConfig) -> None:
+    """Issue 12: the replay window is the raw retention; the optional transition is the config's, and small
+    objects stay in S3 Standard (S3's default since September 2024, stated in the template)."""
+    _, bucket = _raw_bucket(raw)
+    lifecycle = props(bucket)["LifecycleConfiguration"]
+    assert lifecycle["TransitionDefaultMinimumObjectSize"] == "all_storage_classes_128K"
+    (rule,) = [rule for rule in lifecycle["Rules"] if rule.get("Prefix") == "raw/"]
+    retention = config.retention
+    if retention.raw_storage_class is None:
+        assert "Transitions" not in rule and "Transition" not in rule
+    else:
+        assert rule["Transitions"] == [
+            {"StorageClass": retention.raw_storage_class, "TransitionInDays": retention.raw_transition_days}
+        ]
+        assert rule["ExpirationInDays"] > rule["Transitions"][0]["TransitionInDays"]
 
 
 # --- queues and processing --------------------------------------------------------------------------

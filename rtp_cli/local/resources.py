@@ -201,11 +201,17 @@ def _lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
         out["AbortIncompleteMultipartUpload"] = {
             "DaysAfterInitiation": int(rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
         }
+    if "Transitions" in rule:
+        out["Transitions"] = [
+            {"Days": int(step["TransitionInDays"]), "StorageClass": step["StorageClass"]}
+            for step in rule["Transitions"]
+        ]
     unknown = set(rule) - {
         "Id",
         "Status",
         "Prefix",
         "ExpirationInDays",
+        "Transitions",
         "NoncurrentVersionExpiration",
         "AbortIncompleteMultipartUpload",
     }

@@ -56,6 +56,9 @@ def test_prod_costs_more_than_dev_by_its_web_acl_and_provisioned_concurrency(
         ("WAF", "rules and managed rule groups"),
         ("WAF", "requests inspected"),
         ("Lambda", "ingest provisioned concurrency"),
+        # prod moves raw requests to GLACIER_IR after 30 days (retention.raw_storage_class).
+        ("S3", "raw request storage in GLACIER_IR"),
+        ("S3", "lifecycle transitions to GLACIER_IR"),
     }
     assert set(_items(dev)) <= set(_items(prod))
     items = _items(prod)
@@ -114,7 +117,9 @@ def test_template_facts_read_what_the_stack_synthesizes(templates: Mapping[str, 
     assert (prod.web_acls, prod.waf_rules, dev.web_acls) == (1, 5, 0)
     assert prod.functions["processor"].memory_mb == 1024 and prod.functions["ingest"].architecture == "arm64"
     assert prod.kms_keys == 1 and prod.dashboards == 1 and prod.alarm_metrics >= 13
-    assert prod.raw_expiration_days == 30 and dev.raw_expiration_days == 3
+    assert prod.raw_expiration_days == 365 and dev.raw_expiration_days == 3
+    assert (prod.raw_transition_days, prod.raw_storage_class) == (30, "GLACIER_IR")
+    assert (dev.raw_transition_days, dev.raw_storage_class) == (None, None)
     assert prod.record_ttl_days == 365 and prod.pitr and prod.traced
 
 
@@ -154,6 +159,83 @@ def test_bigger_records_cost_more(templates: Mapping[str, dict[str, Any]], model
         _items(large)[("DynamoDB", "write request units")].quantity
         > _items(small)[("DynamoDB", "write request units")].quantity
     )
+
+
+# --- raw storage follows the retention choice (issue 12) -----------------------------------------------
+def _raw_facts(expire: int, after: int | None = None, storage_class: str | None = None) -> TemplateFacts:
+    rule: dict[str, Any] = {"Prefix": "raw/", "Status": "Enabled", "ExpirationInDays": expire}
+    if after is not None:
+        rule["Transitions"] = [{"StorageClass": storage_class, "TransitionInDays": after}]
+    bucket = {"Type": "AWS::S3::Bucket", "Properties": {"LifecycleConfiguration": {"Rules": [rule]}}}
+    return TemplateFacts.from_template({"Resources": {"Raw": bucket}})
+
+
+def _raw_items(facts: TemplateFacts, model: Model, per_request: float, size: int | None = None) -> list[Any]:
+    per = model.per_record(per_request, size)
+    records = 1_000_000 * cost_service.DAYS_PER_MONTH
+    return cost_service.raw_storage_items(facts, load_config("prod"), per, records)
+
+
+def test_raw_storage_splits_between_standard_and_the_transition_class(model: Model) -> None:
+    """500 records of 1 KB a request: objects of ~500 KB move to GLACIER_IR after 30 days."""
+    standard, glacier, transitions = _raw_items(_raw_facts(120, 30, "GLACIER_IR"), model, 500)
+    per = model.per_record(500)
+    gb_per_day = 1_000_000 * per.s3_bytes / cost_service.GB
+    assert standard.item == "raw request storage (S3 Standard, first 30 days)"
+    assert standard.quantity == pytest.approx(gb_per_day * 30)
+    assert standard.unit_price == PRICES["s3.storage_gb_month"].usd
+    assert glacier.item == "raw request storage in GLACIER_IR (days 30 to 120)"
+    assert glacier.quantity == pytest.approx(gb_per_day * 90)
+    assert glacier.monthly_usd == pytest.approx(gb_per_day * 90 * 0.004)
+    assert "retrieval fee" in glacier.note
+    # One transition request per raw object: 1,000,000 records a day / 500 a request, for a month.
+    assert transitions.quantity == pytest.approx(2000 * cost_service.DAYS_PER_MONTH)
+    assert transitions.monthly_usd == pytest.approx(2000 * cost_service.DAYS_PER_MONTH * 0.02 / 1000)
+    (all_standard,) = _raw_items(_raw_facts(120), model, 500)
+    assert all_standard.quantity == pytest.approx(standard.quantity + glacier.quantity)
+    assert sum(i.monthly_usd for i in (standard, glacier, transitions)) < all_standard.monthly_usd
+
+
+@pytest.mark.parametrize(("storage_class", "price"), [("STANDARD_IA", 0.0125), ("ONEZONE_IA", 0.01)])
+def test_each_transition_class_has_its_own_prices(model: Model, storage_class: str, price: float) -> None:
+    _, moved, transitions = _raw_items(_raw_facts(90, 30, storage_class), model, 500)
+    assert moved.unit_price == price
+    assert transitions.unit_price == pytest.approx(0.01 / 1000)
+
+
+def test_small_requests_stay_in_standard(model: Model) -> None:
+    """10 records of 1 KB a request: 10 KB objects are under S3 Lifecycle's 128 KB default: no transition."""
+    (only,) = _raw_items(_raw_facts(120, 30, "GLACIER_IR"), model, 10)
+    assert only.item == "raw request storage (expires after 120 days)"
+    assert only.unit_price == PRICES["s3.storage_gb_month"].usd
+    assert "none moves to GLACIER_IR" in only.note
+
+
+def test_the_transition_line_says_whether_it_pays_off(model: Model) -> None:
+    """Each transition costs a request: for objects just over 128 KB kept 90 days in GLACIER_IR it costs more
+    than the storage it saves, for full 500-record requests kept a year it saves."""
+    *_, small = _raw_items(_raw_facts(120, 30, "GLACIER_IR"), model, 130)
+    assert "MORE than keeping every raw request in S3 Standard" in small.note
+    *_, full = _raw_items(_raw_facts(365, 30, "GLACIER_IR"), model, 500)
+    assert "less than keeping every raw request in S3 Standard" in full.note
+    (standard,) = _raw_items(_raw_facts(365), model, 500)
+    split = _raw_items(_raw_facts(365, 30, "GLACIER_IR"), model, 500)
+    saved = standard.monthly_usd - sum(i.monthly_usd for i in split)
+    assert saved > 0 and f"${saved:,.2f} a month less" in full.note
+
+
+@settings(max_examples=60, deadline=None)
+@given(per_request=st.floats(min_value=1, max_value=500), size=st.integers(min_value=64, max_value=8192))
+def test_raw_storage_moves_exactly_the_objects_of_128_kb_or_more(
+    model: Model, per_request: float, size: int
+) -> None:
+    per = model.per_record(per_request, size)
+    items = _raw_items(_raw_facts(120, 30, "STANDARD_IA"), model, per_request, size)
+    moved = per.s3_bytes / per.s3_puts >= 128 * 1024
+    assert any("transitions" in i.item for i in items) == moved
+    (all_standard,) = _raw_items(_raw_facts(120), model, per_request, size)
+    stored = sum(i.quantity for i in items if "storage" in i.item)
+    assert stored == pytest.approx(all_standard.quantity)
 
 
 # --- the command ----------------------------------------------------------------------------------------
