@@ -117,32 +117,6 @@ def sources_for(target: Any) -> Sources:
     )
 
 
-# --- the retention the replay window can reach ---------------------------------------------------------
-# ADAPTER until stack/retention.py (branch s3-retain: `replay_window(config)`, `window_check(window, since,
-# now)`) is merged: the same answer from the two retention keys, with the same meaning. Switch the one call
-# in `plan_replay` to `window_check(replay_window(config), since, now)` and delete this function.
-def retention_window_warning_adapter(config: Any, since: datetime, now: datetime) -> str | None:
-    """A warning when a window starting at `since` reaches past what the environment keeps: raw objects
-    expire after `retention.raw_objects_days` (S3 Lifecycle), batch items after `retention.record_ttl_days`
-    (DynamoDB TTL); a request needs both to be replayed."""
-    if config is None:
-        return None
-    raw_days, item_days = config.retention.raw_objects_days, config.retention.record_ttl_days
-    days = min(raw_days, item_days)
-    oldest = now - timedelta(days=days)
-    if since >= oldest:
-        return None
-    which = (
-        f"raw requests {raw_days} day(s) (retention.raw_objects_days)"
-        if raw_days <= item_days
-        else f"batch items {item_days} day(s) (retention.record_ttl_days)"
-    )
-    return (
-        f"the window starts {_iso(since)}, but {config.name} keeps {which}: requests received before "
-        f"{_iso(oldest)} are expired or about to be and cannot be replayed"
-    )
-
-
 # --- selection -----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Selection:
@@ -308,7 +282,14 @@ def plan_replay(sources: Sources, selection: Selection, now: datetime | None = N
     window = resolve_window(selection.since, selection.until, now) if selection.since is not None else None
     if window is not None:
         plan.since, plan.until = _iso(window[0]), _iso(window[1])
-        plan.warning = retention_window_warning_adapter(sources.config, window[0], now)
+        if sources.config is not None:  # what the environment keeps (stack/retention.py, no CDK loaded)
+            from stack.retention import replay_window, storage_note, window_check
+
+            kept = replay_window(sources.config)
+            plan.warning = window_check(kept, window[0], now)
+            colder = storage_note(kept, window[0], now)
+            if colder:
+                plan.notes.append(colder)
     if selection.status == "REJECTED" and window is not None and not selection.batch_ids:
         # The window is the records' processed time; a request processed in it may have arrived earlier.
         plan.processed_from, plan.processed_to = _processed_window(window)

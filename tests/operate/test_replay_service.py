@@ -13,7 +13,7 @@ import copy
 import json
 import time
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,6 @@ from rtp_cli.replay import (
     chunks_left,
     open_journal,
     plan_replay,
-    retention_window_warning_adapter,
     send_replay,
     wait_for_replay,
 )
@@ -250,15 +249,23 @@ def test_a_window_past_the_retention_is_warned_about(pipeline: Pipeline) -> None
     assert plan_replay(sources, Selection(since="23h")).warning is None
 
 
-def test_the_retention_adapter_names_the_shorter_of_raw_objects_and_batch_items() -> None:
-    now = datetime(2026, 11, 29, 12, tzinfo=UTC)
-    config = load_config("local").model_copy(
-        update={"retention": load_config("local").retention.model_copy(update={"raw_objects_days": 30})}
+def test_a_dry_run_notes_the_part_of_the_window_in_a_colder_storage_class(pipeline: Pipeline) -> None:
+    post(pipeline, good(1))
+    sources = sources_of(pipeline)
+    local = load_config("local")
+    retention = local.retention.model_copy(
+        update={
+            "raw_objects_days": 120,
+            "record_ttl_days": 120,
+            "raw_transition_days": 30,
+            "raw_storage_class": "GLACIER_IR",
+        }
     )
-    warning = retention_window_warning_adapter(config, now - timedelta(days=2), now)
-    assert warning is not None and "retention.record_ttl_days" in warning  # items (1 day) go first
-    assert retention_window_warning_adapter(config, now - timedelta(hours=23), now) is None
-    assert retention_window_warning_adapter(None, now - timedelta(days=900), now) is None
+    sources.config = local.model_copy(update={"retention": retention})
+    plan = plan_replay(sources, Selection(since="60d"))
+    assert plan.warning is None and plan.requests == 1
+    assert any("GLACIER_IR" in note and "retrieval fee" in note for note in plan.notes), plan.notes
+    assert not [n for n in plan_replay(sources, Selection(since="29d")).notes if "GLACIER_IR" in n]
 
 
 # --- sending, the journal ---------------------------------------------------------------------------------
