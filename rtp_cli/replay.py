@@ -313,12 +313,12 @@ def plan_replay(sources: Sources, selection: Selection, now: datetime | None = N
                 1,
             )
         chosen = [items[batch_id] for batch_id in batch_ids]
-        if window is not None:  # --batch with a window: those batches received in it
+        if window is not None and selection.status == "REJECTED":  # their records REJECTED in the window
+            plan.processed_from, plan.processed_to = _processed_window(window)
+        elif window is not None:  # those of the batches received in the window
             chosen = [item for item in chosen if window[0] <= _moment(str(item["receivedAt"])) <= window[1]]
             if len(chosen) < len(batch_ids):
                 plan.skipped["received outside the window"] = len(batch_ids) - len(chosen)
-        if selection.status == "REJECTED" and window is not None:
-            plan.processed_from, plan.processed_to = _processed_window(window)
         plan.candidates = _with_sizes(sources, plan, chosen)
     else:
         assert window is not None

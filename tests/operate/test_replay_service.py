@@ -581,3 +581,20 @@ def _raw_key(pipeline: Pipeline, batch_id: str) -> str:
     item = pipeline.item(f"BATCH#{batch_id}")
     assert item is not None
     return str(item["rawKey"])
+
+
+def test_batch_ids_with_a_window_the_receive_time_or_with_rejected_the_processed_time(
+    pipeline: Pipeline,
+) -> None:
+    early = post(pipeline, good(1))
+    time.sleep(0.01)
+    late = post(pipeline, good(1))
+    sources, both = sources_of(pipeline), (early["batchId"], late["batchId"])
+    at = batch_time(late["batchId"]).isoformat().replace("+00:00", "Z")
+    received = plan_replay(sources, Selection(since=at, batch_ids=both))
+    assert [c.batch_id for c in received.candidates] == [late["batchId"]]
+    assert received.skipped == {"received outside the window": 1} and received.processed_from is None
+    rejected = plan_replay(sources, Selection(since=at, batch_ids=both, status="REJECTED"))
+    assert [c.batch_id for c in rejected.candidates] == list(
+        both
+    ) and rejected.processed_from == rejected.since
