@@ -25,6 +25,12 @@ logger = Logger()
 tracer = Tracer()
 metrics = Metrics()
 batch = BatchProcessor(event_type=EventType.SQS)
+# The replay queue's mapping delivers one message per invocation: a failed replay message (a lease another
+# delivery holds, no time left) is the whole batch, which by default raises and counts as a function error
+# (the ProcessorErrors alarm). Reported as a batch item failure instead: SQS retries it all the same, and
+# one that keeps failing reaches the dead-letter queue and its alarm.
+# https://docs.powertools.aws.dev/lambda/python/latest/utilities/batch/#working-with-full-batch-failures
+replay_batch = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 # Written on every record item: which transform produced its outcome (`rtp replay` after a fix shows it).
 TRANSFORM_VERSION = transform_version(transform)
 
@@ -50,11 +56,8 @@ def hand_back(record: SQSRecord) -> None:
     https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ChangeMessageVisibility.html
     https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html"""
     settings = current_settings()
-    # Back to the queue it came from (the work queue, or the replay queue): a queue's ARN and URL both end
-    # in its name.
-    source = record.event_source_arn.rsplit(":", 1)[-1]
     queue_url = (
-        settings.replay_queue_url if settings.replay_queue_url.endswith(f"/{source}") else settings.queue_url
+        settings.replay_queue_url if from_replay_queue(record.event_source_arn) else settings.queue_url
     )
     try:
         client("sqs").change_message_visibility(
@@ -62,6 +65,12 @@ def hand_back(record: SQSRecord) -> None:
         )
     except Exception:  # the visibility timeout hands it back anyway, later
         logger.warning("could not hand the message back early", exc_info=True)
+
+
+def from_replay_queue(event_source_arn: str) -> bool:
+    """Whether a message came from the replay queue (a queue's ARN and its URL both end in its name)."""
+    replay_url = current_settings().replay_queue_url
+    return bool(replay_url) and replay_url.endswith("/" + event_source_arn.rsplit(":", 1)[-1])
 
 
 @tracer.capture_method
@@ -85,6 +94,9 @@ def process_message(record: SQSRecord, lambda_context: LambdaContext) -> None:
         if isinstance(error, RecordsNotDoneError) and error.out_of_time:
             hand_back(record)
         raise
+    # Count only what this delivery stored: a redelivered message must not inflate the metrics either.
+    metrics.add_metric(name="RecordsProcessed", unit=MetricUnit.Count, value=result.newly_processed)
+    metrics.add_metric(name="RecordsRejected", unit=MetricUnit.Count, value=result.newly_rejected)
     if claim.replay is not None:
         # A replay's records are old: their ingest-to-processed latency would only distort the live figure.
         metrics.add_metric(
@@ -92,6 +104,8 @@ def process_message(record: SQSRecord, lambda_context: LambdaContext) -> None:
             unit=MetricUnit.Count,
             value=result.replayed_processed + result.replayed_rejected,
         )
+        if result.note:
+            logger.warning("replay skipped the batch", reason=result.note, replay_id=claim.replay.replay_id)
         logger.info(
             "replay batch processed",
             replay_id=claim.replay.replay_id,
@@ -103,9 +117,6 @@ def process_message(record: SQSRecord, lambda_context: LambdaContext) -> None:
             transform_version=TRANSFORM_VERSION,
         )
         return
-    # Count only what this delivery stored: a redelivered message must not inflate the metrics either.
-    metrics.add_metric(name="RecordsProcessed", unit=MetricUnit.Count, value=result.newly_processed)
-    metrics.add_metric(name="RecordsRejected", unit=MetricUnit.Count, value=result.newly_rejected)
     metrics.add_metric(name="IngestToProcessedLatency", unit=MetricUnit.Milliseconds, value=result.latency_ms)
     logger.info(
         "batch processed",
@@ -122,6 +133,11 @@ def process_message(record: SQSRecord, lambda_context: LambdaContext) -> None:
 @tracer.capture_lambda_handler
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    records = event.get("Records") or [{}]
+    replaying = from_replay_queue(str(records[0].get("eventSourceARN", "")))
     return process_partial_response(
-        event=event, record_handler=process_message, processor=batch, context=context
+        event=event,
+        record_handler=process_message,
+        processor=replay_batch if replaying else batch,
+        context=context,
     )

@@ -29,7 +29,7 @@ class WorkQueues(Construct):
         acknowledge(
             self.dead_letters,
             "Serverless-SQSRedrivePolicy",
-            "This is the dead-letter queue itself; its messages go back to the work queue with "
+            "This is the dead-letter queue itself; its messages go back to the queue each came from with "
             "`rtp dlq redrive`.",
         )
         self.work = sqs.Queue(

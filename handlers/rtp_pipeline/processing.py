@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,6 +41,7 @@ from rtp_pipeline.storage import (
     ReplayRequest,
     ReplayView,
     Stored,
+    epoch_seconds,
     owned_by,
     replay_tag,
     ttl,
@@ -131,6 +132,7 @@ class BatchResult:
     latency_ms: float
     replayed_processed: int = 0  # a replay's: outcomes replaced by this delivery, by their new status
     replayed_rejected: int = 0
+    note: str = ""  # why a replay skipped the batch
 
 
 @dataclass(frozen=True)
@@ -156,6 +158,11 @@ class _Tally:
     not_done: list[tuple[str, BaseException]] = field(default_factory=list)
     skipped: int = 0
     duplicates: int = 0
+
+    def out_of_time(self, record_ids: Iterable[str]) -> None:
+        self.not_done.extend(
+            (record_id, OutOfTimeError("too little time left in this invocation")) for record_id in record_ids
+        )
 
 
 def replay_selects(replay: ReplayRequest, view: ReplayView) -> bool:
@@ -233,7 +240,12 @@ class Processor:
             if receive_count > 1:
                 counted = self.table.counted_chunks(claim.batch_id)
         else:
-            counted, replayed = self.table.batch_progress(claim.batch_id)
+            progress = self.table.batch_progress(claim.batch_id, started)
+            if progress is None:  # nothing to count a replay on: a terminal skip, not a failure to retry
+                return BatchResult(
+                    claim.batch_id, 0, 0, len(records), 0, 0.0, note="batch item gone (TTL): not replayed"
+                )
+            counted, replayed = progress
         for chunk, start in enumerate(range(0, len(records), CHUNK_RECORDS)):
             indexes = range(start, min(start + CHUNK_RECORDS, len(records)))
             if replay is not None and replay_tag(replay.replay_id, chunk) in replayed:
@@ -274,6 +286,9 @@ class Processor:
         """Store and count one chunk not counted yet; True if it is counted now (by this delivery or,
         as found, by another)."""
         batch_id, ids = job.claim.batch_id, job.ids
+        if job.deadline.passed():  # not even the lease: three calls for nothing
+            tally.out_of_time(ids[index] for index in indexes)
+            return False
         lease: int | None = None
         if sum(owned_by(ids[index], batch_id) for index in indexes) >= LEASED_WRITE_MIN:
             held = self.table.lease_chunk(batch_id, chunk, *job.deadline.lease_window())
@@ -324,11 +339,19 @@ class Processor:
         """Run the records of one counted chunk that the replay selects through the current transform again
         and replace their items, then move the batch counters by the change, once per replay and chunk.
 
-        Under the chunk's replay lease (one writer at a time). Each replaced item carries the replay's mark
-        (its id and the status it had), so a redelivery of the replay message skips what is replaced
-        already, and the count comes from the items themselves, crash or not."""
+        Under the chunk's replay lease (one writer at a time, whatever the replay). Each replaced item
+        carries the replay's mark (its id and the status the counters hold for it), so a redelivery of the
+        replay message skips what is replaced already, and the count comes from the items themselves, crash
+        or not. Marks of another replay that were never counted (it crashed before counting, and this one
+        got the lease first) are counted here, with that replay's tag, so no change is lost or counted
+        twice; a record replaced over such a mark keeps its counted status as `ps`."""
         batch_id, ids = job.claim.batch_id, job.ids
-        held = self.table.lease_replay_chunk(batch_id, chunk, replay.replay_id, *job.deadline.lease_window())
+        if job.deadline.passed():
+            tally.out_of_time(ids[index] for index in indexes)
+            return
+        held, tags = self.table.lease_replay_chunk(
+            batch_id, chunk, replay.replay_id, *job.deadline.lease_window()
+        )
         if held == "counted":
             tally.skipped += len(indexes)
             return
@@ -340,30 +363,41 @@ class Processor:
         counted_now = False
         try:
             views = self.table.replay_candidates([ids[index] for index in indexes])
-            marked: list[ReplayView] = []
+            uncounted: list[ReplayView] = []  # marks to count now: this replay's, and others' left over
+            others: set[str] = set()  # the tags of those other replays
             todo: list[tuple[Outcome, ReplayMark]] = []
             complete = True
+            now = epoch_seconds(job.started)
             for index in indexes:
                 view = views.get(ids[index])
-                if view is not None and view.batch_id == batch_id and view.replay_id == replay.replay_id:
-                    marked.append(view)  # replaced by an earlier delivery of this replay
+                if view is None or view.batch_id != batch_id:
+                    tally.skipped += 1  # not stored, or another batch's id: never replayed here
                     continue
-                if view is None or view.batch_id != batch_id or not replay_selects(replay, view):
-                    tally.skipped += 1  # not stored, another batch's id, or not what the replay asks for
+                if view.replay_id == replay.replay_id:
+                    uncounted.append(view)  # replaced by an earlier delivery of this replay
+                    continue
+                left_over = view.replay_id is not None and replay_tag(view.replay_id, chunk) not in tags
+                if left_over:
+                    others.add(replay_tag(str(view.replay_id), chunk))
+                counted_status = str(view.previous) if left_over else view.status
+                if view.expires_at <= now or not replay_selects(replay, view):
+                    tally.skipped += 1  # expired (TTL deletes lag), or not what the replay asks for
+                    if left_over:
+                        uncounted.append(view)
                     continue
                 outcome = self._attempt(job, index, tally)
                 if outcome is None:
                     complete = False
-                else:
-                    todo.append((outcome, ReplayMark(replay.replay_id, view.status)))
-            replaced = self.table.replace_records(batch_id, todo, job.expires, job.started)
+                    continue
+                todo.append((outcome, ReplayMark(replay.replay_id, counted_status, view.expires_at)))
+            replaced = self.table.replace_records(batch_id, todo, job.started)
             tally.replaced.extend(replaced)
             if complete:
-                marked.extend(
+                uncounted.extend(
                     ReplayView(batch_id, outcome.status, "", None, replay.replay_id, mark.previous)
                     for outcome, (_, mark) in zip(replaced, todo, strict=True)
                 )
-                self.table.count_replay_chunk(batch_id, chunk, replay.replay_id, marked, lease)
+                self.table.count_replay_chunk(batch_id, chunk, replay.replay_id, uncounted, lease, others)
                 counted_now = True
         finally:
             if not counted_now:
@@ -373,7 +407,7 @@ class Processor:
         """One record's outcome, or None (noted in `tally.not_done`) if it is not done in this delivery."""
         record_id = job.ids[index]
         if job.deadline.passed():
-            tally.not_done.append((record_id, OutOfTimeError("too little time left in this invocation")))
+            tally.out_of_time([record_id])
             return None
         claim = job.claim
         context = TransformContext(

@@ -54,12 +54,13 @@ import contextlib
 import functools
 import json
 import random
+import re
 import time
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -176,6 +177,17 @@ def refused_by_dynamodb(outcome: Outcome, why: str) -> Outcome:
     )
 
 
+# A replay id goes into every record item it replaces and into the batch item's `rc` set: short and plain.
+REPLAY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def _instant(text: str) -> bool:
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).tzinfo is not None
+    except ValueError:
+        return False
+
+
 @dataclass(frozen=True)
 class ReplayRequest:
     """What `rtp replay` asks of one raw request: run its records through the current transform again and
@@ -187,6 +199,20 @@ class ReplayRequest:
     reason: str | None = None  # only REJECTED records whose reason contains this text
     processed_from: str | None = None  # only records processed at or after (ISO-8601 UTC, ms, Z)
     processed_to: str | None = None  # ... and before this
+
+    def __post_init__(self) -> None:
+        """Refuse what the processor could never apply (a message that would only cycle through retries and
+        the dead-letter queue): checked where the message is built (`rtp replay`) and where it is read."""
+        if not isinstance(self.replay_id, str) or not REPLAY_ID.fullmatch(self.replay_id):
+            raise ValueError(f"replay id must be 1-64 of A-Z a-z 0-9 . _ -, not {self.replay_id!r}")
+        if self.status not in (None, PROCESSED, REJECTED):
+            raise ValueError(f"replay status must be {PROCESSED} or {REJECTED}, not {self.status!r}")
+        if self.reason is not None and (not isinstance(self.reason, str) or not 0 < len(self.reason) <= 500):
+            raise ValueError("replay reason must be a text of 1-500 characters")
+        for name in ("processed_from", "processed_to"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not _instant(value)):
+                raise ValueError(f"replay {name} must be an ISO-8601 time with a zone, not {value!r}")
 
     def to_dict(self) -> dict[str, str]:
         fields = {
@@ -200,12 +226,9 @@ class ReplayRequest:
 
     @classmethod
     def from_dict(cls, value: Mapping[str, Any]) -> ReplayRequest:
-        status = value.get("status")
-        if status not in (None, PROCESSED, REJECTED):
-            raise ValueError(f"replay status must be {PROCESSED} or {REJECTED}, not {status!r}")
         return cls(
-            replay_id=str(value["id"]),
-            status=status,
+            replay_id=value["id"],
+            status=value.get("status"),
             reason=value.get("reason"),
             processed_from=value.get("processedFrom"),
             processed_to=value.get("processedTo"),
@@ -268,11 +291,13 @@ class ChunkWrite:
 
 @dataclass(frozen=True)
 class ReplayMark:
-    """What a replayed record's item says about its replay: `rp` the replay id, `ps` the status it had
-    before (what the batch counters counted it as), `ra` when it was replayed."""
+    """What a replayed record's item says about its replay: `rp` the replay id, `ps` the status the batch
+    counters hold for it (its status before, unless an uncounted mark of another replay was there: then
+    that mark's `ps`), `ra` when it was replayed. `expires_at`: the item's `expiresAt`, kept."""
 
     replay_id: str
     previous: str  # PROCESSED or REJECTED
+    expires_at: int = 0
 
 
 @dataclass(frozen=True)
@@ -406,38 +431,39 @@ class PipelineTable:
     def lease_chunk(self, batch_id: str, chunk: int, now: datetime, until: datetime) -> int | str:
         """Give chunk number `chunk` to this delivery until `until`: returns the lease token, or "counted"
         (another delivery counted it: nothing left to do) or "busy" (another live delivery holds it)."""
-        return self._lease(batch_id, f"l{chunk}", "cc", {"N": str(chunk)}, now, until)
+        return self._lease(batch_id, f"l{chunk}", "cc", {"N": str(chunk)}, now, until)[0]
 
     def _lease(
         self, batch_id: str, lease: str, done: str, member: dict[str, str], now: datetime, until: datetime
-    ) -> int | str:
+    ) -> tuple[int | str, dict[str, Any]]:
         """Set the batch item's attribute `lease` to a fresh token unless the set `done` holds `member`
-        ("counted") or a live lease is there ("busy")."""
+        ("counted") or a live lease is there ("busy"). Also returns the set `done` as it is now (the
+        update's ReturnValues: no read units)."""
         # The token is the lease's end in microseconds plus a random tail, so that two leases never match.
         token = int(until.timestamp() * 1_000_000) + random.randrange(1000)
         try:
-            self.db.update_item(
+            answer = self.db.update_item(
                 TableName=self.name,
                 Key={"pk": {"S": f"BATCH#{batch_id}"}},
                 UpdateExpression="SET #l = :token",
-                ConditionExpression="attribute_exists(pk) AND NOT contains(#c, :n) "
-                "AND (attribute_not_exists(#l) OR #l < :now)",
+                ConditionExpression=f"attribute_exists(pk) AND {_LACKS} AND {_LEASE_FREE}",
                 ExpressionAttributeNames={"#l": lease, "#c": done},
                 ExpressionAttributeValues={
                     ":token": {"N": str(token)},
-                    ":n": member,
+                    ":m": member,
                     ":now": {"N": str(int(now.timestamp() * 1_000_000))},
                 },
+                ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-            return token
+            return token, answer.get("Attributes", {}).get(done, {})
         except ClientError as error:
             if not is_condition_failure(error):
                 raise
             old = _item_returned(error)
             if not old:
                 raise RuntimeError(f"batch {batch_id} has no batch item to count its records on") from error
-            return "counted" if _set_holds(old.get(done, {}), member) else "busy"
+            return ("counted" if _set_holds(old.get(done, {}), member) else "busy"), old.get(done, {})
 
     def release_chunk(self, batch_id: str, chunk: int, lease: int, replay: bool = False) -> None:
         """Best effort: give a chunk's lease (a replay's with `replay`) back early: this delivery stops
@@ -618,96 +644,59 @@ class PipelineTable:
                 processed += 1
             else:
                 rejected += 1
-        names = {"#p": "processed", "#r": "rejected", "#d": "duplicates", "#c": "cc"}
-        values = {
-            ":p": {"N": str(processed)},
-            ":r": {"N": str(rejected)},
-            ":d": {"N": str(duplicates)},
-            ":c": {"NS": [str(chunk)]},
-            ":n": {"N": str(chunk)},
-        }
-        # `processed` is a DynamoDB reserved word: every name goes through a placeholder.
-        # attribute_exists: an update on a missing key would create a new item holding only counters (a
-        # batch item expired with its TTL while its message was still being redelivered).
-        update, condition = "ADD #p :p, #r :r, #d :d, #c :c", "attribute_exists(pk) AND NOT contains(#c, :n)"
-        if lease is not None:
-            names["#l"] = f"l{chunk}"
-            values[":token"] = {"N": str(lease)}
-            update, condition = update + " REMOVE #l", condition + " AND #l = :token"
-        try:
-            self.db.update_item(
-                TableName=self.name,
-                Key={"pk": {"S": f"BATCH#{batch_id}"}},
-                UpdateExpression=update,
-                ConditionExpression=condition,
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-            return True
-        except ClientError as error:
-            if not is_condition_failure(error):
-                raise
-            old = _item_returned(error)
-            if not old:
-                raise RuntimeError(f"batch {batch_id} has no batch item to count its records on") from error
-            counted = str(chunk) in old.get("cc", {}).get("NS", [])
-            if lease is not None and not counted:
-                raise RuntimeError(
-                    f"batch {batch_id} chunk {chunk}: the lease ran out before counting"
-                ) from error
-            return False
+        counts = {"processed": processed, "rejected": rejected, "duplicates": duplicates}
+        return self._count(batch_id, counts, "cc", {"N": str(chunk)}, f"l{chunk}", lease)
 
     # --- replay (`rtp replay`: records run again through the current transform) ----------------------
-    def batch_progress(self, batch_id: str) -> tuple[set[int], set[str]]:
-        """(counted chunks `cc`, replay tags `rc`) of a batch, strongly consistent."""
+    def batch_progress(self, batch_id: str, now: datetime) -> tuple[set[int], set[str]] | None:
+        """(counted chunks `cc`, replay tags `rc`) of a batch, strongly consistent; None when the batch
+        item is gone or past its `expiresAt` (TTL deletes lag, and expired items still read:
+        https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ttl-expired-items.html)."""
         found = self.db.get_item(
             TableName=self.name,
             Key={"pk": {"S": f"BATCH#{batch_id}"}},
-            ProjectionExpression="#c, #r",
-            ExpressionAttributeNames={"#c": "cc", "#r": "rc"},
+            ProjectionExpression="#c, #r, #e",
+            ExpressionAttributeNames={"#c": "cc", "#r": "rc", "#e": "expiresAt"},
             ConsistentRead=True,
         ).get("Item")
-        if found is None:
-            raise RuntimeError(
-                f"batch {batch_id} has no batch item (expired with its TTL?): cannot replay it"
-            )
+        if found is None or int(found.get("expiresAt", {}).get("N", "0") or 0) <= epoch_seconds(now):
+            return None
         counted = {int(number) for number in found.get("cc", {}).get("NS", [])}
         return counted, set(found.get("rc", {}).get("SS", []))
 
     def lease_replay_chunk(
         self, batch_id: str, chunk: int, replay_id: str, now: datetime, until: datetime
-    ) -> int | str:
+    ) -> tuple[int | str, set[str]]:
         """`lease_chunk` for a replay: the chunk's replay lease `rl<chunk>` (one replay at a time per
-        chunk), "counted" once `rc` holds `replay_tag(replay_id, chunk)`."""
-        return self._lease(batch_id, f"rl{chunk}", "rc", {"S": replay_tag(replay_id, chunk)}, now, until)
+        chunk), "counted" once `rc` holds `replay_tag(replay_id, chunk)`. Also returns `rc` as it is."""
+        held, tags = self._lease(
+            batch_id, f"rl{chunk}", "rc", {"S": replay_tag(replay_id, chunk)}, now, until
+        )
+        return held, set(tags.get("SS", []))
 
     def replay_candidates(self, record_ids: Sequence[str]) -> dict[str, ReplayView]:
-        """What a replay needs of each stored record item (strongly consistent)."""
-        items = self._record_items(record_ids, ("b", "s", "at", "e", "rp", "ps"))
-        return {record_id: _replay_view(item) for record_id, item in items.items()}
+        """What a replay needs of each stored record item (strongly consistent). Items of the layout before
+        this one (no `b`) are left out: a replay does not touch them."""
+        items = self._record_items(record_ids, ("b", "s", "at", "e", "rp", "ps", "expiresAt"))
+        return {record_id: _replay_view(item) for record_id, item in items.items() if "b" in item}
 
     def replace_records(
-        self,
-        batch_id: str,
-        outcomes: Sequence[tuple[Outcome, ReplayMark]],
-        expires: datetime,
-        now: datetime,
+        self, batch_id: str, outcomes: Sequence[tuple[Outcome, ReplayMark]], now: datetime
     ) -> list[Outcome]:
         """Replace records' items with their replayed outcomes (under the chunk's replay lease, so one
         writer): one PutItem each, `PUT_CONCURRENCY` at a time, conditioned on the item being this batch's.
-        Returns the outcomes as stored (REJECTED stand-ins for results DynamoDB refuses)."""
-        replace = functools.partial(self._replace_record, batch_id, expires=expires, now=now)
+        Returns the outcomes as stored (REJECTED stand-ins for results DynamoDB refuses). Each item keeps
+        its `expiresAt` (the mark's): a replay never outlives the batch item its counters are on."""
+        replace = functools.partial(self._replace_record, batch_id, now=now)
         if len(outcomes) <= 1:
             return [replace(pair) for pair in outcomes]
         futures = [_put_pool().submit(replace, pair) for pair in outcomes]
         wait(futures)
         return [future.result() for future in futures]
 
-    def _replace_record(
-        self, batch_id: str, pair: tuple[Outcome, ReplayMark], expires: datetime, now: datetime
-    ) -> Outcome:
+    def _replace_record(self, batch_id: str, pair: tuple[Outcome, ReplayMark], now: datetime) -> Outcome:
         outcome, mark = pair
+        expires = datetime.fromtimestamp(mark.expires_at, UTC)
         for _ in range(2):  # the outcome, then (if DynamoDB refuses its content) its REJECTED stand-in
             try:
                 item = self.record_attributes(batch_id, outcome, expires, now, mark)
@@ -732,27 +721,51 @@ class PipelineTable:
         raise RuntimeError(f"record {outcome.record_id}: DynamoDB refused its REJECTED stand-in")
 
     def count_replay_chunk(
-        self, batch_id: str, chunk: int, replay_id: str, replayed: Iterable[ReplayView], lease: int | None
+        self,
+        batch_id: str,
+        chunk: int,
+        replay_id: str,
+        replayed: Iterable[ReplayView],
+        lease: int | None,
+        also: Iterable[str] = (),
     ) -> bool:
-        """Move the batch counters by what this replay changed in one chunk (every record of `replayed`
-        carries this replay's mark: its status now and before), once: conditioned on the chunk's replay tag
-        not being in `rc` (and on holding the replay lease), and adds it. False if counted before."""
+        """Move the batch counters by what replays changed in one chunk (every record of `replayed` carries
+        a mark not counted yet: its status now and the status the counters hold for it), once: conditioned
+        on the chunk's replay tag not being in `rc` (and on holding the replay lease), and adds it, with the
+        tags `also` (other replays' whose marks in this chunk are counted here). False if counted before."""
         processed = rejected = 0
         for view in replayed:
             processed += (view.status == PROCESSED) - (view.previous == PROCESSED)
             rejected += (view.status == REJECTED) - (view.previous == REJECTED)
-        tag = replay_tag(replay_id, chunk)
-        names = {"#p": "processed", "#r": "rejected", "#c": "rc"}
-        values = {
-            ":p": {"N": str(processed)},
-            ":r": {"N": str(rejected)},
-            ":c": {"SS": [tag]},
-            ":n": {"S": tag},
-        }
-        update, condition = "ADD #p :p, #r :r, #c :c", "attribute_exists(pk) AND NOT contains(#c, :n)"
+        counts = {"processed": processed, "rejected": rejected}
+        tag = {"S": replay_tag(replay_id, chunk)}
+        return self._count(batch_id, counts, "rc", tag, f"rl{chunk}", lease, sorted(set(also)))
+
+    def _count(
+        self,
+        batch_id: str,
+        counts: Mapping[str, int],
+        done: str,
+        member: dict[str, str],
+        lease_name: str,
+        lease: int | None,
+        also: Sequence[str] = (),
+    ) -> bool:
+        """ADD `counts` to the batch item's counters and `member` (and the strings `also`) to its set
+        `done`, conditioned on the set not holding `member` yet (and, with a lease, on holding the lease
+        `lease_name`, which is removed). False if counted before; raises if the lease was lost (the message
+        is then redelivered)."""
+        # `processed` is a DynamoDB reserved word: every name goes through a placeholder.
+        names = {f"#n{n}": name for n, name in enumerate(counts)}
+        values: dict[str, Any] = {f":n{n}": {"N": str(value)} for n, value in enumerate(counts.values())}
+        adds = ", ".join(f"#n{n} :n{n}" for n in range(len(counts)))
+        [(kind, value)] = member.items()
+        names["#c"], values[":c"], values[":m"] = done, {f"{kind}S": [value, *also]}, member
+        # attribute_exists: an update on a missing key would create a new item holding only counters (a
+        # batch item expired with its TTL while its message was still being redelivered).
+        update, condition = f"ADD {adds}, #c :c", f"attribute_exists(pk) AND {_LACKS}"
         if lease is not None:
-            names["#l"] = f"rl{chunk}"
-            values[":token"] = {"N": str(lease)}
+            names["#l"], values[":token"] = lease_name, {"N": str(lease)}
             update, condition = update + " REMOVE #l", condition + " AND #l = :token"
         try:
             self.db.update_item(
@@ -770,10 +783,10 @@ class PipelineTable:
                 raise
             old = _item_returned(error)
             if not old:
-                raise RuntimeError(f"batch {batch_id} has no batch item to count a replay on") from error
-            if lease is not None and not _set_holds(old.get("rc", {}), {"S": tag}):
+                raise RuntimeError(f"batch {batch_id} has no batch item to count its records on") from error
+            if lease is not None and not _set_holds(old.get(done, {}), member):
                 raise RuntimeError(
-                    f"batch {batch_id} chunk {chunk}: the replay lease ran out before counting"
+                    f"batch {batch_id}: the lease {lease_name} ran out before counting"
                 ) from error
             return False
 
@@ -967,7 +980,8 @@ class ReplayView:
     processed_at: str
     reason: str | None
     replay_id: str | None
-    previous: str | None  # the status before that replay
+    previous: str | None  # the status the counters hold for it while that replay's mark is uncounted
+    expires_at: int = 0
 
 
 def _replay_view(item: Mapping[str, Any]) -> ReplayView:
@@ -985,7 +999,14 @@ def _replay_view(item: Mapping[str, Any]) -> ReplayView:
         text("e"),
         text("rp"),
         _STATUS_NAMES.get(previous, previous) if previous else None,
+        int(item.get("expiresAt", {}).get("N", "0") or 0),
     )
+
+
+# "The set `#c` does not hold `:m`", also true when the set is not there at all (said outright rather than
+# left to how contains() treats a missing attribute); "no live lease `#l`".
+_LACKS = "(attribute_not_exists(#c) OR NOT contains(#c, :m))"
+_LEASE_FREE = "(attribute_not_exists(#l) OR #l < :now)"
 
 
 def replay_tag(replay_id: str, chunk: int) -> str:

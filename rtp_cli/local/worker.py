@@ -72,8 +72,13 @@ def _load_handler(spec: str) -> Any:
     if override and "transform" in sys.modules:
         # `rtp deploy --env local --transform module:function`: iterate on a transform without a redeploy.
         target_module, _, target_name = override.partition(":")
-        replacement = getattr(importlib.import_module(target_module), target_name or "transform")
+        source = importlib.import_module(target_module)
+        replacement = getattr(source, target_name or "transform")
         sys.modules["transform"].transform = replacement  # type: ignore[attr-defined]
+        if hasattr(module, "TRANSFORM_VERSION"):  # the processor: records name the transform really run
+            from rtp_pipeline.contract import transform_version
+
+            module.TRANSFORM_VERSION = transform_version(source)  # type: ignore[attr-defined]
     return getattr(module, function_name)
 
 

@@ -429,6 +429,7 @@ def _dlq(env: str, profile: str | None) -> DeadLetterQueue:
         target.client("dynamodb"),
         target.outputs.get("TableName"),
         None if target.is_local else target.client("cloudwatch"),
+        target.outputs.get("ReplayQueueUrl"),
     )
 
 
@@ -519,7 +520,7 @@ def dlq_redrive(
     yes: Annotated[bool, typer.Option("--yes", "-y", help="No confirmation (automation).")] = False,
     profile: ProfileOption = None,
 ) -> None:
-    """Move dead-lettered messages back to the work queue (after the cause is fixed)."""
+    """Move dead-lettered messages back to the queue each came from (after the cause is fixed)."""
     dlq = _dlq(env, profile)
     if dry_run:
         result = dlq.redrive(max_messages, dry_run=True)

@@ -77,9 +77,12 @@ class DeadLetterQueue:
         dynamodb: Any | None = None,
         table_name: str | None = None,
         cloudwatch: Any | None = None,
+        replay_url: str | None = None,
     ) -> None:
         self.sqs, self.url, self.source_url = sqs, dlq_url, source_url
         self.dynamodb, self.table_name, self.cloudwatch = dynamodb, table_name, cloudwatch
+        # The replay queue dead-letters here too: its messages go back there, never to the live queue.
+        self.replay_url = replay_url
 
     # --- list -------------------------------------------------------------------------------------
     def depth(self, url: str | None = None, name: str = "dead-letter queue") -> QueueDepth:
@@ -207,7 +210,8 @@ class DeadLetterQueue:
         wait_seconds: float = 60.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> RedriveResult:
-        """Move messages back to the source queue. `native=None`: use the move task when possible."""
+        """Move messages back to the queue each came from (the work queue, or the replay queue for a replay's
+        message). `native=None`: use the move task when possible."""
         if dry_run:
             depth = self.depth()
             count = depth.visible if max_messages is None else min(depth.visible, max_messages)
@@ -230,11 +234,12 @@ class DeadLetterQueue:
         return self._copy(max_messages)
 
     def _native(self, wait_seconds: float, sleep: Callable[[float], None]) -> RedriveResult:
-        source_arn, destination_arn = self.queue_arn(self.url), self.queue_arn(self.source_url)
+        source_arn = self.queue_arn(self.url)
         before = self.depth().visible
-        handle = self.sqs.start_message_move_task(SourceArn=source_arn, DestinationArn=destination_arn)[
-            "TaskHandle"
-        ]
+        # No DestinationArn: "the messages will be redriven back to their respective original source
+        # queues" (the work queue, or the replay queue for a replay's message):
+        # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_StartMessageMoveTask.html
+        handle = self.sqs.start_message_move_task(SourceArn=source_arn)["TaskHandle"]
         result = RedriveResult("native", task_handle=handle, status="RUNNING")
         deadline = time.monotonic() + wait_seconds
         while True:
@@ -273,7 +278,9 @@ class DeadLetterQueue:
                     extra = {}
                     if message.get("MessageAttributes"):
                         extra["MessageAttributes"] = message["MessageAttributes"]
-                    self.sqs.send_message(QueueUrl=self.source_url, MessageBody=message["Body"], **extra)
+                    self.sqs.send_message(
+                        QueueUrl=self._origin(message["Body"]), MessageBody=message["Body"], **extra
+                    )
                 except ClientError as error:
                     # Not copied: visible again at once; stop (something is wrong with the source).
                     result.errors.append(f"{message['MessageId']}: send to source failed: {error}")
@@ -283,6 +290,16 @@ class DeadLetterQueue:
                 result.moved += 1
         result.status = "COMPLETED"
         return result
+
+    def _origin(self, body: str) -> str:
+        """The queue a dead-lettered message came from: a replay's claim check (a `replay` member) goes back
+        to the replay queue, so that live traffic never waits behind it."""
+        if self.replay_url:
+            with contextlib.suppress(ValueError, TypeError):
+                message = json.loads(body)
+                if isinstance(message, dict) and "replay" in message:
+                    return self.replay_url
+        return self.source_url
 
     def _release(self, messages: list[dict[str, Any]]) -> None:
         for message in messages:

@@ -244,7 +244,7 @@ def test_a_crash_between_the_record_puts_and_the_counter_update_loses_and_double
     failed = fail_calls(
         client("dynamodb"),
         "UpdateItem",
-        lambda params: not failed and ":p" in params.get("ExpressionAttributeValues", {}),
+        lambda params: not failed and "NS" in params.get("ExpressionAttributeValues", {}).get(":c", {}),
         "InternalServerError",
         500,
     )
@@ -276,7 +276,14 @@ def test_the_processor_rechecks_the_schema_of_what_it_reads(pipeline: Pipeline) 
         "receivedAt": iso(datetime.now(UTC)),
         "recordCount": 1,
     }
-    pipeline.sqs.send_message(QueueUrl=pipeline.queue_url, MessageBody=json.dumps(claim))
+    from rtp_pipeline.storage import ClaimCheck, PipelineTable
+
+    body = json.dumps(claim)
+    # As ingest does before enqueueing: the batch item its counters go to.
+    PipelineTable(pipeline.dynamodb, pipeline.table_name).create_batch(
+        ClaimCheck.from_json(body), ["no-type"], datetime.now(UTC) + timedelta(days=1)
+    )
+    pipeline.sqs.send_message(QueueUrl=pipeline.queue_url, MessageBody=body)
     [delivery] = pipeline.drain()
     assert delivery.failures == []
     stored = record(pipeline, "no-type")

@@ -311,3 +311,99 @@ def test_counters_equal_the_stored_items_after_any_sequence_of_replays(
         pipeline.drain(replay=True)
         found = statuses(pipeline, accepted["ids"])
         assert counts(pipeline, accepted["batchId"]) == (found["PROCESSED"], found["REJECTED"], 0)
+
+
+def test_a_replay_counts_the_changes_another_replay_left_uncounted(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Replay 1 replaces records, then its counter update fails; replay 2 takes the chunk before replay 1
+    is redelivered. Replay 2 counts replay 1's left-over changes (and keeps the counted status of a record
+    it replaces over one of them); replay 1's redelivery then counts nothing again."""
+    from rtp_pipeline.aws import client
+
+    use(pipeline, monkeypatch, rejecting("bad"), "v1")
+    accepted = accept(pipeline, mixed(60))
+    pipeline.drain()
+    assert counts(pipeline, accepted["batchId"]) == (40, 20, 0)
+
+    use(pipeline, monkeypatch, fixed, "v2")
+    failing = [True]
+    failed = fail_calls(
+        client("dynamodb"),
+        "UpdateItem",
+        lambda params: failing[0] and "SS" in params.get("ExpressionAttributeValues", {}).get(":c", {}),
+        "InternalServerError",
+        500,
+    )
+    pipeline.send_replay(accepted["batchId"], "replay-1", status="REJECTED")
+    first = pipeline.deliver(replay=True)
+    assert first.failures == first.message_ids and failed
+    failing[0] = False
+    # Replay 1's message stays away (its visibility timeout) while replay 2 runs.
+    [held] = pipeline.sqs.receive_message(QueueUrl=pipeline.replay_queue_url, VisibilityTimeout=600)[
+        "Messages"
+    ]
+    assert statuses(pipeline, accepted["ids"]) == Counter({"PROCESSED": 60})  # replaced, not counted
+    assert counts(pipeline, accepted["batchId"]) == (40, 20, 0)
+
+    use(pipeline, monkeypatch, rejecting("good"), "v3")  # replay 2: another transform, every record
+    pipeline.send_replay(accepted["batchId"], "replay-2")
+    assert [d.failures for d in pipeline.drain(replay=True)] == [[]]
+    found = statuses(pipeline, accepted["ids"])
+    assert found == Counter({"REJECTED": 40, "PROCESSED": 20})
+    assert counts(pipeline, accepted["batchId"]) == (found["PROCESSED"], found["REJECTED"], 0)
+
+    pipeline.sqs.change_message_visibility(
+        QueueUrl=pipeline.replay_queue_url, ReceiptHandle=held["ReceiptHandle"], VisibilityTimeout=0
+    )
+    assert [d.failures for d in pipeline.drain(replay=True)] == [[]]
+    assert counts(pipeline, accepted["batchId"]) == (20, 40, 0)
+
+
+def test_a_replay_leaves_expired_records_alone_and_keeps_each_items_expiry(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    use(pipeline, monkeypatch, rejecting("bad"), "v1")
+    accepted = accept(pipeline, mixed(6))
+    pipeline.drain()
+    bad = [record_id for n, record_id in enumerate(accepted["ids"]) if n % 3 == 0]
+    expired, kept = bad
+    pipeline.dynamodb.update_item(  # past its TTL, not deleted yet (DynamoDB deletes expired items lazily)
+        TableName=pipeline.table_name,
+        Key={"pk": {"S": f"REC#{expired}"}},
+        UpdateExpression="SET expiresAt = :past",
+        ExpressionAttributeValues={":past": {"N": "1000"}},
+    )
+    expiry = (pipeline.item(f"REC#{kept}") or {})["expiresAt"]
+    use(pipeline, monkeypatch, fixed, "v2")
+    pipeline.send_replay(accepted["batchId"], "replay-1", status="REJECTED")
+    pipeline.drain(replay=True)
+    assert record(pipeline, expired)["status"] == "REJECTED" and "replayId" not in record(pipeline, expired)
+    assert record(pipeline, kept)["status"] == "PROCESSED"
+    assert (pipeline.item(f"REC#{kept}") or {})["expiresAt"] == expiry  # not extended past the batch item's
+    assert counts(pipeline, accepted["batchId"]) == (5, 1, 0)
+
+
+@pytest.mark.parametrize(
+    ("fields", "problem"),
+    [
+        ({"id": ""}, "replay id"),
+        ({"id": "x" * 65}, "replay id"),
+        ({"id": "a b"}, "replay id"),
+        ({"id": "r", "status": "DUPLICATE"}, "status"),
+        ({"id": "r", "reason": 7}, "reason"),
+        ({"id": "r", "processedFrom": "yesterday"}, "processed_from"),
+        ({"id": "r", "processedTo": "2026-11-29T10:00:00"}, "processed_to"),  # no zone
+    ],
+)
+def test_a_replay_request_the_processor_could_not_apply_is_refused_where_it_is_built(
+    fields: dict[str, Any], problem: str
+) -> None:
+    from rtp_pipeline.storage import ReplayRequest
+
+    with pytest.raises(ValueError, match=problem):
+        ReplayRequest.from_dict(fields)
+    assert (
+        ReplayRequest.from_dict({"id": "r-1.b_2", "processedFrom": "2026-11-29T10:00:00Z"}).replay_id
+        == "r-1.b_2"
+    )

@@ -365,7 +365,7 @@ def test_a_held_lease_keeps_other_deliveries_out_until_it_runs_out(table: Any) -
     assert isinstance(stale, int)
     taken = lease(pipeline, 2)
     assert isinstance(taken, int) and taken != stale
-    with pytest.raises(RuntimeError, match="lease ran out"):
+    with pytest.raises(RuntimeError, match="lease l2 ran out"):
         pipeline.store_chunk(BATCH, 2, owned(10), {}, True, NOW, NOW, stale)
     pipeline.store_chunk(BATCH, 2, owned(10), {}, True, NOW, NOW, taken)
     assert counters(pipeline, BATCH)["processed"] == 9

@@ -107,6 +107,20 @@ def test_copy_redrive_moves_everything_and_respects_max(aws: dict[str, Any]) -> 
     assert sorted(bodies) == [f"BATCH{n:03d}" for n in range(25)]  # every message, exactly once
 
 
+def test_copy_redrive_sends_a_replays_message_back_to_the_replay_queue(aws: dict[str, Any]) -> None:
+    """The replay queue dead-letters into the same queue: its messages go back to it, not to the live
+    queue, where live traffic would wait behind a replay."""
+    replay = aws["sqs"].create_queue(QueueName="replay")["QueueUrl"]
+    fill(aws, 2)
+    replayed = json.loads(claim("BATCH900")) | {"replay": {"id": "r-1", "status": "REJECTED"}}
+    aws["sqs"].send_message(QueueUrl=aws["dlq"], MessageBody=json.dumps(replayed))
+    dlq = DeadLetterQueue(aws["sqs"], aws["dlq"], aws["work"], replay_url=replay)
+    assert dlq.redrive(native=False).moved == 3
+    assert (dlq.depth(aws["work"]).visible, dlq.depth(replay).visible) == (2, 1)
+    [back] = aws["sqs"].receive_message(QueueUrl=replay)["Messages"]
+    assert json.loads(back["Body"])["replay"]["id"] == "r-1"
+
+
 def test_copy_redrive_never_deletes_what_it_could_not_send(aws: dict[str, Any]) -> None:
     fill(aws, 3)
     dlq = DeadLetterQueue(aws["sqs"], aws["dlq"], aws["work"] + "-gone")
@@ -128,17 +142,12 @@ def test_native_move_task_path_with_stubber() -> None:
         "https://sqs.us-east-1.amazonaws.com/123456789012/dlq",
         "https://sqs.us-east-1.amazonaws.com/123456789012/work",
     )
-    dlq_arn, work_arn = "arn:aws:sqs:us-east-1:123456789012:dlq", "arn:aws:sqs:us-east-1:123456789012:work"
+    dlq_arn = "arn:aws:sqs:us-east-1:123456789012:dlq"
     stub = Stubber(sqs)
     stub.add_response(
         "get_queue_attributes",
         {"Attributes": {"QueueArn": dlq_arn}},
         {"QueueUrl": dlq_url, "AttributeNames": ["QueueArn"]},
-    )
-    stub.add_response(
-        "get_queue_attributes",
-        {"Attributes": {"QueueArn": work_arn}},
-        {"QueueUrl": work_url, "AttributeNames": ["QueueArn"]},
     )
     stub.add_response(
         "get_queue_attributes",
@@ -155,7 +164,7 @@ def test_native_move_task_path_with_stubber() -> None:
     stub.add_response(
         "start_message_move_task",
         {"TaskHandle": "handle-1"},
-        {"SourceArn": dlq_arn, "DestinationArn": work_arn},
+        {"SourceArn": dlq_arn},  # no destination: each message back to the queue it came from
     )
     running = {
         "TaskHandle": "handle-1",
@@ -187,7 +196,6 @@ def test_native_move_task_failure_is_reported() -> None:
     sqs = boto3.client("sqs", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="y")
     stub = Stubber(sqs)
     stub.add_response("get_queue_attributes", {"Attributes": {"QueueArn": "arn:aws:sqs:us-east-1:1:dlq"}})
-    stub.add_response("get_queue_attributes", {"Attributes": {"QueueArn": "arn:aws:sqs:us-east-1:1:work"}})
     stub.add_response("get_queue_attributes", {"Attributes": {"ApproximateNumberOfMessages": "0"}})
     stub.add_response("start_message_move_task", {"TaskHandle": "h"})
     stub.add_response(
@@ -206,8 +214,7 @@ def test_native_move_task_failure_is_reported() -> None:
 def test_native_unsupported_falls_back_to_copy_but_other_errors_do_not() -> None:
     sqs = boto3.client("sqs", region_name=REGION, aws_access_key_id="x", aws_secret_access_key="y")
     stub = Stubber(sqs)
-    for arn in ("arn:aws:sqs:us-east-1:1:dlq", "arn:aws:sqs:us-east-1:1:work"):
-        stub.add_response("get_queue_attributes", {"Attributes": {"QueueArn": arn}})
+    stub.add_response("get_queue_attributes", {"Attributes": {"QueueArn": "arn:aws:sqs:us-east-1:1:dlq"}})
     stub.add_response("get_queue_attributes", {"Attributes": {"ApproximateNumberOfMessages": "0"}})
     stub.add_client_error("start_message_move_task", "AccessDenied", "not allowed")
     with stub, pytest.raises(Exception, match="AccessDenied"):
