@@ -67,6 +67,7 @@ WAIT_POLL_SECONDS = 1.0
 BATCH_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")  # a ULID (rtp_pipeline.ingest.new_batch_id)
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 STATUSES = ("PROCESSED", "REJECTED")
+MAX_REASON_CHARS = 500  # the longest --reason a replay message carries (rtp_pipeline.storage.ReplayRequest)
 MAX_LISTED_REJECTED = 10_000_000  # rows read from the REJECTED listing at most (a bound, not a limit)
 _COUNTERS = ("processed", "rejected", "duplicates")
 
@@ -153,6 +154,8 @@ def check_selection(selection: Selection) -> None:
             raise ReplayError("--reason filters REJECTED records: add --status REJECTED")
         if not selection.reason.strip():
             raise ReplayError("--reason: give some text the rejection reason contains")
+        if len(selection.reason) > MAX_REASON_CHARS:
+            raise ReplayError(f"--reason: at most {MAX_REASON_CHARS} characters (a reason is at most 2,000)")
     bad = [batch_id for batch_id in selection.batch_ids if not BATCH_ID.fullmatch(batch_id)]
     if bad:
         raise ReplayError(
@@ -724,13 +727,16 @@ def claim_for(sources: Sources, plan: Plan, candidate: Candidate, replay_id: str
     """The claim check of one request, with the replay's filter: the body sent to the replay queue."""
     from rtp_pipeline.storage import ClaimCheck, ReplayRequest
 
-    request = ReplayRequest(
-        replay_id,
-        status=plan.status,
-        reason=plan.reason,
-        processed_from=plan.processed_from,
-        processed_to=plan.processed_to,
-    )
+    try:
+        request = ReplayRequest(
+            replay_id,
+            status=plan.status,
+            reason=plan.reason,
+            processed_from=plan.processed_from,
+            processed_to=plan.processed_to,
+        )
+    except ValueError as error:  # the processor could never apply it: refused before anything is sent
+        raise ReplayError(f"cannot build the replay message: {error}") from None
     claim = ClaimCheck(
         candidate.batch_id,
         sources.bucket,

@@ -155,7 +155,7 @@ def test_any_window_text_is_a_window_or_a_usage_error(since: str, until: str | N
     until=st.one_of(st.none(), st.text(max_size=10)),
     batch_ids=st.lists(st.one_of(st.text(max_size=30), st.builds(new_batch_id)), max_size=3),
     status=st.one_of(st.none(), st.sampled_from(["PROCESSED", "REJECTED", "processed", "DONE", ""])),
-    reason=st.one_of(st.none(), st.text(max_size=10)),
+    reason=st.one_of(st.none(), st.text(max_size=10), st.text(min_size=495, max_size=505)),
 )
 def test_any_selection_is_checked_or_refused_as_a_usage_error(
     since: str | None, until: str | None, batch_ids: list[str], status: str | None, reason: str | None
@@ -169,7 +169,7 @@ def test_any_selection_is_checked_or_refused_as_a_usage_error(
     assert since is not None or batch_ids
     assert until is None or since is not None
     assert status in (None, "PROCESSED", "REJECTED")
-    assert reason is None or (status == "REJECTED" and reason.strip())
+    assert reason is None or (status == "REJECTED" and reason.strip() and len(reason) <= 500)
     assert all(len(batch_id) == 26 for batch_id in batch_ids)
 
 
@@ -307,3 +307,26 @@ def test_batch_items_are_read_100_keys_a_call_and_unprocessed_keys_are_asked_aga
     found = _batch_items(SimpleNamespace(db=db, name="t"), batch_ids, waits.append)
     assert set(found) == set(batch_ids)
     assert db.calls == [100, 1, 100, 50] and len(waits) == 1  # the held-back key, after a backoff
+
+
+def test_every_reason_the_command_accepts_makes_a_replay_message() -> None:
+    """The command's limit is the message's: ReplayRequest refuses one character more."""
+    from rtp_pipeline.storage import ReplayRequest
+
+    from rtp_cli.replay import MAX_REASON_CHARS
+
+    check_selection(Selection(since="1h", status="REJECTED", reason="x" * MAX_REASON_CHARS))
+    ReplayRequest("r-1", status="REJECTED", reason="x" * MAX_REASON_CHARS)
+    with pytest.raises(ReplayError, match="at most 500"):
+        check_selection(Selection(since="1h", status="REJECTED", reason="x" * (MAX_REASON_CHARS + 1)))
+    with pytest.raises(ValueError, match="1-500"):
+        ReplayRequest("r-1", status="REJECTED", reason="x" * (MAX_REASON_CHARS + 1))
+
+
+def test_every_replay_id_is_one_a_replay_message_takes() -> None:
+    from rtp_pipeline.storage import ReplayRequest
+
+    from rtp_cli.replay import new_replay_id
+
+    for _ in range(50):
+        ReplayRequest(new_replay_id())
