@@ -122,6 +122,11 @@ def incident(
         watch=WatchConfig(handlers_dir=handlers),
         watch_report=events.append,
     )
+    # An in-process runtime keeps its data in this process's moto backends, which outlive it: start from
+    # empty ones and leave empty ones (tests/e2e/test_watch_loop.py starts another in this process).
+    from moto.moto_api._internal.models import moto_api_backend
+
+    moto_api_backend.reset()
     environment = LocalEnvironment(options)
     state = environment.start()
     state_dir = tmp_path_factory.mktemp("incident-state")
@@ -130,6 +135,7 @@ def incident(
         yield Incident(LocalInstance(state, state_dir), environment, handlers / "transform.py", events)
     finally:
         environment.stop()
+        moto_api_backend.reset()
 
 
 def _now() -> str:
