@@ -67,12 +67,13 @@ def main_stack(local_env: LocalInstance) -> LocalInstance:
 @pytest.fixture(scope="session")
 def tuned_env(local_env: LocalInstance, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalInstance]:
     shipped = json.loads(local_env.template_path.read_text(encoding="utf-8"))
-    [work_queue] = [
+    redriving = [  # the work queue and the replay queue
         r
         for r in shipped["Resources"].values()
         if r["Type"] == "AWS::SQS::Queue" and "RedrivePolicy" in r["Properties"]
     ]
-    assert work_queue["Properties"]["RedrivePolicy"]["maxReceiveCount"] == 3  # the shipped value
+    assert len(redriving) == 2
+    assert {queue["Properties"]["RedrivePolicy"]["maxReceiveCount"] for queue in redriving} == {3}  # shipped
     yield from _started(
         tmp_path_factory,
         "rtp-tuned",

@@ -73,7 +73,7 @@ def tweak_template(
     out = copy.deepcopy(document)
     for queue in _of_type(out, "AWS::SQS::Queue"):
         props = queue["Properties"]
-        if "RedrivePolicy" in props:  # the work queue
+        if "RedrivePolicy" in props:  # the work and replay queues
             if visibility is not None:
                 props["VisibilityTimeout"] = visibility
             if max_receive is not None:
