@@ -32,6 +32,7 @@ from rtp_cli.options import EnvOption, ProfileOption
 from rtp_cli.paths import PROJECT_ROOT
 from rtp_cli.reconcile import reconcile_command
 from rtp_cli.records import records as records_command
+from rtp_cli.replay import replay as replay_command
 from rtp_cli.trace import trace as trace_command
 
 os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
@@ -990,6 +991,10 @@ app.command("trace")(trace_command)
 
 # ---- reconcile (rtp_cli.reconcile): every record of a time window accounted for, hop by hop ------------
 app.command("reconcile")(reconcile_command)
+
+
+# ---- replay (rtp_cli.replay): run kept raw requests through the current transform again ------------------
+app.command("replay")(replay_command)
 
 
 # ---- operating commands (rtp_cli.operate: send, logs, dlq, status ID) ----------------------------------
