@@ -88,7 +88,10 @@ def parse_moment(value: str, now: datetime, field: str) -> datetime:
     text = value.strip()
     relative = _RELATIVE.fullmatch(text)
     if relative:
-        return now - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
+        try:
+            return now - timedelta(**{_UNITS[relative.group(2)]: int(relative.group(1))})
+        except OverflowError:  # 999999d: before the year 1
+            raise bad_request(f"{field}: {value[:64]!r} reaches before the year 1", field) from None
     absolute = _RFC3339.fullmatch(text)
     if absolute:
         day, clock, fraction, zone = absolute.groups()

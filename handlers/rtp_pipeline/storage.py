@@ -538,14 +538,19 @@ class PipelineTable:
         return ChunkWrite(stored, settled)
 
     def _storable(
-        self, batch_id: str, outcome: Outcome, expires: datetime, now: datetime
+        self,
+        batch_id: str,
+        outcome: Outcome,
+        expires: datetime,
+        now: datetime,
+        mark: ReplayMark | None = None,
     ) -> tuple[Outcome, dict[str, Any]]:
         """The outcome and its item's attribute values, or its REJECTED stand-in if it cannot be built."""
         try:
-            return outcome, self.record_attributes(batch_id, outcome, expires, now)
+            return outcome, self.record_attributes(batch_id, outcome, expires, now, mark)
         except (TypeError, ValueError, ArithmeticError) as error:  # DecimalException: ArithmeticError
             outcome = refused_by_dynamodb(outcome, f"{type(error).__name__}: {error}")
-            return outcome, self.record_attributes(batch_id, outcome, expires, now)
+            return outcome, self.record_attributes(batch_id, outcome, expires, now, mark)
 
     def _batch_write(
         self,
@@ -554,10 +559,12 @@ class PipelineTable:
         expires: datetime,
         now: datetime,
         sleep: Callable[[float], None] = time.sleep,
+        single: Callable[[Outcome], Outcome | Stored] | None = None,
     ) -> list[tuple[str, Outcome | Stored]]:
         """One BatchWriteItem of at most 25 records this batch owns, under the chunk's lease. Items DynamoDB
         leaves unprocessed (throttling) are sent again with backoff; a call DynamoDB refuses as a whole for
-        an item's content is redone one conditional put per record, so that only that record is refused.
+        an item's content is redone one conditional put per record (`single`, by default `_put_record`), so
+        that only that record is refused.
         https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchWriteItem.html"""
         request: dict[str, Any] = {self.name: [{"PutRequest": {"Item": item}} for _, item in group]}
         try:
@@ -577,9 +584,8 @@ class PipelineTable:
             raise RuntimeError(f"DynamoDB left {left} record(s) of batch {batch_id} unwritten (throttled)")
         # Under the lease only this delivery writes these ids: a put refused by its condition found the item
         # an earlier, crashed delivery of this message stored.
-        return [
-            (outcome.record_id, self._put_record(batch_id, outcome, expires, now)) for outcome, _ in group
-        ]
+        put = single or functools.partial(self._put_record, batch_id, expires=expires, now=now)
+        return [(outcome.record_id, put(outcome)) for outcome, _ in group]
 
     def _put_records(
         self, batch_id: str, outcomes: Sequence[Outcome], expires: datetime, now: datetime
@@ -686,13 +692,33 @@ class PipelineTable:
         """Replace records' items with their replayed outcomes (under the chunk's replay lease, so one
         writer): one PutItem each, `PUT_CONCURRENCY` at a time, conditioned on the item being this batch's.
         Returns the outcomes as stored (REJECTED stand-ins for results DynamoDB refuses). Each item keeps
-        its `expiresAt` (the mark's): a replay never outlives the batch item its counters are on."""
+        its `expiresAt` (the mark's): a replay never outlives the batch item its counters are on.
+        Records this batch owns (`owned_by`: no other batch can write their ids) go in BatchWriteItem calls
+        of 25, as first deliveries write them; records a client named are conditional puts."""
         replace = functools.partial(self._replace_record, batch_id, now=now)
-        if len(outcomes) <= 1:
-            return [replace(pair) for pair in outcomes]
-        futures = [_put_pool().submit(replace, pair) for pair in outcomes]
-        wait(futures)
-        return [future.result() for future in futures]
+        marks = {outcome.record_id: mark for outcome, mark in outcomes}
+        owned = [pair for pair in outcomes if owned_by(pair[0].record_id, batch_id)]
+        named = [pair for pair in outcomes if not owned_by(pair[0].record_id, batch_id)]
+        stored: dict[str, Outcome] = {}
+        if len(named) <= 1:
+            stored.update((pair[0].record_id, replace(pair)) for pair in named)
+        else:
+            futures = [_put_pool().submit(replace, pair) for pair in named]
+            wait(futures)
+            stored.update(
+                (pair[0].record_id, future.result()) for pair, future in zip(named, futures, strict=True)
+            )
+        single = lambda outcome: replace((outcome, marks[outcome.record_id]))  # noqa: E731
+        for start in range(0, len(owned), BATCH_WRITE_ITEMS):
+            group = [
+                self._storable(batch_id, outcome, datetime.fromtimestamp(mark.expires_at, UTC), now, mark)
+                for outcome, mark in owned[start : start + BATCH_WRITE_ITEMS]
+            ]
+            for record_id, result in self._batch_write(batch_id, group, now, now, single=single):
+                assert isinstance(result, Outcome)  # `single` always stores (or raises)
+                stored[record_id] = result
+        # Stand-ins keep their record's id: the order of `outcomes`, as stored.
+        return [stored[outcome.record_id] for outcome, _ in outcomes]
 
     def _replace_record(self, batch_id: str, pair: tuple[Outcome, ReplayMark], now: datetime) -> Outcome:
         outcome, mark = pair
