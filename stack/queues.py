@@ -32,26 +32,18 @@ class WorkQueues(Construct):
             "This is the dead-letter queue itself; its messages go back to the queue each came from with "
             "`rtp dlq redrive`.",
         )
-        self.work = sqs.Queue(
-            self,
-            "WorkQueue",
-            encryption=sqs.QueueEncryption.KMS,
-            encryption_master_key=key,
-            data_key_reuse=Duration.hours(1),
-            enforce_ssl=True,
-            visibility_timeout=Duration.seconds(config.queue_visibility_timeout_seconds),
-            retention_period=Duration.days(4),
-            dead_letter_queue=sqs.DeadLetterQueue(
-                max_receive_count=config.processing.max_receive_count, queue=self.dead_letters
-            ),
-            removal_policy=RemovalPolicy.DESTROY,
-        )
+        self.work = self._source_queue("WorkQueue", config, key)
         # `rtp replay` sends claim checks here, never to the work queue: the processor polls it through a
         # mapping of its own with `processing.replay_concurrency` pollers, so live traffic never queues
         # behind a replay. Same handling, same dead-letter queue (`rtp dlq` sees replays' failures too).
-        self.replay = sqs.Queue(
+        self.replay = self._source_queue("ReplayQueue", config, key)
+
+    def _source_queue(self, construct_id: str, config: EnvironmentConfig, key: kms.IKey) -> sqs.Queue:
+        """A queue the processor polls: encrypted with the CMK, TLS only, redriving to the dead-letter
+        queue after `max_receive_count` receives."""
+        return sqs.Queue(
             self,
-            "ReplayQueue",
+            construct_id,
             encryption=sqs.QueueEncryption.KMS,
             encryption_master_key=key,
             data_key_reuse=Duration.hours(1),

@@ -605,12 +605,8 @@ class PipelineTable:
         self, batch_id: str, outcome: Outcome, expires: datetime, now: datetime
     ) -> Outcome | Stored:
         """One conditional put. Returns the outcome stored, or what was stored under its id before."""
-        for _ in range(2):  # the outcome, then (if DynamoDB refuses its content) its REJECTED stand-in
-            try:
-                item = self.record_attributes(batch_id, outcome, expires, now)
-            except (TypeError, ValueError, ArithmeticError) as error:  # DecimalException: ArithmeticError
-                outcome = refused_by_dynamodb(outcome, f"{type(error).__name__}: {error}")
-                continue
+
+        def put(item: dict[str, Any], record_id: str) -> Stored | None:
             try:
                 # ALL_OLD on a failed condition returns the stored item at no read cost:
                 # https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_PutItem.html
@@ -620,17 +616,40 @@ class PipelineTable:
                     ConditionExpression="attribute_not_exists(pk)",
                     ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 )
-                return outcome
+                return None
+            except ClientError as error:
+                if not is_condition_failure(error):
+                    raise
+                old: Any = error.response.get("Item")
+                if not isinstance(old, dict) or not old:
+                    raise RuntimeError(f"record {record_id}: stored, but DynamoDB did not say how") from error
+                return _stored(old)
+
+        return self._put_or_stand_in(batch_id, outcome, expires, now, None, put)
+
+    def _put_or_stand_in(
+        self,
+        batch_id: str,
+        outcome: Outcome,
+        expires: datetime,
+        now: datetime,
+        mark: ReplayMark | None,
+        put: Callable[[dict[str, Any], str], Stored | None],
+    ) -> Outcome | Stored:
+        """`put(item, record id)` the outcome's item; if DynamoDB (or botocore) refuses its content, its
+        REJECTED stand-in instead. Returns the outcome stored, or what `put` found stored before."""
+        for _ in range(2):  # the outcome, then (if DynamoDB refuses its content) its REJECTED stand-in
+            try:
+                item = self.record_attributes(batch_id, outcome, expires, now, mark)
+            except (TypeError, ValueError, ArithmeticError) as error:  # DecimalException: ArithmeticError
+                outcome = refused_by_dynamodb(outcome, f"{type(error).__name__}: {error}")
+                continue
+            try:
+                found = put(item, outcome.record_id)
+                return outcome if found is None else found
             except ParamValidationError as error:
                 outcome = refused_by_dynamodb(outcome, str(error))
             except ClientError as error:
-                if is_condition_failure(error):
-                    old: Any = error.response.get("Item")
-                    if not isinstance(old, dict) or not old:
-                        raise RuntimeError(
-                            f"record {outcome.record_id}: stored, but DynamoDB did not say how"
-                        ) from error
-                    return _stored(old)
                 if _error_code(error) not in _ITEM_REFUSED:
                     raise
                 outcome = refused_by_dynamodb(outcome, error.response.get("Error", {}).get("Message", ""))
@@ -722,29 +741,22 @@ class PipelineTable:
 
     def _replace_record(self, batch_id: str, pair: tuple[Outcome, ReplayMark], now: datetime) -> Outcome:
         outcome, mark = pair
-        expires = datetime.fromtimestamp(mark.expires_at, UTC)
-        for _ in range(2):  # the outcome, then (if DynamoDB refuses its content) its REJECTED stand-in
-            try:
-                item = self.record_attributes(batch_id, outcome, expires, now, mark)
-            except (TypeError, ValueError, ArithmeticError) as error:  # DecimalException: ArithmeticError
-                outcome = refused_by_dynamodb(outcome, f"{type(error).__name__}: {error}")
-                continue
-            try:
-                self.db.put_item(
-                    TableName=self.name,
-                    Item=item,
-                    ConditionExpression="#b = :b",
-                    ExpressionAttributeNames={"#b": "b"},
-                    ExpressionAttributeValues={":b": {"S": batch_id}},
-                )
-                return outcome
-            except ParamValidationError as error:
-                outcome = refused_by_dynamodb(outcome, str(error))
-            except ClientError as error:
-                if _error_code(error) not in _ITEM_REFUSED:
-                    raise  # a failed condition too: the item is not this batch's (never replayed here)
-                outcome = refused_by_dynamodb(outcome, error.response.get("Error", {}).get("Message", ""))
-        raise RuntimeError(f"record {outcome.record_id}: DynamoDB refused its REJECTED stand-in")
+
+        def put(item: dict[str, Any], _: str) -> None:
+            # A failed condition raises: the item is not this batch's (never replayed here).
+            self.db.put_item(
+                TableName=self.name,
+                Item=item,
+                ConditionExpression="#b = :b",
+                ExpressionAttributeNames={"#b": "b"},
+                ExpressionAttributeValues={":b": {"S": batch_id}},
+            )
+
+        stored = self._put_or_stand_in(
+            batch_id, outcome, datetime.fromtimestamp(mark.expires_at, UTC), now, mark, put
+        )
+        assert isinstance(stored, Outcome)  # `put` never reports an item stored before
+        return stored
 
     def count_replay_chunk(
         self,
