@@ -285,3 +285,18 @@ def wait_until(check: Callable[[], Any], timeout: float, what: str, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+def delete_dead_letter(target: Target, batch_id: str, timeout: float = 10) -> None:
+    """Delete a batch's claim check from the environment's DLQ (a test leaving a shared DLQ as found)."""
+    sqs, url = target.client("sqs"), target.output("DeadLetterQueueUrl")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        messages = sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=0
+        ).get("Messages", [])
+        mine = [m for m in messages if json.loads(m["Body"]).get("batchId") == batch_id]
+        for message in mine:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+        if mine:
+            return

@@ -22,7 +22,7 @@ import pytest
 
 from rtp_cli.local.testing import LocalInstance as LocalStack
 from rtp_cli.local.testing import api_client as api
-from rtp_cli.local.testing import wait_until
+from rtp_cli.local.testing import delete_dead_letter, wait_until
 from rtp_cli.operate.api_client import encode
 from rtp_cli.reconcile import Window, reconcile, sources_for
 
@@ -153,7 +153,7 @@ def test_a_dead_lettered_batch_is_a_gap(incident_stack: LocalStack, rtp: Rtp, tm
         assert reconcile(sources, Window(since, until))["queues"]["deadLetter"]["visible"] >= 1  # peeked only
     finally:
         flag.unlink()
-        _delete_from_dlq(target, batch_id)
+        delete_dead_letter(target, batch_id)
 
 
 def test_usage_errors_exit_2_without_a_traceback(main_stack: LocalStack, rtp: Rtp) -> None:
@@ -166,18 +166,3 @@ def test_usage_errors_exit_2_without_a_traceback(main_stack: LocalStack, rtp: Rt
         result = rtp(main_stack, *args)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
         assert words in " ".join(result.stderr.split()) and "Traceback" not in result.stderr
-
-
-def _delete_from_dlq(target: Any, batch_id: str) -> None:
-    """Leave the shared DLQ as found: the DLQ incident test counts its messages."""
-    sqs, url = target.client("sqs"), target.output("DeadLetterQueueUrl")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        messages = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=0
-        ).get("Messages", [])
-        mine = [m for m in messages if json.loads(m["Body"]).get("batchId") == batch_id]
-        for message in mine:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        if mine:
-            return

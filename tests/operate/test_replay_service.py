@@ -36,6 +36,7 @@ from rtp_cli.replay import (
     wait_for_replay,
 )
 from stack.config import load_config
+from tests.operate.test_replay_unit import FakeClock
 
 
 class _Answer:
@@ -392,19 +393,6 @@ def _settle(pipeline: Pipeline, batch_id: str, entries: list[str]) -> None:
         UpdateExpression="ADD rc :c",
         ExpressionAttributeValues={":c": {"SS": entries}},
     )
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def test_wait_ends_when_every_chunk_of_every_batch_is_settled_for_this_replay(pipeline: Pipeline) -> None:

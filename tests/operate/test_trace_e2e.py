@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +19,7 @@ import pytest
 
 from rtp_cli.local.testing import LocalInstance as LocalStack
 from rtp_cli.local.testing import api_client as api
-from rtp_cli.local.testing import wait_until
+from rtp_cli.local.testing import delete_dead_letter, wait_until
 from rtp_cli.operate.api_client import encode
 from rtp_cli.trace import TraceNotFoundError, sources_for, trace_batch, trace_record
 
@@ -196,19 +195,4 @@ def test_trace_of_a_dead_lettered_batch(incident_stack: LocalStack, tmp_path: Pa
         assert "NOT_PROCESSED" in cli.stdout
     finally:
         flag.unlink()
-        _delete_from_dlq(target, batch_id)
-
-
-def _delete_from_dlq(target: Any, batch_id: str) -> None:
-    """Leave the shared DLQ as found: delete this test's claim check (the incident test counts messages)."""
-    sqs, url = target.client("sqs"), target.output("DeadLetterQueueUrl")
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        messages = sqs.receive_message(
-            QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0, VisibilityTimeout=0
-        ).get("Messages", [])
-        mine = [m for m in messages if json.loads(m["Body"]).get("batchId") == batch_id]
-        for message in mine:
-            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
-        if mine:
-            return
+        delete_dead_letter(target, batch_id)
