@@ -453,6 +453,8 @@ class PipelineTable:
                     ":m": member,
                     ":now": {"N": str(int(now.timestamp() * 1_000_000))},
                 },
+                # The item as updated comes back with the write, no read units; a failed condition returns the
+                # item as it was (ALL_OLD): https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_UpdateItem.html
                 ReturnValues="ALL_NEW",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )

@@ -407,3 +407,25 @@ def test_a_replay_request_the_processor_could_not_apply_is_refused_where_it_is_b
         ReplayRequest.from_dict({"id": "r-1.b_2", "processedFrom": "2026-11-29T10:00:00Z"}).replay_id
         == "r-1.b_2"
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.dictionaries(
+        st.sampled_from(["id", "status", "reason", "processedFrom", "processedTo", "other"]),
+        st.one_of(
+            st.none(), st.text(max_size=80), st.integers(), st.booleans(), st.lists(st.text(max_size=3))
+        ),
+    )
+)
+def test_any_replay_member_is_refused_cleanly_or_round_trips(fields: dict[str, Any]) -> None:
+    """Whatever a replay message's `replay` member holds: a clear refusal (a missing id, a bad value), or a
+    request that survives the message unchanged."""
+    from rtp_pipeline.storage import ReplayRequest
+
+    try:
+        request = ReplayRequest.from_dict(fields)
+    except (KeyError, ValueError):
+        return
+    assert ReplayRequest.from_dict(request.to_dict()) == request
+    assert len(request.replay_id) <= 64
