@@ -41,6 +41,7 @@ from rtp_cli.local.inprocess import (
     provision_template,
     proxy_event,
 )
+from rtp_cli.local.partiql import parse_insert
 
 SQS_CHUNK_BYTES = 64 * 1024  # every 64 KB chunk of a payload is one billed SQS request (rtp_cli/pricing.py)
 
@@ -179,6 +180,13 @@ class Recorder(Acting):
                         )
                     else:
                         targets.append((table_name, "Delete", dict(request["DeleteRequest"]["Key"]), False))
+        elif operation == "BatchExecuteStatement":
+            for statement in params["Statements"]:
+                insert = parse_insert(statement["Statement"], statement.get("Parameters", []))
+                if insert is None:
+                    raise NotImplementedError("PartiQL statements other than INSERT are not metered yet")
+                table = self.table(insert[0])
+                targets.append((table.name, "Put", table.key_of(insert[1]), False))
         if not targets:
             return
         names = {t[0] for t in targets}
@@ -207,7 +215,14 @@ class Recorder(Acting):
                 # Not spelled out by AWS: charged here as if each action had read its item in both phases
                 # (the existing item's units, 1 if none, doubled). Counted, so a report can say how often.
                 self.cancelled_transactions += 1
-            for (_, key, check), old, new in zip(pending.targets, pending.before, after, strict=True):
+            # A PartiQL batch answers each statement: a DuplicateItem INSERT is charged as the failed
+            # conditional put it is (an INSERT is a put conditioned on the key being free); other errors not.
+            statement_errors = [
+                str((answer.get("Error") or {}).get("Code", "")) for answer in parsed.get("Responses", [])
+            ]
+            for position, ((_, key, check), old, new) in enumerate(
+                zip(pending.targets, pending.before, after, strict=True)
+            ):
                 if json.dumps(key, sort_keys=True) in unprocessed:
                     continue
                 if call.error and call.error not in (
@@ -215,13 +230,16 @@ class Recorder(Acting):
                     "TransactionCanceledException",
                 ):
                     continue  # throttled or invalid: not performed, not charged
+                refused = statement_errors[position] if call.operation == "BatchExecuteStatement" else ""
+                if refused not in ("", "DuplicateItem"):
+                    continue
                 charges = ddb_units.write_charges(
                     table,
                     old,
                     new,
                     key=key,
                     transactional=transactional,
-                    succeeded=not call.error,
+                    succeeded=not call.error and not refused,
                     condition_check=check,
                 )
                 self.charges.extend((actor, c) for c in charges)

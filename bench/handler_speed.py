@@ -4,7 +4,8 @@ response parsing) and only the HTTP exchange stubbed (botocore's `before-send` e
 with a canned success, as the service would). No moto here: its server-side work would drown the figure.
 
 Two processor cases: records without ids (the API assigns them; written 25 a call with BatchWriteItem under
-a chunk lease) and records a client named (one conditional PutItem each). 1 KB records, 500 per request.
+a chunk lease) and records a client named (PartiQL INSERTs, 25 a BatchExecuteStatement). 1 KB records, 500
+per request.
 
     python -m bench handler_speed [--runs 7] [--requests 20]
 """
@@ -78,6 +79,9 @@ class StubbedHttp:
             body = {"BatchWriteItem": b'{"UnprocessedItems":{}}', "BatchGetItem": b'{"Responses":{}}'}.get(
                 operation, b"{}"
             )
+            if operation == "BatchExecuteStatement":  # every INSERT succeeds: one answer per statement
+                statements = len(json.loads(request.body)["Statements"])
+                body = json.dumps({"Responses": [{"TableName": "rtp-bench"}] * statements}).encode()
             headers["Content-Type"] = "application/x-amz-json-1.0"
         elif target.startswith("AmazonSQS."):
             sent = json.loads(request.body)["MessageBody"].encode()

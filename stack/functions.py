@@ -129,10 +129,13 @@ class PipelineFunctions(Construct):
 
         self._allow(self.processor, ["s3:GetObject"], [raw_objects])
         # GetItem reads a batch's counted chunks on redelivery; a refused conditional put returns the stored
-        # item itself (storage.PipelineTable._put_record); BatchWriteItem writes the records a batch owns.
+        # item itself (storage.PipelineTable._put_record); BatchWriteItem writes the records a batch owns;
+        # PartiQL INSERTs (BatchExecuteStatement) write the records a client named, and need PartiQLInsert:
+        # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ql-iam.html
         self._allow(
             self.processor,
             [
+                "dynamodb:PartiQLInsert",
                 "dynamodb:PutItem",
                 "dynamodb:UpdateItem",
                 "dynamodb:GetItem",

@@ -22,11 +22,13 @@ Exactly once, without transactions (a transactional write costs twice a plain on
   that number yet. A chunk is counted only when every record of it is settled, and its counts come from
   what the table holds, never from what one delivery meant to write. A crash between the record writes and
   the counter update leaves the chunk uncounted; the redelivery reads the stored items and counts it.
-- A record a client named (its id may be another batch's too) is one PutItem conditioned on
-  `attribute_not_exists(pk)`: stored once whatever redelivers it, first writer wins. A refused put returns
-  the stored item (ReturnValuesOnConditionCheckFailure=ALL_OLD, no read units), so the writer learns at
-  once whether this batch stored it earlier or another batch owns the id (one duplicate, counted with the
-  chunk).
+- A record a client named (its id may be another batch's too) is written only if its id is not stored
+  yet: stored once whatever redelivers it, first writer wins. It is a PartiQL INSERT, 25 to a
+  BatchExecuteStatement (INSERT refuses an existing key; each statement is a plain write, where
+  BatchWriteItem takes no condition and TransactWriteItems costs double). An INSERT refused as a duplicate
+  is redone as one PutItem conditioned on `attribute_not_exists(pk)`, whose refusal returns the stored item
+  (ReturnValuesOnConditionCheckFailure=ALL_OLD, no read units), so the writer learns whether this batch
+  stored it earlier or another batch owns the id (one duplicate, counted with the chunk).
 - A record without a client id has an id only its own batch can produce (`<batchId>-<index>`; ingest
   refuses client ids of that shape), so only deliveries of its own message write it. A chunk with at least
   `LEASED_WRITE_MIN` such records writes them with BatchWriteItem (25 items a call, no condition) under a
@@ -98,6 +100,19 @@ MAX_REASON_CHARS = 2000
 COMPRESS_MIN_BYTES = 200
 # DynamoDB's refusals of an item's content.
 _ITEM_REFUSED = frozenset({"ValidationError", "ValidationException"})
+# A BatchExecuteStatement statement's error codes (BatchStatementError.Code): those `_put_record` settles
+# (the id is stored already; the item's content), and those worth sending again (throttling, the service).
+# https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchStatementError.html
+_NOT_INSERTED = frozenset({"DuplicateItem", "ValidationError"})
+_TRY_AGAIN = frozenset(
+    {
+        "ThrottlingError",
+        "ProvisionedThroughputExceeded",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "TransactionConflict",
+    }
+)
 
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
@@ -505,7 +520,8 @@ class PipelineTable:
         """Write `outcomes` (records of chunk number `chunk` not known to be stored), then, if `complete`
         (`known` and `outcomes` together are every record of the chunk), count the chunk on the batch once.
         With a `lease` (from `lease_chunk`), records this batch owns (`owned_by`) are written with
-        BatchWriteItem and only the lease's holder counts; client-named ids are always conditional puts.
+        BatchWriteItem and only the lease's holder counts; client-named ids are always conditional writes
+        (`_put_records`).
         Returns the outcomes stored now, as stored (an outcome DynamoDB refused for its content comes back
         as the REJECTED one stored instead), and what the table holds for every record of the chunk seen.
         Anything else (throttling that outlasts the retries, a service error) raises, for SQS to redeliver.
@@ -590,6 +606,82 @@ class PipelineTable:
         return [(outcome.record_id, put(outcome)) for outcome, _ in group]
 
     def _put_records(
+        self, batch_id: str, outcomes: Sequence[Outcome], expires: datetime, now: datetime
+    ) -> list[Outcome | Stored]:
+        """Records written with `attribute_not_exists(pk)` semantics (a client named them, or too few for a
+        lease), in request order: PartiQL INSERTs, `BATCH_WRITE_ITEMS` to a BatchExecuteStatement (a
+        conditional write each, at the price of a plain one, where BatchWriteItem takes no condition and
+        TransactWriteItems costs double). An INSERT refused as a duplicate, or for its content, is redone as
+        `_put_record`, whose refused condition returns the stored item (first writer wins, as before)."""
+        if len(outcomes) <= 1:
+            return [self._put_record(batch_id, outcome, expires, now) for outcome in outcomes]
+        results: list[Outcome | Stored | None] = [None] * len(outcomes)
+        redo: list[int] = []
+        for start in range(0, len(outcomes), BATCH_WRITE_ITEMS):
+            group = [
+                (start + offset, *self._storable(batch_id, outcome, expires, now))
+                for offset, outcome in enumerate(outcomes[start : start + BATCH_WRITE_ITEMS])
+            ]
+            for index, outcome, inserted in self._insert(batch_id, group):
+                if inserted:
+                    results[index] = outcome
+                else:
+                    redo.append(index)
+        settled = self._put_each(batch_id, [outcomes[i] for i in redo], expires, now)
+        for index, result in zip(redo, settled, strict=True):
+            results[index] = result
+        return [result for result in results if result is not None]
+
+    def _insert(
+        self,
+        batch_id: str,
+        group: Sequence[tuple[int, Outcome, dict[str, Any]]],
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> list[tuple[int, Outcome, bool]]:
+        """One BatchExecuteStatement of INSERTs; (index, outcome, inserted) per record. Not inserted: the id
+        is stored already (DuplicateItem) or DynamoDB refused the item (ValidationError), for `_put_record`
+        to settle. Statements throttled or failed inside the service are sent again with backoff.
+        "If the DynamoDB table already has an item with the same primary key as the primary key of the item
+        being inserted, DuplicateItemException is returned":
+        https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ql-reference.insert.html
+        At most 25 statements a batch, each answered on its own (an HTTP 200 does not mean every statement
+        succeeded): https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ql-reference.multiplestatements.batching.html
+        https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchExecuteStatement.html"""
+        done: list[tuple[int, Outcome, bool]] = []
+        pending = list(group)
+        for attempt in range(BATCH_WRITE_ATTEMPTS):
+            if attempt:
+                sleep(_backoff(attempt - 1))
+            try:
+                answers = self.db.batch_execute_statement(
+                    Statements=[insert_statement(self.name, item) for _, _, item in pending]
+                )["Responses"]
+            except ParamValidationError:
+                return done + [(index, outcome, False) for index, outcome, _ in pending]
+            except ClientError as error:
+                if _error_code(error) not in _ITEM_REFUSED:
+                    raise
+                return done + [(index, outcome, False) for index, outcome, _ in pending]
+            again = []
+            for (index, outcome, item), answer in zip(pending, answers, strict=True):
+                code = str((answer.get("Error") or {}).get("Code", ""))
+                if not code:
+                    done.append((index, outcome, True))
+                elif code in _NOT_INSERTED:
+                    done.append((index, outcome, False))
+                elif code in _TRY_AGAIN:
+                    again.append((index, outcome, item))
+                else:
+                    message = (answer.get("Error") or {}).get("Message", "")
+                    raise RuntimeError(f"record {outcome.record_id} of batch {batch_id}: {code}: {message}")
+            if not again:
+                return done
+            pending = again
+        raise RuntimeError(
+            f"DynamoDB left {len(pending)} record(s) of batch {batch_id} unwritten (throttled)"
+        )
+
+    def _put_each(
         self, batch_id: str, outcomes: Sequence[Outcome], expires: datetime, now: datetime
     ) -> list[Outcome | Stored]:
         """`_put_record` for each, `PUT_CONCURRENCY` at a time: each put waits on the network, not the CPU
@@ -973,6 +1065,13 @@ def rejected_index_keys(record_id: str, processed_at: str) -> tuple[str, str]:
     characters, and the sort key orders by time, then id (ids are unique: the order is total)."""
     shard = zlib.crc32(record_id.encode("utf-8", "surrogatepass")) % REJECTED_SHARDS
     return f"{processed_at[:13]}#{shard:02d}", f"{processed_at}#{record_id}"
+
+
+def insert_statement(table: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    """A PartiQL INSERT of one item given as attribute values: `INSERT INTO "t" VALUE {'pk': ?, ...}`, the
+    values as parameters (never spliced into the text). Attribute names here are this module's own."""
+    names = ", ".join(f"'{name}': ?" for name in item)
+    return {"Statement": f'INSERT INTO "{table}" VALUE {{{names}}}', "Parameters": list(item.values())}
 
 
 def owned_by(record_id: str, batch_id: str) -> bool:

@@ -46,6 +46,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from rtp_cli.local.partiql import patch_batch_insert
+
 LOCAL_USER = "local-developer"
 _state = threading.local()
 _transactions = threading.Lock()
@@ -119,6 +121,7 @@ def patch_moto_dynamodb() -> None:
                 _state.snapshots = None
 
     models.DynamoDBBackend.transact_write_items = transact_write_items  # type: ignore[method-assign]
+    patch_batch_insert(models)  # PartiQL INSERTs, which moto cannot run (rtp_cli/local/partiql.py)
     _patched = True
 
 

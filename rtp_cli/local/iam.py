@@ -14,6 +14,7 @@ AWS would refuse is written to the function's log.
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,6 +170,18 @@ def _queue_key(resolve: Template, url: str) -> str | None:
     return str(resolve.resolve(key)) if key is not None else None
 
 
+_PARTIQL = re.compile(r'\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM|SELECT\s.*?\sFROM)\s+"([^"]+)"', re.I | re.S)
+
+
+def _partiql_action(resolve: Template, statement: str) -> tuple[str, str]:
+    """(dynamodb:PartiQL<Verb>, table ARN) of one PartiQL statement."""
+    match = _PARTIQL.match(statement)
+    if match is None:
+        raise TemplateError(f"cannot tell which table this PartiQL statement uses: {statement[:80]!r}")
+    verb = match.group(1).split()[0].capitalize()
+    return f"dynamodb:PartiQL{verb}", _table_arn(resolve, match.group(2))
+
+
 def needs_of(call: ApiCall, resolve: Template) -> list[Need]:
     """The IAM permissions one recorded call needs: its own action(s) and the KMS use it causes."""
     via = ESM if ESM in call.actor else "handler"
@@ -178,6 +191,13 @@ def needs_of(call: ApiCall, resolve: Template) -> list[Need]:
             Need(call.actor, _TRANSACT_ITEM_ACTION[kind], _table_arn(resolve, body["TableName"]), via)
             for item in params["TransactItems"]
             for kind, body in item.items()
+        ]
+    if service == "dynamodb" and operation == "BatchExecuteStatement":
+        # No action of its own: each statement needs dynamodb:PartiQL<Verb> on its table.
+        # https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ql-iam.html
+        return [
+            Need(call.actor, *_partiql_action(resolve, statement["Statement"]), via)
+            for statement in params["Statements"]
         ]
     if service == "dynamodb" and operation in ("BatchGetItem", "BatchWriteItem"):
         # One action per call, authorized on every table the call names (its RequestItems keys).

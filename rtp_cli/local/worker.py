@@ -118,6 +118,8 @@ def call_summary(service: str, operation: str, params: dict[str, Any]) -> dict[s
         ]
     if "RequestItems" in params:
         kept["RequestItems"] = {table: {} for table in params["RequestItems"]}
+    if "Statements" in params:  # PartiQL: the text names the verb and the table; the values stay behind
+        kept["Statements"] = [{"Statement": str(s["Statement"])} for s in params["Statements"]]
     return {"service": service, "operation": operation, "params": kept}
 
 

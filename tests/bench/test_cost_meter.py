@@ -138,3 +138,24 @@ def test_calls_outside_an_actor_are_not_counted(metered: Any) -> None:
     recorder.actor = None
     ddb.put_item(TableName="t", Item=_item("REC#9", 10))
     assert (len(recorder.calls), len(recorder.charges)) == (calls, charges)
+
+
+def test_partiql_inserts_are_charged_as_puts_and_a_duplicate_as_a_failed_condition(metered: Any) -> None:
+    """storage.PipelineTable writes records a client named as INSERTs, 25 to a BatchExecuteStatement."""
+    from rtp_pipeline.storage import insert_statement
+
+    from rtp_cli.local.emulation import patch_moto_dynamodb
+
+    patch_moto_dynamodb()  # moto alone cannot run a parameterized INSERT (rtp_cli/local/partiql.py)
+    ddb, recorder = metered
+    ddb.put_item(TableName="t", Item=_item("REC#old", 3000))  # 9 + 3004 = 3013 B: 3 units
+    start = len(recorder.charges)
+    answers = ddb.batch_execute_statement(
+        Statements=[
+            insert_statement("t", _item("REC#new", 1500, g="a")),  # 9 + 1504 + 2 = 1515 B: 2 units + index 1
+            insert_statement("t", _item("REC#old", 10)),  # DuplicateItem: the stored item's 3 units
+        ]
+    )["Responses"]
+    assert [(a.get("Error") or {}).get("Code") for a in answers] == [None, "DuplicateItem"]
+    assert _units(recorder, start, "table") == 2 + 3
+    assert _units(recorder, start, "index by-g") == 1

@@ -104,6 +104,7 @@ def test_the_checker_refuses_what_the_roles_do_not_grant(pipeline: Pipeline, rec
     functions = pipeline.functions
     put = next(c for c in recorded if c.actor == "ingest" and c.operation == "PutObject")
     get_item = next(c for c in recorded if c.actor == "query" and c.operation == "GetItem")
+    table = get_item.params["TableName"]
     forbidden = [
         ApiCall("ingest", "s3", "GetObject", dict(put.params)),  # ingest may write raw/, never read
         ApiCall("ingest", "s3", "PutObject", {**put.params, "Key": "elsewhere/x.json"}),  # only raw/*
@@ -114,6 +115,10 @@ def test_the_checker_refuses_what_the_roles_do_not_grant(pipeline: Pipeline, rec
         ApiCall("processor", "sqs", "SendMessage", {"QueueUrl": pipeline.queue_url}),
         ApiCall("processor", "sqs", "ReceiveMessage", {"QueueUrl": pipeline.dlq_url}),  # not the DLQ
         ApiCall("ingest", "dynamodb", "GetItem", {"TableName": "another-table"}),
+        # PartiQL: each statement needs its verb on its table; the processor only INSERTs
+        ApiCall("query", "dynamodb", "BatchExecuteStatement", _partiql(f'INSERT INTO "{table}" VALUE {{}}')),
+        ApiCall("processor", "dynamodb", "BatchExecuteStatement", _partiql(f'UPDATE "{table}" SET a=1')),  # noqa: S608 (no input)
+        ApiCall("processor", "dynamodb", "BatchExecuteStatement", _partiql('INSERT INTO "other" VALUE {}')),
     ]
     for call in forbidden:
         primary = iam.needs_of(call, pipeline.resolve)[0]
@@ -199,3 +204,7 @@ with the function's credentials; the rows marked 'S3/SQS SSE-KMS' are implied by
 kms:Encrypt and the DynamoDB table key uses are not observable offline (DynamoDB uses the key under the
 grant it created for the table); they are kept so the functions can read and write the encrypted table.
 """
+
+
+def _partiql(statement: str) -> dict[str, Any]:
+    return {"Statements": [{"Statement": statement, "Parameters": []}]}

@@ -22,16 +22,18 @@ from rtp_pipeline.storage import (
     deserialize,
 )
 
+from rtp_cli.local.partiql import parse_insert
 from tests.handlers.harness import REGION
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
 
 class CountingClient:
-    """The real (moto) DynamoDB client, counting PutItem and UpdateItem calls."""
+    """The real (moto) DynamoDB client, counting PutItem, UpdateItem and PartiQL INSERT calls."""
 
     def __init__(self, client: Any) -> None:
         self._client, self.puts, self.updates, self.batch_writes = client, 0, 0, 0
+        self.statement_calls, self.inserts = 0, 0  # BatchExecuteStatement calls, INSERT statements in them
         self.unprocessed: list[int] = []  # per BatchWriteItem call: how many items to leave unprocessed
 
     def batch_write_item(self, **kwargs: Any) -> Any:
@@ -46,6 +48,11 @@ class CountingClient:
     def put_item(self, **kwargs: Any) -> Any:
         self.puts += 1
         return self._client.put_item(**kwargs)
+
+    def batch_execute_statement(self, **kwargs: Any) -> Any:
+        self.statement_calls += 1
+        self.inserts += len(kwargs["Statements"])
+        return self._client.batch_execute_statement(**kwargs)
 
     def update_item(self, **kwargs: Any) -> Any:
         self.updates += 1
@@ -83,10 +90,11 @@ def counters(table: PipelineTable, batch_id: str) -> dict[str, int]:
     return {key: batch.get(key, 0) for key in ("processed", "rejected", "duplicates")}
 
 
-def test_one_put_per_record_and_one_counter_update_per_chunk(table: Any) -> None:
+def test_records_a_client_named_are_inserted_25_a_call_and_counted_once_per_chunk(table: Any) -> None:
     pipeline, client = table
     stored = pipeline.store_outcomes("b1", outcomes(250), NOW, NOW)
-    assert len(stored) == 250 and (client.puts, client.updates) == (250, 3)  # chunks of 100, 100, 50
+    assert len(stored) == 250 and client.puts == 0 and client.updates == 3  # chunks of 100, 100, 50
+    assert (client.inserts, client.statement_calls) == (250, 4 + 4 + 2)  # 25 INSERTs a call per chunk
     assert counters(pipeline, "b1") == {"processed": 225, "rejected": 25, "duplicates": 0}
     assert pipeline.get_batch("b1")["cc"] == [0, 1, 2]
 
@@ -112,13 +120,13 @@ def test_a_redelivery_counts_each_chunk_once_from_what_is_stored(table: Any) -> 
 
     known = pipeline.stored_records([o.record_id for o in every])
     assert len(known) == 120 and known["r100"] == Stored("b1", REJECTED)
-    client.puts = 0
+    client.puts = client.inserts = 0
     for chunk, start in enumerate((0, 100)):
         part = every[start : start + 100]
         todo = [o for o in part if o.record_id not in known]
         seen = {o.record_id: known[o.record_id] for o in part if o.record_id in known}
         pipeline.store_chunk("b1", chunk, todo, seen, True, NOW, NOW)
-    assert client.puts == 30  # only the records not stored yet
+    assert (client.inserts, client.puts) == (30, 0)  # only the records not stored yet
     assert counters(pipeline, "b1") == {"processed": 135, "rejected": 15, "duplicates": 0}
 
 
@@ -181,6 +189,33 @@ class RefusingClient(CountingClient):
         error: Any = {"Error": {"Code": "ValidationException", "Message": "Nesting Levels have exceeded"}}
         raise ClientError(error, "PutItem")
 
+    def batch_execute_statement(self, **kwargs: Any) -> Any:
+        """An INSERT of a refused item: botocore refuses the whole call ("params"), or DynamoDB answers
+        that statement with ValidationError and runs the others ("request")."""
+        statements = kwargs["Statements"]
+        refused = [self.refuses(deserialize(_inserted(s))) for s in statements]
+        if not any(refused):
+            return super().batch_execute_statement(**kwargs)
+        self.statement_calls += 1
+        self.inserts += len(statements)
+        if self.mode == "params":
+            raise ParamValidationError(report="Invalid type for parameter Statements[0].Parameters[7]")
+        answers = []
+        for statement, refuse in zip(statements, refused, strict=True):
+            if refuse:
+                answers.append(
+                    {"Error": {"Code": "ValidationError", "Message": "Nesting Levels have exceeded"}}
+                )
+            else:
+                answers.extend(self._client.batch_execute_statement(Statements=[statement])["Responses"])
+        return {"Responses": answers}
+
+
+def _inserted(statement: dict[str, Any]) -> dict[str, Any]:
+    parsed = parse_insert(statement["Statement"], statement["Parameters"])
+    assert parsed is not None
+    return parsed[1]
+
 
 def processed(ids: list[str]) -> list[Outcome]:
     return [Outcome(i, PROCESSED, "t", result={"id": i}) for i in ids]
@@ -205,7 +240,10 @@ def test_an_item_dynamodb_refuses_is_stored_rejected_and_the_rest_is_written(tab
     assert bad["status"] == REJECTED and "result" not in bad
     assert bad["reason"].startswith("DynamoDB cannot store the result")
     assert counters(pipeline, "b1") == {"processed": 3, "rejected": 1, "duplicates": 0}
-    assert refusing.puts == len(ids) + 1  # the refused put, then its REJECTED stand-in
+    if mode == "request":  # 4 INSERTs, "bad" refused; then its put, refused, and its REJECTED stand-in
+        assert (refusing.inserts, refusing.puts) == (len(ids), 2)
+    else:  # the whole call refused by botocore: a put each, and the REJECTED stand-in of "bad"
+        assert (refusing.inserts, refusing.puts) == (len(ids), len(ids) + 1)
     again = pipeline.store_outcomes("b1", processed(ids), NOW, NOW)  # redelivered: nothing new
     assert again == [] and counters(pipeline, "b1") == {"processed": 3, "rejected": 1, "duplicates": 0}
 
@@ -238,7 +276,7 @@ def test_an_unserializable_result_is_rejected_before_writing(table: Any) -> None
     assert client.puts == 1
 
 
-def test_a_refused_rejected_record_or_a_throttle_fails_loudly(table: Any) -> None:
+def test_a_refused_rejected_record_or_a_throttle_fails_loudly(table: Any, monkeypatch: Any) -> None:
     """Not content: the REJECTED stand-in itself refused, or throttling. SQS must retry; nothing counted."""
     pipeline, client = table
     pipeline.db = RefusingClient(client._client, lambda item: item["pk"] == "REC#bad", "request")
@@ -250,9 +288,17 @@ def test_a_refused_rejected_record_or_a_throttle_fails_loudly(table: Any) -> Non
             error: Any = {"Error": {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}}
             raise ClientError(error, "PutItem")
 
+        def batch_execute_statement(self, **kwargs: Any) -> Any:
+            self.statement_calls += 1
+            return {"Responses": [{"Error": {"Code": "ThrottlingError"}} for _ in kwargs["Statements"]]}
+
     pipeline.db = Throttled(client._client)
     with pytest.raises(ClientError, match="slow down"):
-        pipeline.store_outcomes("b2", processed(["x", "y"]), NOW, NOW)
+        pipeline.store_outcomes("b2", processed(["x"]), NOW, NOW)  # one record: one PutItem
+    monkeypatch.setattr("rtp_pipeline.storage._backoff", lambda retry: 0.0)
+    with pytest.raises(RuntimeError, match=r"left 2 record\(s\) of batch b2 unwritten \(throttled\)"):
+        pipeline.store_outcomes("b2", processed(["x", "y"]), NOW, NOW)  # sent again, then given up
+    assert pipeline.db.statement_calls == BATCH_WRITE_ATTEMPTS
     pipeline.db = client
     assert pipeline.get_record("x") is None and counters(pipeline, "b2")["processed"] == 0
 
@@ -416,7 +462,7 @@ def test_a_batch_dynamodb_refuses_for_one_item_is_written_one_put_at_a_time(tabl
     pipeline.store_chunk(BATCH, 0, records[:2], {}, False, NOW, NOW)  # an earlier, crashed delivery
     token = lease(pipeline, 0)
     assert isinstance(token, int)
-    client.puts = 0
+    client.puts = client.inserts = 0
     pipeline.store_chunk(BATCH, 0, records, {}, True, NOW, NOW, token)  # its read missed those two
     assert client.batch_writes == 1 and client.puts == 26  # 25 records, and the refused one's stand-in
     assert "Item size" in pipeline.get_record(f"{BATCH}-3")["reason"]
