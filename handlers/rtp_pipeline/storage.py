@@ -609,10 +609,12 @@ class PipelineTable:
         self, batch_id: str, outcomes: Sequence[Outcome], expires: datetime, now: datetime
     ) -> list[Outcome | Stored]:
         """Records written with `attribute_not_exists(pk)` semantics (a client named them, or too few for a
-        lease), in request order: PartiQL INSERTs, `BATCH_WRITE_ITEMS` to a BatchExecuteStatement (a
-        conditional write each, at the price of a plain one, where BatchWriteItem takes no condition and
-        TransactWriteItems costs double). An INSERT refused as a duplicate, or for its content, is redone as
-        `_put_record`, whose refused condition returns the stored item (first writer wins, as before)."""
+        lease), in request order: PartiQL INSERTs, `BATCH_WRITE_ITEMS` to a BatchExecuteStatement. Each is
+        a conditional write at a plain write's units (1 per KB of item:
+        https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/read-write-operations.html), where
+        BatchWriteItem takes no condition and TransactWriteItems costs double. An INSERT refused as a
+        duplicate, or for its content, is redone as `_put_record`, whose refused condition returns the
+        stored item (first writer wins, as before). One record alone is that PutItem at once."""
         if len(outcomes) <= 1:
             return [self._put_record(batch_id, outcome, expires, now) for outcome in outcomes]
         results: list[Outcome | Stored | None] = [None] * len(outcomes)
