@@ -53,6 +53,15 @@ def test_the_patch_replaces_moto_s_backend_method() -> None:
     assert getattr(models.DynamoDBBackend.batch_execute_statement, "runs_inserts", False)
 
 
+def test_a_duplicate_carries_the_stored_item_only_when_asked_for_all_old(ddb: Any) -> None:
+    ddb.put_item(TableName="t", Item=_item("REC#a", b={"S": "first batch"}))
+    asked = insert_statement("t", _item("REC#a", b={"S": "second batch"}))
+    plain = {k: v for k, v in asked.items() if k != "ReturnValuesOnConditionCheckFailure"}
+    [with_item, without] = ddb.batch_execute_statement(Statements=[asked, plain])["Responses"]
+    assert with_item["Error"]["Item"] == _item("REC#a", b={"S": "first batch"})
+    assert without["Error"]["Code"] == "DuplicateItem" and "Item" not in without["Error"]
+
+
 def test_an_insert_of_a_stored_key_is_a_duplicate_and_the_others_still_run(ddb: Any) -> None:
     ddb.put_item(TableName="t", Item=_item("REC#a", v={"S": "first"}))
     answers = ddb.batch_execute_statement(
@@ -93,13 +102,18 @@ def test_an_unknown_table_is_that_statement_s_error(ddb: Any) -> None:
     assert _codes(answers) == ["ResourceNotFound"]
 
 
-_names = st.text(st.characters(codec="utf-8", exclude_characters="'"), min_size=1, max_size=12)
+_names = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,11}", fullmatch=True)
 
 
 @given(st.dictionaries(_names, st.text(max_size=5).map(lambda s: {"S": s}), min_size=1, max_size=8))
 def test_insert_statements_parse_back_to_the_item(values: dict[str, Any]) -> None:
     statement = insert_statement("t", values)
     assert partiql.parse_insert(statement["Statement"], statement["Parameters"]) == ("t", values)
+
+
+def test_only_plain_attribute_names_are_spelled_into_a_statement() -> None:
+    with pytest.raises(ValueError, match="plain"):
+        insert_statement("t", {"pk": {"S": "a"}, "x', 'y": {"S": "b"}})
 
 
 @pytest.mark.parametrize(

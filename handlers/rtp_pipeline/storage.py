@@ -103,7 +103,8 @@ _ITEM_REFUSED = frozenset({"ValidationError", "ValidationException"})
 # A BatchExecuteStatement statement's error codes (BatchStatementError.Code): those `_put_record` settles
 # (the id is stored already; the item's content), and those worth sending again (throttling, the service).
 # https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchStatementError.html
-_NOT_INSERTED = frozenset({"DuplicateItem", "ValidationError"})
+# ConditionalCheckFailed: not what the INSERT page says a duplicate gets, but settled the same way if it is.
+_NOT_INSERTED = frozenset({"DuplicateItem", "ConditionalCheckFailed", "ValidationError"})
 _TRY_AGAIN = frozenset(
     {
         "ThrottlingError",
@@ -114,6 +115,7 @@ _TRY_AGAIN = frozenset(
     }
 )
 
+_PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -624,11 +626,11 @@ class PipelineTable:
                 (start + offset, *self._storable(batch_id, outcome, expires, now))
                 for offset, outcome in enumerate(outcomes[start : start + BATCH_WRITE_ITEMS])
             ]
-            for index, outcome, inserted in self._insert(batch_id, group):
-                if inserted:
-                    results[index] = outcome
-                else:
+            for index, result in self._insert(batch_id, group):
+                if result is None:
                     redo.append(index)
+                else:
+                    results[index] = result
         settled = self._put_each(batch_id, [outcomes[i] for i in redo], expires, now)
         for index, result in zip(redo, settled, strict=True):
             results[index] = result
@@ -639,17 +641,20 @@ class PipelineTable:
         batch_id: str,
         group: Sequence[tuple[int, Outcome, dict[str, Any]]],
         sleep: Callable[[float], None] = time.sleep,
-    ) -> list[tuple[int, Outcome, bool]]:
-        """One BatchExecuteStatement of INSERTs; (index, outcome, inserted) per record. Not inserted: the id
-        is stored already (DuplicateItem) or DynamoDB refused the item (ValidationError), for `_put_record`
-        to settle. Statements throttled or failed inside the service are sent again with backoff.
+    ) -> list[tuple[int, Outcome | Stored | None]]:
+        """One BatchExecuteStatement of INSERTs; per record (index, the outcome stored, or what was stored
+        under its id before, or None for `_put_record` to settle). A refused INSERT asks for the stored item
+        (ReturnValuesOnConditionCheckFailure=ALL_OLD, "No read capacity units are consumed":
+        https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchStatementRequest.html, and
+        BatchStatementError.Item holds it); without it, or when DynamoDB refused the item's content, the
+        record is None. Statements throttled or failed inside the service are sent again with backoff.
         "If the DynamoDB table already has an item with the same primary key as the primary key of the item
         being inserted, DuplicateItemException is returned":
         https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ql-reference.insert.html
         At most 25 statements a batch, each answered on its own (an HTTP 200 does not mean every statement
         succeeded): https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ql-reference.multiplestatements.batching.html
         https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchExecuteStatement.html"""
-        done: list[tuple[int, Outcome, bool]] = []
+        done: list[tuple[int, Outcome | Stored | None]] = []
         pending = list(group)
         for attempt in range(BATCH_WRITE_ATTEMPTS):
             if attempt:
@@ -659,22 +664,24 @@ class PipelineTable:
                     Statements=[insert_statement(self.name, item) for _, _, item in pending]
                 )["Responses"]
             except ParamValidationError:
-                return done + [(index, outcome, False) for index, outcome, _ in pending]
+                return done + [(index, None) for index, _, _ in pending]
             except ClientError as error:
                 if _error_code(error) not in _ITEM_REFUSED:
                     raise
-                return done + [(index, outcome, False) for index, outcome, _ in pending]
+                return done + [(index, None) for index, _, _ in pending]
             again = []
             for (index, outcome, item), answer in zip(pending, answers, strict=True):
-                code = str((answer.get("Error") or {}).get("Code", ""))
+                refusal = answer.get("Error") or {}
+                code = str(refusal.get("Code", ""))
                 if not code:
-                    done.append((index, outcome, True))
+                    done.append((index, outcome))
                 elif code in _NOT_INSERTED:
-                    done.append((index, outcome, False))
+                    old = refusal.get("Item")
+                    done.append((index, _stored(old) if isinstance(old, dict) and old else None))
                 elif code in _TRY_AGAIN:
                     again.append((index, outcome, item))
                 else:
-                    message = (answer.get("Error") or {}).get("Message", "")
+                    message = refusal.get("Message", "")
                     raise RuntimeError(f"record {outcome.record_id} of batch {batch_id}: {code}: {message}")
             if not again:
                 return done
@@ -1072,8 +1079,14 @@ def rejected_index_keys(record_id: str, processed_at: str) -> tuple[str, str]:
 def insert_statement(table: str, item: Mapping[str, Any]) -> dict[str, Any]:
     """A PartiQL INSERT of one item given as attribute values: `INSERT INTO "t" VALUE {'pk': ?, ...}`, the
     values as parameters (never spliced into the text). Attribute names here are this module's own."""
+    if not all(_PLAIN_NAME.fullmatch(name) for name in item):
+        raise ValueError(f"attribute names must be plain to be spelled in a statement: {sorted(item)}")
     names = ", ".join(f"'{name}': ?" for name in item)
-    return {"Statement": f'INSERT INTO "{table}" VALUE {{{names}}}', "Parameters": list(item.values())}
+    return {
+        "Statement": f'INSERT INTO "{table}" VALUE {{{names}}}',
+        "Parameters": list(item.values()),
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }
 
 
 def owned_by(record_id: str, batch_id: str) -> bool:

@@ -170,16 +170,21 @@ def _queue_key(resolve: Template, url: str) -> str | None:
     return str(resolve.resolve(key)) if key is not None else None
 
 
-_PARTIQL = re.compile(r'\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM|SELECT\s.*?\sFROM)\s+"([^"]+)"', re.I | re.S)
+# The verb, then the table (double-quoted, as the processor writes it) and, for a read of an index, the index.
+_PARTIQL = re.compile(
+    r'\s*(INSERT\s+INTO|UPDATE|DELETE\s+FROM|SELECT\s.*?\sFROM)\s+"([^"]+)"(?:\."([^"]+)")?', re.I | re.S
+)
 
 
 def _partiql_action(resolve: Template, statement: str) -> tuple[str, str]:
-    """(dynamodb:PartiQL<Verb>, table ARN) of one PartiQL statement."""
+    """(dynamodb:PartiQL<Verb>, the table's or index's ARN) of one PartiQL statement: the permission is
+    needed "on the table or index" (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ql-iam.html)."""
     match = _PARTIQL.match(statement)
     if match is None:
         raise TemplateError(f"cannot tell which table this PartiQL statement uses: {statement[:80]!r}")
     verb = match.group(1).split()[0].capitalize()
-    return f"dynamodb:PartiQL{verb}", _table_arn(resolve, match.group(2))
+    resource = _table_arn(resolve, match.group(2))
+    return f"dynamodb:PartiQL{verb}", resource + (f"/index/{match.group(3)}" if match.group(3) else "")
 
 
 def needs_of(call: ApiCall, resolve: Template) -> list[Need]:

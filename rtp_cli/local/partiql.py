@@ -9,7 +9,11 @@ leaves any other statement to moto:
 - an INSERT whose key is stored already is refused with the statement's error `DuplicateItem` ("If the
   DynamoDB table already has an item with the same primary key as the primary key of the item being
   inserted, DuplicateItemException is returned":
-  https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ql-reference.insert.html);
+  https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ql-reference.insert.html), with the
+  stored item when the statement asks for ALL_OLD (BatchStatementError.Item "will be set if
+  ReturnValuesOnConditionCheckFailure is specified as ALL_OLD":
+  https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchStatementError.html; the page
+  does not say whether that covers DuplicateItem, so the processor also works without it);
 - each statement is answered on its own, in order, and one statement's error does not stop the others ("A
   HTTP 200 response does not mean that all statements in the BatchExecuteStatement succeeded":
   https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchExecuteStatement.html);
@@ -62,7 +66,7 @@ def patch_batch_insert(models: Any) -> None:
     )
     from moto.dynamodb.responses import validate_put_has_empty_keys
 
-    def run_insert(backend: Any, table_name: str, item: dict[str, Any]) -> dict[str, Any]:
+    def run_insert(backend: Any, table_name: str, item: dict[str, Any], all_old: bool) -> dict[str, Any]:
         try:
             table = backend.get_table(table_name)
         except ResourceNotFoundException:
@@ -77,7 +81,14 @@ def patch_batch_insert(models: Any) -> None:
                 expression_attribute_names={"#k": key},
             )
         except ConditionalCheckFailed:
-            return {"Error": {"Code": "DuplicateItem", "Message": "Duplicate primary key exists in table"}}
+            error: dict[str, Any] = {
+                "Code": "DuplicateItem",
+                "Message": "Duplicate primary key exists in table",
+            }
+            stored = backend.get_item(table_name, {key: item[key]}) if all_old else None
+            if stored is not None:
+                error["Item"] = stored.to_json()["Attributes"]
+            return {"Error": error}
         except JsonRESTError as error:  # moto's ValidationExceptions come in more than one class
             if error.relative_error_type != "ValidationException":
                 raise
@@ -93,7 +104,11 @@ def patch_batch_insert(models: Any) -> None:
                 f"1 validation error detected: Value at 'statements' failed to satisfy constraint: Member "
                 f"must have length less than or equal to {MAX_STATEMENTS}"
             )
-        return [run_insert(self, table, item) for table, item in (i for i in inserts if i)]
+        return [
+            run_insert(self, insert[0], insert[1], s.get("ReturnValuesOnConditionCheckFailure") == "ALL_OLD")
+            for s, insert in zip(statements, inserts, strict=True)
+            if insert
+        ]
 
     batch_execute_statement.runs_inserts = True  # type: ignore[attr-defined]
     models.DynamoDBBackend.batch_execute_statement = batch_execute_statement

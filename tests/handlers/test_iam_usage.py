@@ -105,6 +105,7 @@ def test_the_checker_refuses_what_the_roles_do_not_grant(pipeline: Pipeline, rec
     put = next(c for c in recorded if c.actor == "ingest" and c.operation == "PutObject")
     get_item = next(c for c in recorded if c.actor == "query" and c.operation == "GetItem")
     table = get_item.params["TableName"]
+    index_read = f'SELECT * FROM "{table}"."rejected"'  # noqa: S608 (a test's own text)
     forbidden = [
         ApiCall("ingest", "s3", "GetObject", dict(put.params)),  # ingest may write raw/, never read
         ApiCall("ingest", "s3", "PutObject", {**put.params, "Key": "elsewhere/x.json"}),  # only raw/*
@@ -119,6 +120,7 @@ def test_the_checker_refuses_what_the_roles_do_not_grant(pipeline: Pipeline, rec
         ApiCall("query", "dynamodb", "BatchExecuteStatement", _partiql(f'INSERT INTO "{table}" VALUE {{}}')),
         ApiCall("processor", "dynamodb", "BatchExecuteStatement", _partiql(f'UPDATE "{table}" SET a=1')),  # noqa: S608 (no input)
         ApiCall("processor", "dynamodb", "BatchExecuteStatement", _partiql('INSERT INTO "other" VALUE {}')),
+        ApiCall("query", "dynamodb", "BatchExecuteStatement", _partiql(index_read)),  # Query only
     ]
     for call in forbidden:
         primary = iam.needs_of(call, pipeline.resolve)[0]

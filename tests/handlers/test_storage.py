@@ -200,6 +200,9 @@ class RefusingClient(CountingClient):
         self.inserts += len(statements)
         if self.mode == "params":
             raise ParamValidationError(report="Invalid type for parameter Statements[0].Parameters[7]")
+        if self.mode == "call":  # DynamoDB refusing the whole request for one item
+            error: Any = {"Error": {"Code": "ValidationException", "Message": "Item size has exceeded"}}
+            raise ClientError(error, "BatchExecuteStatement")
         answers = []
         for statement, refuse in zip(statements, refused, strict=True):
             if refuse:
@@ -221,7 +224,7 @@ def processed(ids: list[str]) -> list[Outcome]:
     return [Outcome(i, PROCESSED, "t", result={"id": i}) for i in ids]
 
 
-@pytest.mark.parametrize("mode", ["request", "params"])
+@pytest.mark.parametrize("mode", ["request", "params", "call"])
 def test_an_item_dynamodb_refuses_is_stored_rejected_and_the_rest_is_written(table: Any, mode: str) -> None:
     pipeline, client = table
     refusing = RefusingClient(client._client, lambda item: item["pk"] == "REC#bad" and "r" in item, mode)
@@ -242,7 +245,7 @@ def test_an_item_dynamodb_refuses_is_stored_rejected_and_the_rest_is_written(tab
     assert counters(pipeline, "b1") == {"processed": 3, "rejected": 1, "duplicates": 0}
     if mode == "request":  # 4 INSERTs, "bad" refused; then its put, refused, and its REJECTED stand-in
         assert (refusing.inserts, refusing.puts) == (len(ids), 2)
-    else:  # the whole call refused by botocore: a put each, and the REJECTED stand-in of "bad"
+    else:  # the whole call refused (by botocore, or DynamoDB): a put each, and the stand-in of "bad"
         assert (refusing.inserts, refusing.puts) == (len(ids), len(ids) + 1)
     again = pipeline.store_outcomes("b1", processed(ids), NOW, NOW)  # redelivered: nothing new
     assert again == [] and counters(pipeline, "b1") == {"processed": 3, "rejected": 1, "duplicates": 0}
@@ -467,3 +470,67 @@ def test_a_batch_dynamodb_refuses_for_one_item_is_written_one_put_at_a_time(tabl
     assert client.batch_writes == 1 and client.puts == 26  # 25 records, and the refused one's stand-in
     assert "Item size" in pipeline.get_record(f"{BATCH}-3")["reason"]
     assert counters(pipeline, BATCH) == {"processed": 21, "rejected": 4, "duplicates": 0}
+
+
+# --- records a client named: INSERTs, 25 a BatchExecuteStatement -----------------------------------------
+class Flaky(CountingClient):
+    """Answers chosen statements of the next calls with an error (and does not run them)."""
+
+    def __init__(self, client: Any, errors: list[dict[int, str]], strip_item: bool = False) -> None:
+        super().__init__(client)
+        self.errors, self.strip_item = errors, strip_item
+
+    def batch_execute_statement(self, **kwargs: Any) -> Any:
+        failing = self.errors.pop(0) if self.errors else {}
+        statements = kwargs["Statements"]
+        self.statement_calls += 1
+        self.inserts += len(statements)
+        answers: list[dict[str, Any]] = []
+        for position, statement in enumerate(statements):
+            if position in failing:
+                answers.append({"Error": {"Code": failing[position], "Message": "try again"}})
+            else:
+                [answer] = self._client.batch_execute_statement(Statements=[statement])["Responses"]
+                if self.strip_item:
+                    answer.get("Error", {}).pop("Item", None)
+                answers.append(answer)
+        return {"Responses": answers}
+
+
+def test_statements_throttled_or_failed_in_the_service_alone_are_sent_again(
+    table: Any, monkeypatch: Any
+) -> None:
+    pipeline, client = table
+    monkeypatch.setattr("rtp_pipeline.storage._backoff", lambda retry: 0.0)
+    flaky = Flaky(
+        client._client,
+        [{1: "ThrottlingError", 3: "InternalServerError"}, {0: "TransactionConflict"}],
+    )
+    pipeline.db = flaky
+    stored = pipeline.store_outcomes("b1", processed(["a", "b", "c", "d"]), NOW, NOW)
+    assert [o.record_id for o in stored] == ["a", "b", "c", "d"]  # each stored once, reported once
+    assert (flaky.statement_calls, flaky.inserts, flaky.puts) == (3, 4 + 2 + 1, 0)
+    assert counters(pipeline, "b1") == {"processed": 4, "rejected": 0, "duplicates": 0}
+
+
+def test_a_duplicate_insert_is_settled_by_its_stored_item_without_another_write(table: Any) -> None:
+    pipeline, client = table
+    pipeline.store_outcomes("b1", processed(["a", "b"]), NOW, NOW)
+    client.puts = client.inserts = 0
+    pipeline.store_outcomes("b2", processed(["a", "new", "b"]), NOW, NOW)
+    assert (client.inserts, client.puts) == (3, 0)  # ALL_OLD came with both refusals
+    assert counters(pipeline, "b2") == {"processed": 1, "rejected": 0, "duplicates": 2}
+
+
+def test_a_duplicate_answered_without_the_stored_item_is_settled_by_a_conditional_put(table: Any) -> None:
+    """The API reference does not say a DuplicateItem carries ALL_OLD's item: without it, the record is
+    settled as before, by a PutItem whose refused condition returns the stored item."""
+    pipeline, client = table
+    pipeline.store_outcomes("b1", processed(["a", "b"]), NOW, NOW)
+    bare = Flaky(client._client, [], strip_item=True)
+    pipeline.db = bare
+    for _ in range(2):  # b2, then its redelivery: the ids b2 stored are its own, not duplicates
+        pipeline.store_outcomes("b2", processed(["a", "new", "b"]), NOW, NOW)
+    assert bare.puts == 2 + 3  # the two duplicates; then on redelivery all three ids are stored already
+    assert counters(pipeline, "b2") == {"processed": 1, "rejected": 0, "duplicates": 2}
+    assert pipeline.get_record("a")["batchId"] == "b1" and pipeline.get_record("new")["batchId"] == "b2"
