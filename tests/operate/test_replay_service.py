@@ -95,6 +95,10 @@ def post(pipeline: Pipeline, records: list[dict[str, Any]]) -> dict[str, Any]:
     return body
 
 
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
 def good(count: int, tag: str = "g") -> list[dict[str, Any]]:
     return [{"type": "reading", "data": {"tag": tag, "n": n}} for n in range(count)]
 
@@ -251,7 +255,11 @@ def test_a_window_past_the_retention_is_warned_about(pipeline: Pipeline) -> None
 
 
 def test_a_dry_run_notes_the_part_of_the_window_in_a_colder_storage_class(pipeline: Pipeline) -> None:
-    post(pipeline, good(1))
+    """Seen from 60 and from 29 days after the request (`now`), so the window lists two hours of raw
+    objects, not the 60 days of hours (one ListObjectsV2 each) of a `--since 60d` run today."""
+    received = batch_time(post(pipeline, good(1))["batchId"])
+    hour = timedelta(hours=1)
+    around = Selection(since=_rfc3339(received - hour), until=_rfc3339(received + hour))
     sources = sources_of(pipeline)
     local = load_config("local")
     retention = local.retention.model_copy(
@@ -263,10 +271,11 @@ def test_a_dry_run_notes_the_part_of_the_window_in_a_colder_storage_class(pipeli
         }
     )
     sources.config = local.model_copy(update={"retention": retention})
-    plan = plan_replay(sources, Selection(since="60d"))
+    plan = plan_replay(sources, around, now=received + timedelta(days=60))
     assert plan.warning is None and plan.requests == 1
     assert any("GLACIER_IR" in note and "retrieval fee" in note for note in plan.notes), plan.notes
-    assert not [n for n in plan_replay(sources, Selection(since="29d")).notes if "GLACIER_IR" in n]
+    still_standard = plan_replay(sources, around, now=received + timedelta(days=29))
+    assert still_standard.requests == 1 and not [n for n in still_standard.notes if "GLACIER_IR" in n]
 
 
 # --- sending, the journal ---------------------------------------------------------------------------------
