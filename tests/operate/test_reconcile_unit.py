@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +19,7 @@ from rtp_pipeline import storage
 from rtp_pipeline.ingest import new_batch_id
 
 from rtp_cli import reconcile as service
-from rtp_cli.local.inprocess import Pipeline, standalone_pipeline
+from rtp_cli.local.inprocess import Pipeline
 from rtp_cli.reconcile import (
     BatchState,
     Found,
@@ -35,12 +34,6 @@ from rtp_cli.reconcile import (
     ulid_prefix,
 )
 from tests.tiers import examples
-
-
-@pytest.fixture
-def pipeline(cached_templates: Mapping[str, dict[str, Any]]) -> Iterator[Pipeline]:
-    with standalone_pipeline(cached_templates["local"]) as built:
-        yield built
 
 
 def sources_of(pipeline: Pipeline) -> Sources:

@@ -1,6 +1,7 @@
 """`rtp replay`'s service in process, against the `local` template's resources in moto with the real
-handlers (rtp_cli.local.inprocess.standalone_pipeline): requests go in through the ingest function and are
-processed by the processor, exactly as in the pipeline; the service then selects, sizes and sends them.
+handlers (the `pipeline` fixture of tests/operate/conftest.py): requests go in through the ingest function
+and are processed by the processor, exactly as in the pipeline; the service then selects, sizes and sends
+them.
 
 Selection (window, batch ids, status + reason through the REJECTED listing of the query function), the
 dry-run figures, the retention warning, the claim checks on the replay queue, the journal across a kill,
@@ -9,10 +10,8 @@ and --wait on the batch items' `rc` set. The rate limit runs on an injected cloc
 
 from __future__ import annotations
 
-import copy
 import json
 import time
-from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 from rtp_pipeline.storage import ClaimCheck, PipelineTable
 
-from rtp_cli.local.inprocess import Pipeline, proxy_event, standalone_pipeline
+from rtp_cli.local.inprocess import Pipeline, proxy_event
 from rtp_cli.replay import (
     JournalError,
     Plan,
@@ -67,12 +66,6 @@ def _fetch(pipeline: Pipeline) -> Any:
         return _Answer(answer.status, answer.body)
 
     return fetch
-
-
-@pytest.fixture
-def pipeline(cached_templates: Mapping[str, dict[str, Any]]) -> Iterator[Pipeline]:
-    with standalone_pipeline(copy.deepcopy(cached_templates["local"])) as built:
-        yield built
 
 
 def sources_of(pipeline: Pipeline) -> Sources:
