@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,6 +135,32 @@ def _one_botocore_loader() -> None:
 
     shared_loader.shared = True  # type: ignore[attr-defined]
     botocore.session.create_loader = shared_loader
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_click_command_per_app() -> Iterator[None]:
+    """typer's `CliRunner.invoke` turns the Typer app into a click command on every call: for `rtp`, every
+    command's signature and type hints read again, ~150 ms, about 15 s of CPU over the suite's invocations.
+    Here each app is turned into its command once; click makes a fresh context for every invocation, so the
+    command carries nothing from one to the next. (An app given a new command after its first invocation
+    would not show it: no test does that; each builds its own app first.)"""
+    import typer
+    import typer.testing
+
+    build = getattr(typer.testing, "_get_command", None)
+    if build is None:  # typer no longer builds it there: nothing to share
+        yield
+        return
+    built: weakref.WeakKeyDictionary[typer.Typer, Any] = weakref.WeakKeyDictionary()
+
+    def command_of(typer_instance: typer.Typer) -> Any:  # typer's own parameter name
+        if typer_instance not in built:
+            built[typer_instance] = build(typer_instance)
+        return built[typer_instance]
+
+    typer.testing._get_command = command_of
+    yield
+    typer.testing._get_command = build
 
 
 @pytest.fixture(scope="session")

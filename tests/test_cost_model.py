@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from bench import ddb_units
 from bench.ddb_units import Index, Table, item_size, number_size, read_units, value_size, write_units
+from tests.tiers import examples
 
 # --- item sizes, by hand ---------------------------------------------------------------------------------
 # 8+4, 2+7, 8+11, 8+17, 10+4, 9+16, 9+16 (strings: name + UTF-8 bytes) and 9 + (4 digits -> 2 + 1) = 141.
@@ -236,7 +237,7 @@ _values = st.recursive(
 _items = st.dictionaries(st.text(min_size=1, max_size=12), _values, min_size=1, max_size=6)
 
 
-@settings(max_examples=50)
+@settings(max_examples=examples(50))
 @given(_items, st.text(min_size=1, max_size=12), _values)
 def test_adding_an_attribute_adds_exactly_its_name_and_value(
     item: dict[str, Any], name: str, value: Any

@@ -44,10 +44,40 @@ SUITE = {
 }
 
 
+# Each example appends a character to a file named for its test: how many examples each test ran.
+PROPERTY_TESTS = {
+    "test_properties.py": """
+        from pathlib import Path
+
+        from hypothesis import given, settings, strategies as st
+
+        from tests.tiers import examples
+
+        def ran(name):
+            with Path(name).open("a") as runs:
+                runs.write("x")
+
+        @settings(max_examples=examples(200), database=None)
+        @given(st.integers())
+        def test_examples_set_by_the_test(n):
+            ran("set_by_the_test")
+
+        @settings(database=None)
+        @given(st.integers())
+        def test_examples_of_the_profile(n):
+            ran("of_the_profile")
+        """,
+}
+
+
 def run_suite(
-    tmp_path: Path, *args: str, preload: bool = False, preload_in_workers: bool = False
+    tmp_path: Path,
+    *args: str,
+    preload: bool = False,
+    preload_in_workers: bool = False,
+    extra: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    for name, text in SUITE.items():
+    for name, text in {**SUITE, **(extra or {})}.items():
         path = tmp_path / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(textwrap.dedent(text))
@@ -120,6 +150,20 @@ def test_a_cdk_load_in_an_xdist_worker_fails_the_run(tmp_path: Path) -> None:
     assert "] fast tier: aws_cdk loaded in this process" in result.stdout
     clean = run_suite(tmp_path, "--fast", "-n", "2", "-k", "plain")  # the same run without the load
     assert clean.returncode == pytest.ExitCode.OK, clean.stdout
+
+
+@pytest.mark.process
+@pytest.mark.parametrize("fast", [True, False], ids=["fast", "full"])
+def test_the_fast_tier_runs_a_tenth_of_the_examples_and_the_full_tier_all(tmp_path: Path, fast: bool) -> None:
+    result = run_suite(tmp_path, *(["--fast"] if fast else []), "-k", "examples", extra=PROPERTY_TESTS)
+    assert result.returncode == pytest.ExitCode.OK, result.stdout
+    assert "2 passed" in result.stdout
+    ran = {name: len((tmp_path / name).read_text()) for name in ("set_by_the_test", "of_the_profile")}
+    assert ran == (
+        {"set_by_the_test": 20, "of_the_profile": 10}
+        if fast
+        else {"set_by_the_test": 200, "of_the_profile": 100}
+    )
 
 
 def test_the_marking_fixtures_are_fixtures() -> None:

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from stack.custom_resources.api_gateway_account import handler
 from stack.custom_resources.api_gateway_account.handler import APIGATEWAY_PRINCIPAL, trusts_apigateway
+from tests.tiers import examples
 
 TRUSTING = {"Effect": "Allow", "Principal": {"Service": APIGATEWAY_PRINCIPAL}, "Action": "sts:AssumeRole"}
 DENYING = {"Effect": "Deny", "Principal": {"Service": APIGATEWAY_PRINCIPAL}, "Action": "sts:AssumeRole"}
@@ -82,7 +83,8 @@ def mentions_apigateway(value: Any) -> bool:
     return APIGATEWAY_PRINCIPAL in json.dumps(value)
 
 
-FEW = settings(max_examples=50)  # each property is cheap to state; 50 shapes apiece keep the fast tier fast
+# Each property is cheap to state: 50 shapes apiece in `make test` (a tenth in the fast tier).
+FEW = settings(max_examples=examples(50))
 
 
 # --- no shape crashes it --------------------------------------------------------------------------------

@@ -16,6 +16,10 @@ test module that does it at module level is skipped as a whole (reported: it bel
 and the run fails if either was loaded anyway (e.g. by a conftest before this plugin was configured).
 `make test-fast` runs the tier on pytest-xdist workers: each worker blocks and checks in its own process
 and reports a load to the controller (`workeroutput`), which fails the run.
+
+Property-based tests run fewer examples in the fast tier (it is for feedback; `make test` runs the full
+counts): the `rtp-fast` hypothesis profile (a tenth of hypothesis's 100) for tests that set no count, and
+`examples(full)` for tests that set one: `@settings(max_examples=examples(300))`.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import hypothesis
 import pytest
 
 __all__ = [  # the hooks, for a conftest to import
@@ -42,6 +47,21 @@ __all__ = [  # the hooks, for a conftest to import
 SYNTH_FIXTURES = frozenset({"synthesized", "templates", "template_paths"})
 SLOW_MARKERS = ("synth", "e2e", "process")
 CDK_MODULES = ("jsii", "aws_cdk")  # constructs and cdk_nag load jsii first
+
+
+FAST_PROFILE = "rtp-fast"
+FAST_EXAMPLES_SHARE = 10  # the fast tier runs a tenth of a test's examples...
+FAST_EXAMPLES_FLOOR = 5  # ...but at least this many (or the full count, when that is smaller)
+_fast_run = False  # set by pytest_configure, before any test module is imported (collection)
+
+
+def examples(full: int) -> int:
+    """A property-based test's `max_examples`: `full` in `make test`, a tenth of it (at least
+    FAST_EXAMPLES_FLOOR) in the fast tier. Call it in the `@settings(...)` decorator: test modules are
+    imported after the tier is known."""
+    if not _fast_run:
+        return full
+    return min(full, max(FAST_EXAMPLES_FLOOR, full // FAST_EXAMPLES_SHARE))
 
 
 class CdkImportError(ImportError):
@@ -112,6 +132,12 @@ def fast_tier(config: pytest.Config) -> bool:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    global _fast_run
+    _fast_run = fast_tier(config)
+    if _fast_run and not config.getoption("hypothesis_profile", default=None):  # an explicit choice wins
+        # on top of the profile loaded now (tests/conftest.py's `rtp`, at its import): fewer examples only
+        hypothesis.settings.register_profile(FAST_PROFILE, max_examples=examples(100))
+        hypothesis.settings.load_profile(FAST_PROFILE)
     if fast_tier(config):
         blocker = _CdkBlocker(config.rootpath)
         sys.meta_path.insert(0, blocker)

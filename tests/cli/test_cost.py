@@ -21,6 +21,7 @@ from rtp_cli import synthcache
 from rtp_cli.cost import CostError, Estimate, LineItem, Model, TemplateFacts, estimate
 from rtp_cli.pricing import PRICES
 from stack.config import load_config
+from tests.tiers import examples
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -123,7 +124,9 @@ def test_template_facts_read_what_the_stack_synthesizes(templates: Mapping[str, 
     assert prod.record_ttl_days == 365 and prod.pitr and prod.traced
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     per_day=st.floats(min_value=0, max_value=1e9, allow_nan=False),
     more=st.floats(min_value=0, max_value=1e9, allow_nan=False),
@@ -224,7 +227,7 @@ def test_the_transition_line_says_whether_it_pays_off(model: Model) -> None:
     assert saved > 0 and f"${saved:,.2f} a month less" in full.note
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(per_request=st.floats(min_value=1, max_value=500), size=st.integers(min_value=64, max_value=8192))
 def test_raw_storage_moves_exactly_the_objects_of_128_kb_or_more(
     model: Model, per_request: float, size: int

@@ -23,6 +23,7 @@ from rtp_cli.doctor import AssemblyFacts, CheckResult, DoctorReport
 from stack.config import EnvironmentConfig, load_config
 from stack.custom_resources.api_gateway_account.handler import trusts_apigateway
 from tests.test_trust_policy import ANY_JSON, POLICIES
+from tests.tiers import examples
 
 REGION = "eu-west-1"
 ACCOUNT = "111122223333"
@@ -288,7 +289,7 @@ def test_not_bootstrapped_fails_with_the_bootstrap_command(aws: Aws) -> None:
     assert "not CDK-bootstrapped" in result.detail and result.doc == doctor.DOC_BOOTSTRAP
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(version=st.integers(min_value=1, max_value=60), minimum=st.integers(min_value=1, max_value=60))
 def test_bootstrap_version_against_the_apps_minimum(version: int, minimum: int) -> None:
     fake = Aws()
@@ -377,7 +378,7 @@ def test_provisioned_concurrency_outside_a_reservation_counts(aws: Aws) -> None:
     assert concurrency.status == "FAIL" and "5 provisioned" in concurrency.detail
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     limit=st.integers(min_value=10, max_value=5000),
     taken=st.integers(min_value=0, max_value=5000),
@@ -445,7 +446,7 @@ def test_api_gateway_role_that_does_not_trust_api_gateway_warns(aws: Aws) -> Non
     assert result.status == "WARN" and "trust policy" in result.detail
 
 
-@settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(60), suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(POLICIES | ANY_JSON)
 def test_api_gateway_role_with_any_trust_policy_gets_the_custom_resources_verdict(
     aws: Aws, trust: Any

@@ -28,6 +28,7 @@ from rtp_cli import invoke as invoke_service
 from rtp_cli.target import Target, TargetError
 from stack.config import load_config
 from tests.cli.fakes import FakeCdk
+from tests.tiers import examples
 
 ROOT = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -285,7 +286,7 @@ def test_an_event_over_the_synchronous_payload_limit_is_refused_before_the_call(
         invoke_service.invoke(_target(), "ingest", {"x": "a" * limit}, lambda_client=object())
 
 
-@settings(max_examples=40, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(40), suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     value=st.recursive(
         st.none() | st.booleans() | st.integers() | st.text(),
@@ -300,7 +301,7 @@ def test_read_event_round_trips_any_json(value: Any, tmp_path: Path) -> None:
     assert invoke_service.read_event("-", io.StringIO(json.dumps(value))) == value
 
 
-@settings(max_examples=40)
+@settings(max_examples=examples(40))
 @given(text=st.text(max_size=40).filter(lambda t: not _is_json(t)))
 def test_read_event_refuses_what_is_not_json_with_a_clear_error(text: str) -> None:
     with pytest.raises(invoke_service.InvokeError, match="is not JSON"):

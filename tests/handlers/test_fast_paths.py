@@ -20,6 +20,8 @@ from rtp_pipeline.validation import (
     value_depth,
 )
 
+from tests.tiers import examples
+
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=5),
     lambda children: (
@@ -29,7 +31,7 @@ JSON = st.recursive(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(JSON)
 def test_the_depth_of_a_parsed_value_is_the_depth_of_its_text(value: Any) -> None:
     assert value_depth(value) == json_depth(json.dumps(value))
@@ -41,7 +43,7 @@ def test_too_deep_is_refused_as_too_deep_whether_or_not_it_parses(text: str) -> 
         parse_json_document(text)
 
 
-@settings(max_examples=2000)
+@settings(max_examples=examples(2000))
 @given(
     st.integers()
     | st.integers(min_value=-(10**40), max_value=10**40)
@@ -62,7 +64,7 @@ def test_numbers_near_dynamodbs_limits_take_the_exact_check() -> None:
 CLIENT_IDS = st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._:-]{0,127}\Z")
 
 
-@settings(max_examples=500)
+@settings(max_examples=examples(500))
 @given(CLIENT_IDS | st.builds(lambda n: f"{new_batch_id()}-{n}", st.integers(min_value=0, max_value=10**6)))
 def test_no_client_id_ingest_accepts_can_be_one_a_batch_owns(record_id: str) -> None:
     """Storage writes the ids a batch owns without a condition (storage.owned_by): ingest must refuse

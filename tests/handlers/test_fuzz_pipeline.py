@@ -32,10 +32,12 @@ from tests.handlers.fuzz import (
     summary,
 )
 from tests.handlers.harness import Pipeline
+from tests.tiers import examples
 
-# Examples per run (derandomized: the same cases every run, so these are the suite's counts).
-GENERATED_EXAMPLES = 120
-MUTATED_EXAMPLES = 80
+# Examples per run (derandomized: the same cases every run, so these are the suite's counts; the fast tier
+# runs a tenth as many, tests/tiers.py).
+GENERATED_EXAMPLES = examples(120)
+MUTATED_EXAMPLES = examples(80)
 
 
 def _settings(max_examples: int) -> settings:

@@ -34,9 +34,8 @@ def record(pipeline: Pipeline, record_id: str) -> dict[str, Any]:
     """The stored record with its long attribute names, as the query path reads it."""
     from rtp_pipeline.storage import PipelineTable
 
-    assert pipeline.item(f"REC#{record_id}") is not None, f"record {record_id} was not stored"
-    item = PipelineTable(pipeline.dynamodb, pipeline.table_name).get_record(record_id)
-    assert item is not None
+    item = PipelineTable(pipeline.dynamodb, pipeline.table_name).get_record(record_id)  # GetItem REC#id
+    assert item is not None, f"record {record_id} was not stored"
     return item
 
 

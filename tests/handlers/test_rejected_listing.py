@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.handlers.harness import Pipeline, api_event, assert_error
+from tests.tiers import examples
 
 BASE = datetime(2026, 11, 28, 9, 58, tzinfo=UTC)
 
@@ -233,7 +234,9 @@ ID = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,20}", fullmatch=True)
 _day = itertools.count()
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     records=st.dictionaries(
         ID, st.tuples(st.booleans(), st.integers(0, 3 * 3600 * 1000 - 1)), min_size=0, max_size=30
@@ -381,7 +384,7 @@ def test_the_good_token_of_the_table_above_is_accepted(pipeline: Pipeline) -> No
     assert response.status == 200 and response.body["since"] == GOOD["s"]
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(token=st.text(min_size=1, max_size=300) | st.binary(max_size=200).map(lambda raw: _token(raw.hex())))
 def test_any_token_is_an_answer_never_a_fault(token: str) -> None:
     """Tokens come from outside: whatever arrives is either a position or a 400, never an exception."""

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from tests.handlers.harness import Pipeline, fail_calls
 from tests.handlers.test_processor import accept, batch, record
+from tests.tiers import examples
 
 
 def rejecting(kind: str) -> Any:
@@ -277,7 +278,7 @@ def test_the_transform_version_is_its_declared_version_or_a_hash_of_its_source(t
 
 
 @settings(
-    max_examples=6,
+    max_examples=examples(6),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -409,7 +410,7 @@ def test_a_replay_request_the_processor_could_not_apply_is_refused_where_it_is_b
     )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.dictionaries(
         st.sampled_from(["id", "status", "reason", "processedFrom", "processedTo", "other"]),

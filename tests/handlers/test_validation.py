@@ -38,6 +38,7 @@ from rtp_pipeline.validation import (
 from transform import transform
 
 from tests.handlers.fuzz import json_values, records
+from tests.tiers import examples
 
 
 def depth_of(value: Any) -> int:
@@ -68,7 +69,7 @@ documents = st.recursive(
 )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), suppress_health_check=[HealthCheck.too_slow])
 @given(documents)
 def test_depth_is_measured_exactly_without_parsing(value: Any) -> None:
     # Strings full of brackets, quotes and backslashes must not count.
@@ -76,7 +77,7 @@ def test_depth_is_measured_exactly_without_parsing(value: Any) -> None:
     assert json_depth(json.dumps(value, ensure_ascii=False, indent=1)) == depth_of(value)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), suppress_health_check=[HealthCheck.too_slow])
 @given(documents)
 def test_a_plain_json_document_parses_as_json_loads_does(value: Any) -> None:
     text = json.dumps(value)
@@ -273,7 +274,7 @@ def test_item_problems_cover_keys_size_and_types() -> None:
     ]
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(400), suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers() | st.floats(allow_nan=False, allow_infinity=False))
 def test_numbers_the_door_accepts_are_numbers_boto3_writes_and_reads_back(number: int | float) -> None:
     problem, _ = number_problem(number)
@@ -286,7 +287,9 @@ def test_numbers_the_door_accepts_are_numbers_boto3_writes_and_reads_back(number
         assert "significant digits" in problem or "too large" in problem or "too small" in problem
 
 
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=examples(150), suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(records)
 def test_a_record_the_door_accepts_the_default_transform_can_store(record: dict[str, Any]) -> None:
     """The door's rules imply the processor's: an accepted record's stored item is valid for DynamoDB."""
@@ -305,7 +308,7 @@ def test_a_record_the_door_accepts_the_default_transform_can_store(record: dict[
     assert _same(result, deserialize(serialize(item))["r"])
 
 
-@settings(max_examples=200, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(st.text(max_size=6), json_values, max_size=5))
 def test_storable_data_reads_back_unchanged(data: dict[str, Any]) -> None:
     if validate_record({"type": "t", "data": data}):

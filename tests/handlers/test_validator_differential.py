@@ -33,6 +33,8 @@ from rtp_pipeline.validation import (
     validate_record,
 )
 
+from tests.tiers import examples
+
 SCHEMA = record_schema()
 DRAFT4 = Draft4Validator(SCHEMA)
 PROPERTIES: dict[str, Any] = SCHEMA["properties"]
@@ -148,7 +150,7 @@ def candidate_records(draw: st.DrawFn) -> Any:
     return record
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(candidate_records())
 def test_both_validators_agree_on_the_shared_rules(record: Any) -> None:
     hand_written = hand_written_fields(record)
@@ -181,7 +183,7 @@ def test_1_pattern_dollar_is_the_end_of_the_input(field: str) -> None:
     _stricter({**record, field: valid + "\n"}, field)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     _matching(PROPERTIES["timestamp"]["pattern"]).filter(
         lambda s: len(s) <= PROPERTIES["timestamp"]["maxLength"]

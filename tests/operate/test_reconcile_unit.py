@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +19,7 @@ from rtp_pipeline import storage
 from rtp_pipeline.ingest import new_batch_id
 
 from rtp_cli import reconcile as service
-from rtp_cli.local.inprocess import Pipeline, standalone_pipeline
+from rtp_cli.local.inprocess import Pipeline
 from rtp_cli.reconcile import (
     BatchState,
     Found,
@@ -34,12 +33,7 @@ from rtp_cli.reconcile import (
     ulid_millis,
     ulid_prefix,
 )
-
-
-@pytest.fixture
-def pipeline(cached_templates: Mapping[str, dict[str, Any]]) -> Iterator[Pipeline]:
-    with standalone_pipeline(cached_templates["local"]) as built:
-        yield built
+from tests.tiers import examples
 
 
 def sources_of(pipeline: Pipeline) -> Sources:
@@ -440,7 +434,7 @@ def test_parse_window_reads_what_rtp_records_reads() -> None:
             parse_window(since, until, now)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.integers(min_value=0, max_value=2**48 - 1),
     st.integers(min_value=0, max_value=2**48 - 1),
@@ -453,7 +447,7 @@ def test_batch_ids_sort_by_arrival_against_the_start_after_prefix(arrived: int, 
     assert (batch_id > ulid_prefix(since)) == (arrived >= since)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1), timezones=st.just(UTC)),
     st.integers(min_value=1, max_value=72 * 3600 * 1000),
@@ -510,7 +504,7 @@ def batch_states(draw: st.DrawFn) -> dict[str, Any]:
     }
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(batch_states(), st.booleans())
 def test_classification_matches_the_records(case: dict[str, Any], client_ids: bool) -> None:
     batch_id = "01JD8X3Y5Z6A7B8C9D0E1F2G3H"

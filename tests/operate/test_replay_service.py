@@ -1,6 +1,7 @@
 """`rtp replay`'s service in process, against the `local` template's resources in moto with the real
-handlers (rtp_cli.local.inprocess.standalone_pipeline): requests go in through the ingest function and are
-processed by the processor, exactly as in the pipeline; the service then selects, sizes and sends them.
+handlers (the `pipeline` fixture of tests/operate/conftest.py): requests go in through the ingest function
+and are processed by the processor, exactly as in the pipeline; the service then selects, sizes and sends
+them.
 
 Selection (window, batch ids, status + reason through the REJECTED listing of the query function), the
 dry-run figures, the retention warning, the claim checks on the replay queue, the journal across a kill,
@@ -9,10 +10,8 @@ and --wait on the batch items' `rc` set. The rate limit runs on an injected cloc
 
 from __future__ import annotations
 
-import copy
 import json
 import time
-from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import pytest
 from rtp_pipeline.storage import ClaimCheck, PipelineTable
 
-from rtp_cli.local.inprocess import Pipeline, proxy_event, standalone_pipeline
+from rtp_cli.local.inprocess import Pipeline, proxy_event
 from rtp_cli.replay import (
     JournalError,
     Plan,
@@ -69,12 +68,6 @@ def _fetch(pipeline: Pipeline) -> Any:
     return fetch
 
 
-@pytest.fixture
-def pipeline(cached_templates: Mapping[str, dict[str, Any]]) -> Iterator[Pipeline]:
-    with standalone_pipeline(copy.deepcopy(cached_templates["local"])) as built:
-        yield built
-
-
 def sources_of(pipeline: Pipeline) -> Sources:
     return Sources(
         env="local",
@@ -93,6 +86,10 @@ def post(pipeline: Pipeline, records: list[dict[str, Any]]) -> dict[str, Any]:
     assert answer.status == 202, answer.body
     body: dict[str, Any] = answer.body
     return body
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
 
 
 def good(count: int, tag: str = "g") -> list[dict[str, Any]]:
@@ -251,7 +248,11 @@ def test_a_window_past_the_retention_is_warned_about(pipeline: Pipeline) -> None
 
 
 def test_a_dry_run_notes_the_part_of_the_window_in_a_colder_storage_class(pipeline: Pipeline) -> None:
-    post(pipeline, good(1))
+    """Seen from 60 and from 29 days after the request (`now`), so the window lists two hours of raw
+    objects, not the 60 days of hours (one ListObjectsV2 each) of a `--since 60d` run today."""
+    received = batch_time(post(pipeline, good(1))["batchId"])
+    hour = timedelta(hours=1)
+    around = Selection(since=_rfc3339(received - hour), until=_rfc3339(received + hour))
     sources = sources_of(pipeline)
     local = load_config("local")
     retention = local.retention.model_copy(
@@ -263,10 +264,11 @@ def test_a_dry_run_notes_the_part_of_the_window_in_a_colder_storage_class(pipeli
         }
     )
     sources.config = local.model_copy(update={"retention": retention})
-    plan = plan_replay(sources, Selection(since="60d"))
+    plan = plan_replay(sources, around, now=received + timedelta(days=60))
     assert plan.warning is None and plan.requests == 1
     assert any("GLACIER_IR" in note and "retrieval fee" in note for note in plan.notes), plan.notes
-    assert not [n for n in plan_replay(sources, Selection(since="29d")).notes if "GLACIER_IR" in n]
+    still_standard = plan_replay(sources, around, now=received + timedelta(days=29))
+    assert still_standard.requests == 1 and not [n for n in still_standard.notes if "GLACIER_IR" in n]
 
 
 # --- sending, the journal ---------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from rtp_cli.replay import (
     hour_prefixes,
     resolve_window,
 )
+from tests.tiers import examples
 
 NOW = datetime(2026, 11, 29, 1, 30, tzinfo=UTC)
 runner = CliRunner()
@@ -86,7 +87,7 @@ def test_a_negative_rate_is_refused() -> None:
         TokenBucket(-1)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     rate=st.floats(min_value=1, max_value=20_000),
     counts=st.lists(st.integers(min_value=1, max_value=500), min_size=1, max_size=60),
@@ -131,7 +132,7 @@ _TIMES = st.datetimes(
 ).map(lambda moment: moment.replace(microsecond=moment.microsecond // 1000 * 1000))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     since=st.one_of(
         st.text(max_size=30),
@@ -149,7 +150,7 @@ def test_any_window_text_is_a_window_or_a_usage_error(since: str, until: str | N
     assert start.tzinfo is not None and start <= end and end - start <= timedelta(days=400)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     since=st.one_of(st.none(), st.text(max_size=10)),
     until=st.one_of(st.none(), st.text(max_size=10)),
@@ -173,7 +174,7 @@ def test_any_selection_is_checked_or_refused_as_a_usage_error(
     assert all(len(batch_id) == 26 for batch_id in batch_ids)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(start=_TIMES, span=st.integers(min_value=0, max_value=72 * 3600 * 1000), offset=st.floats(0, 1))
 def test_every_moment_of_a_window_is_under_one_of_its_hour_prefixes(
     start: datetime, span: int, offset: float

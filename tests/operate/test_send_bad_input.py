@@ -34,6 +34,7 @@ from rtp_cli.operate.inputs import (
 )
 from rtp_cli.operate.send import BulkOptions, RetryPolicy, SendSummary, bulk_send
 from tests.operate.fake_api import FakeState, fake_api
+from tests.tiers import examples
 
 CREDS = ReadOnlyCredentials("AKIDEXAMPLE", "secret", None)
 FAST = RetryPolicy(max_attempts=3, base_seconds=0.001, cap_seconds=0.01)
@@ -245,13 +246,13 @@ JSON_TOKENS = st.sampled_from(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(JSON_TOKENS, max_size=60).map(b"".join))
 def test_json_lines_reader_never_raises_on_token_soup(data: bytes) -> None:
     _check_reader(data, InputOptions())
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.binary(max_size=400))
 def test_json_lines_reader_never_raises_on_arbitrary_bytes(data: bytes) -> None:
     _check_reader(data, InputOptions(record_type="t"))
@@ -269,7 +270,7 @@ JSON_VALUES = st.recursive(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.fixed_dictionaries({"type": st.just("t"), "data": JSON_VALUES}), max_size=5))
 def test_json_lines_reader_on_records_with_any_values(records: list[dict[str, Any]]) -> None:
     """Python's json writes NaN, Infinity and lone surrogates (as escapes) when asked: exactly the lines a
@@ -297,7 +298,7 @@ def _leaves(value: Any) -> Iterator[Any]:
         yield value
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.binary(max_size=400))
 def test_csv_reader_never_raises_on_arbitrary_bytes(data: bytes) -> None:
     _check_reader(b"a,b\n" + data, InputOptions(fmt="csv", record_type="t"))

@@ -17,6 +17,7 @@ from rtp_pipeline.storage import ClaimCheck, Outcome, PipelineTable
 from rtp_cli.operate.dlq import DeadLetterQueue
 from rtp_cli.operate.logs import LogReader
 from rtp_cli.trace import Sources, TraceNotFoundError, render_lines, trace_batch, trace_record, xray_link
+from tests.tiers import examples
 
 REGION = "eu-west-1"
 BATCH = "01JD8X3Y5Z6A7B8C9D0E1F2G3H"
@@ -114,7 +115,9 @@ def test_a_batch_in_the_dlq_and_a_record_not_processed(sources: Sources) -> None
     assert dlq.depth().visible == 1  # peeked, not consumed
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(record_id=st.one_of(st.text(max_size=40), st.text(min_size=2100, max_size=2200)))
 def test_any_other_id_is_not_found_never_an_error(sources: Sources, record_id: str) -> None:
     """Whatever a user types (empty, unicode, surrogates, over the key limit): TraceNotFoundError only."""
