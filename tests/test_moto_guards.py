@@ -271,3 +271,153 @@ def test_a_copied_moto_state_comes_back_whole_and_independent() -> None:
         assert _account_contents() == taken
         received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
         assert [m["Body"] for m in received] == ["before the copy"]
+
+
+# ---- the emulation's endpoint (rtp_cli/local/awsserver.py): moto's WSGI application over keep-alive --------
+
+
+def _captured_werkzeug_environ(raw: bytes) -> dict[str, Any]:
+    """The environ moto's own server (werkzeug's dev server with moto's request handler) gives its
+    application for this raw request."""
+    import socket
+    import threading
+
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import make_server
+
+    captured: dict[str, Any] = {}
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        captured.update(environ, body=environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+        start_response("200 OK", [("Content-Length", "0")])
+        return [b""]
+
+    server = make_server("127.0.0.1", 0, app, True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as client:
+        client.sendall(raw)
+        client.recv(65536)
+    thread.join(timeout=5)
+    server.server_close()
+    return captured
+
+
+def test_the_endpoint_builds_moto_the_environ_moto_s_own_server_builds() -> None:
+    """If this fails, werkzeug's or moto's `make_environ` reads something of its handler that
+    awsserver.wsgi_environ does not set, or builds the environ differently: moto would see requests
+    unlike the ones its own server gives it. Re-check wsgi_environ against MotoRequestHandler."""
+    from rtp_cli.local.awsserver import wsgi_environ
+    from rtp_cli.local.http11 import Headers, Request
+
+    body = b'{"TableName": "t"}'
+    headers = [
+        ("Host", "127.0.0.1:4566"),
+        ("X-Amz-Target", "DynamoDB_20120810.DescribeTable"),
+        ("Content-Type", "application/x-amz-json-1.0"),
+        ("Content-Length", str(len(body))),
+        ("x-amz-meta-with_underscore", "kept"),  # moto preserves underscored names (S3 metadata)
+        ("X-Twice", "a"),
+        ("X-Twice", "b"),
+    ]
+    target = "/bucket/some%20key?list-type=2&prefix=a%2Fb"
+    raw = f"PUT {target} HTTP/1.1\r\n".encode() + b"".join(
+        f"{name}: {value}\r\n".encode() for name, value in headers
+    )
+    theirs = _captured_werkzeug_environ(raw + b"\r\n" + body)
+    request = Request("PUT", target, "1.1", Headers(headers), body, ("127.0.0.1", 1))
+    ours = wsgi_environ(request, ("127.0.0.1", 1))
+    assert ours["wsgi.input"].read() == theirs.pop("body") == body
+    differ_by_connection = {
+        "wsgi.input",
+        "wsgi.errors",
+        "werkzeug.socket",
+        "REMOTE_PORT",
+        "SERVER_PORT",
+        "SERVER_SOFTWARE",
+        "werkzeug.request",
+    }
+    assert {k: v for k, v in ours.items() if k not in differ_by_connection} == {
+        k: v for k, v in theirs.items() if k not in differ_by_connection
+    }
+    assert ours["PATH_INFO"] == "/bucket/some key" and ours["HTTP_X_TWICE"] == "a,b"
+
+
+def _new_connections(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    import urllib3.connection
+
+    opened: list[int] = []
+    original = urllib3.connection.HTTPConnection._new_conn
+
+    def counting(self: Any) -> Any:
+        opened.append(1)
+        return original(self)
+
+    monkeypatch.setattr(urllib3.connection.HTTPConnection, "_new_conn", counting)
+    return opened
+
+
+def _calls_through(server: Any) -> None:
+    host, port = server.get_host_and_port()
+    options: dict[str, Any] = {
+        "endpoint_url": f"http://{host}:{port}",
+        "region_name": REGION,
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
+    ddb = boto3.client("dynamodb", **options)
+    for _ in range(5):
+        ddb.list_tables()
+
+
+@pytest.mark.parametrize("kept_alive", [True, False])
+def test_the_endpoint_keeps_connections_alive_where_moto_s_server_does_not(
+    monkeypatch: pytest.MonkeyPatch, kept_alive: bool
+) -> None:
+    """Five calls of one client: one connection through the emulation's endpoint. moto's own server (the
+    negative case) closes every connection; if it stops doing so, awsserver.py may no longer be needed."""
+    from moto.server import ThreadedMotoServer
+
+    from rtp_cli.local.awsserver import MotoHttpServer
+
+    server: Any = MotoHttpServer("127.0.0.1", 0) if kept_alive else ThreadedMotoServer("127.0.0.1", 0, False)
+    server.start()
+    try:
+        opened = _new_connections(monkeypatch)
+        _calls_through(server)
+    finally:
+        server.stop()
+    assert len(opened) == (1 if kept_alive else 5)
+
+
+def test_the_endpoint_answers_s3_heads_deletes_and_errors_as_moto_does() -> None:
+    """The answers that differ in framing: HEAD (Content-Length of the object, no body), 204 (no body), an
+    error document, a long poll; each through one kept-alive connection per client."""
+    from rtp_cli.local.awsserver import MotoHttpServer
+
+    server = MotoHttpServer("127.0.0.1", 0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        options: dict[str, Any] = {
+            "endpoint_url": f"http://{host}:{port}",
+            "region_name": REGION,
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+        }
+        s3 = boto3.client("s3", **options)
+        s3.create_bucket(Bucket="guarded-bucket")
+        s3.put_object(Bucket="guarded-bucket", Key="k", Body=b"hello world")
+        assert s3.head_object(Bucket="guarded-bucket", Key="k")["ContentLength"] == 11
+        assert s3.get_object(Bucket="guarded-bucket", Key="k")["Body"].read() == b"hello world"
+        deleted = s3.delete_object(Bucket="guarded-bucket", Key="k")
+        assert deleted["ResponseMetadata"]["HTTPStatusCode"] == 204
+        with pytest.raises(s3.exceptions.NoSuchKey):
+            s3.get_object(Bucket="guarded-bucket", Key="k")
+        sqs = boto3.client("sqs", **options)
+        url = sqs.create_queue(QueueName="guarded")["QueueUrl"]
+        assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", []) == []
+        sqs.send_message(QueueUrl=url, MessageBody="after the poll")
+        assert sqs.receive_message(QueueUrl=url)["Messages"][0]["Body"] == "after the poll"
+    finally:
+        server.stop()

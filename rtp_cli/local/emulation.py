@@ -1,4 +1,5 @@
-"""The embedded AWS emulation (moto server in this process), with two DynamoDB transaction fixes.
+"""The embedded AWS emulation (moto's application in this process, served with keep-alive by
+rtp_cli/local/awsserver.py), with two DynamoDB transaction fixes.
 
 moto's `TransactWriteItems` snapshots the *whole table* with `copy.deepcopy` once per item of the
 transaction, for rollback. A 99-item transaction on a table of N items deep-copies 99 x N items, so local
@@ -208,7 +209,7 @@ def start_emulation(
 ) -> Any:
     """Start moto's server on host:port (0 = any free port) in this process; returns the server. With
     keys, it answers only requests signed with them."""
-    from moto.server import ThreadedMotoServer
+    from rtp_cli.local.awsserver import MotoHttpServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines from the emulation
     patch_moto_dynamodb()
@@ -216,7 +217,7 @@ def start_emulation(
     patch_moto_sqs()
     if access_key_id and secret_access_key:
         require_credentials(access_key_id, secret_access_key)
-    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server = MotoHttpServer(host, port)  # moto's application, connections kept alive (awsserver.py)
     server.start()
     return server
 

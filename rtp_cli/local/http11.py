@@ -78,6 +78,7 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     close: bool = False  # close the connection after this answer
+    head_length: int | None = None  # a HEAD answer's Content-Length: the length a GET would have
 
 
 Handler = Callable[[Request], Response]
@@ -306,7 +307,7 @@ class _Connection:
             self._close_gracefully()
             return False
         try:
-            start = self._start_line(response, close)
+            start = self._start_line(response, close, head)
         except (h11.LocalProtocolError, UnicodeEncodeError) as error:
             # A function answered a header HTTP/1.1 cannot carry; API Gateway answers 502 then.
             response, close = self.server.refuse(502, f"Malformed Lambda proxy response: {error}", None), True
@@ -323,12 +324,13 @@ class _Connection:
             return False
         return True
 
-    def _start_line(self, response: Response, close: bool) -> h11.Response:
+    def _start_line(self, response: Response, close: bool, head: bool = False) -> h11.Response:
         headers = [(name, value) for name, value in response.headers if name.lower() not in _OWN_HEADERS]
+        length = response.head_length if head and response.head_length is not None else len(response.body)
         headers += [
             ("Date", formatdate(usegmt=True)),
             ("Server", self.server.server_name),
-            ("Content-Length", str(len(response.body))),
+            ("Content-Length", str(length)),
         ]
         if close:
             headers.append(("Connection", "close"))
