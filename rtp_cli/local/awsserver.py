@@ -37,6 +37,25 @@ MAX_AWS_BODY = 5 * 1024 * 1024 * 1024
 IDLE_SECONDS = 120.0  # botocore keeps idle pooled connections; a closed one is retried transparently
 
 
+class _Dispatcher(DomainDispatcherApplication):
+    """moto's dispatcher, with the backend of each host name remembered: moto works it out per request by
+    listing its package directory (`backends.list_of_moto_modules`, a listdir and an isdir per entry) and
+    matching some hundred URL patterns, a pure function of the host name."""
+
+    def __init__(self) -> None:
+        super().__init__(create_backend_app)
+        self._backend_of: dict[str | None, Any] = {}
+
+    def get_backend_for_host(self, host: str | None) -> Any:
+        try:
+            return self._backend_of[host]
+        except KeyError:
+            backend = super().get_backend_for_host(host)
+            if len(self._backend_of) < 4096:  # bounded: host names come from clients
+                self._backend_of[host] = backend
+            return backend
+
+
 class _ServerShim:
     """What werkzeug's `make_environ` reads of its server."""
 
@@ -74,7 +93,7 @@ class MotoHttpServer:
     """`ThreadedMotoServer`'s interface (start, get_host_and_port, stop) over a keep-alive server."""
 
     def __init__(self, ip_address: str = "127.0.0.1", port: int = 0) -> None:
-        self._app = DomainDispatcherApplication(create_backend_app)
+        self._app = _Dispatcher()
         self._http = Http11Server(
             ip_address,
             port,
