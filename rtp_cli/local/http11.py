@@ -313,10 +313,12 @@ class _Connection:
             response, close = self.server.refuse(502, f"Malformed Lambda proxy response: {error}", None), True
             start = self._start_line(response, close)
         try:
-            self.sock.sendall(self.h11.send(start) or b"")
+            # One write per answer: each socket call lets another thread take the GIL, and this one then
+            # waits for it back (up to the 5 ms switch interval) before the next.
+            answer = self.h11.send(start) or b""
             if response.body and not head:
-                self.sock.sendall(self.h11.send(h11.Data(data=response.body)) or b"")
-            self.sock.sendall(self.h11.send(h11.EndOfMessage()) or b"")
+                answer += self.h11.send(h11.Data(data=response.body)) or b""
+            self.sock.sendall(answer + (self.h11.send(h11.EndOfMessage()) or b""))
         except OSError:
             return False
         if close:
