@@ -13,13 +13,43 @@ from jsonschema import Draft4Validator  # type: ignore[import-untyped]
 
 from rtp_cli.local.gateway import _schema_errors
 from rtp_cli.local.schemacheck import compile_schema
-from stack.api import load_record_schema, request_schema
+from rtp_cli.paths import PROJECT_ROOT
 from tests.handlers.fuzz import from_record_schema
 
-SCHEMA = request_schema(load_record_schema(), 500)
-SMALL = request_schema(load_record_schema(), 3)  # maxItems reachable by generated documents
+_RECORD: dict[str, Any] = json.loads((PROJECT_ROOT / "handlers/rtp_pipeline/record.schema.json").read_text())
+
+
+def _request_schema(max_records: int) -> dict[str, Any]:
+    """POST /records' model as stack/api.py's request_schema builds it (here without importing the CDK, so
+    this module stays in the fast tier; test_the_local_template_s_model_is_this_schema checks it)."""
+    item = {key: value for key, value in _RECORD.items() if key not in ("$schema", "description")}
+    batch = {"type": "array", "minItems": 1, "maxItems": max_records, "items": item}
+    return {
+        "$schema": "http://json-schema.org/draft-04/schema#",
+        "title": "IngestRequest",
+        "oneOf": [
+            item,
+            {
+                "type": "object",
+                "required": ["records"],
+                "additionalProperties": False,
+                "properties": {"records": batch},
+            },
+        ],
+    }
+
+
+SCHEMA = _request_schema(500)
+SMALL = _request_schema(3)  # maxItems reachable by generated documents
 CHECK = compile_schema(SCHEMA)
 SMALL_CHECK = compile_schema(SMALL)
+
+
+def test_the_local_template_s_model_is_this_schema(cached_templates: Any) -> None:
+    resources = cached_templates["local"]["Resources"].values()
+    models = [r["Properties"]["Schema"] for r in resources if r["Type"] == "AWS::ApiGateway::Model"]
+    assert models and all(model == SCHEMA for model in models)
+
 
 _json = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
@@ -52,10 +82,10 @@ def _agree(schema: dict[str, Any], check: Any, document: Any) -> None:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     document=st.one_of(
-        from_record_schema(load_record_schema()),
+        from_record_schema(_RECORD),
         st.builds(
             lambda r: {"records": r},
-            st.lists(from_record_schema(load_record_schema()), min_size=1, max_size=3),
+            st.lists(from_record_schema(_RECORD), min_size=1, max_size=3),
         ),
     )
 )
@@ -82,7 +112,6 @@ def test_any_document_gets_jsonschema_s_verdict(document: Any) -> None:
     _agree(SCHEMA, CHECK, document)
 
 
-_RECORD = load_record_schema()
 _BOUNDARY_STRINGS = [
     "",
     "a",
