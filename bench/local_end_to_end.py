@@ -3,9 +3,13 @@ against `rtp deploy --env local`, from the first request until every batch is CO
 the processor and DynamoDB, all in the local emulation). Issue 10's target: >= 2,000 records/s for 50,000
 records (735/s measured before the storage redesign).
 
-    python -m bench local_end_to_end [--records 50000] [--runs 1] [--named]
+    python -m bench local_end_to_end [--records 50000] [--runs 3] [--named] [--baseline CHECKOUT]
 
-`--named` gives every record a client id (one conditional PutItem each instead of BatchWriteItem).
+Prints each run with the 1-minute load average at its end (other work on the machine slows it), then the
+median over the runs and its ratio to the 2,000 records/s target (and to the baseline's median, run in
+turn with this checkout, when `--baseline` names another checkout).
+
+`--named` gives every record a client id (PartiQL INSERTs, 25 a BatchExecuteStatement, instead of BatchWriteItem).
 """
 
 from __future__ import annotations
@@ -96,7 +100,7 @@ def one_run(records: int, named: bool, seed: int, project: Path = PROJECT_ROOT) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench local_end_to_end", description=__doc__)
     parser.add_argument("--records", type=int, default=50_000)
-    parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--named", action="store_true", help="records carry client ids")
     parser.add_argument(
         "--baseline",
@@ -104,18 +108,24 @@ def main(argv: list[str] | None = None) -> int:
         help="another checkout (e.g. before a change), measured in turn with this one",
     )
     args = parser.parse_args(argv)
-    rates, before = [], []
+    rates, before, loads = [], [], []
     for run in range(args.runs):
         rates.append(one_run(args.records, args.named, run))
+        loads.append(os.getloadavg()[0])
         print(
-            f"run {run + 1}: {rates[-1]:,.0f} records/s ({args.records:,} records, send until all COMPLETE)"
+            f"run {run + 1}: {rates[-1]:,.0f} records/s ({args.records:,} records, send until all COMPLETE; "
+            f"load average {loads[-1]:.1f})"
         )
         if args.baseline:
             before.append(one_run(args.records, args.named, run, args.baseline.resolve()))
-            print(f"run {run + 1}, baseline: {before[-1]:,.0f} records/s")
+            loads.append(os.getloadavg()[0])
+            print(f"run {run + 1}, baseline: {before[-1]:,.0f} records/s (load average {loads[-1]:.1f})")
     median = statistics.median(rates)
     ids = "named" if args.named else "assigned"
-    line = f"median {median:,.0f} records/s over {args.runs} run(s), ids {ids}; target >= {TARGET_RPS:,}: "
+    line = (
+        f"median {median:,.0f} records/s over {args.runs} run(s), ids {ids}, median load average "
+        f"{statistics.median(loads):.1f}; target >= {TARGET_RPS:,}: {median / TARGET_RPS:.2f} of it, "
+    )
     line += "met" if median >= TARGET_RPS else "NOT met"
     if before:
         ratio = statistics.median(r / b for r, b in zip(rates, before, strict=True))

@@ -7,12 +7,15 @@ silently reporting wrong queue ages (the SQS message list).
 
 from __future__ import annotations
 
+import base64
 import copy
 from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from moto import mock_aws
 
 from rtp_cli.local import emulation
@@ -271,3 +274,342 @@ def test_a_copied_moto_state_comes_back_whole_and_independent() -> None:
         assert _account_contents() == taken
         received = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
         assert [m["Body"] for m in received] == ["before the copy"]
+
+
+# ---- the emulation's endpoint (rtp_cli/local/awsserver.py): moto's WSGI application over keep-alive --------
+
+
+def _captured_werkzeug_environ(raw: bytes) -> dict[str, Any]:
+    """The environ moto's own server (werkzeug's dev server with moto's request handler) gives its
+    application for this raw request."""
+    import socket
+    import threading
+
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import make_server
+
+    captured: dict[str, Any] = {}
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        captured.update(environ, body=environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0)))
+        start_response("200 OK", [("Content-Length", "0")])
+        return [b""]
+
+    server = make_server("127.0.0.1", 0, app, True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.handle_request, daemon=True)
+    thread.start()
+    with socket.create_connection(("127.0.0.1", server.server_port), timeout=5) as client:
+        client.sendall(raw)
+        client.recv(65536)
+    thread.join(timeout=5)
+    server.server_close()
+    return captured
+
+
+def test_the_endpoint_builds_moto_the_environ_moto_s_own_server_builds() -> None:
+    """If this fails, werkzeug's or moto's `make_environ` reads something of its handler that
+    awsserver.wsgi_environ does not set, or builds the environ differently: moto would see requests
+    unlike the ones its own server gives it. Re-check wsgi_environ against MotoRequestHandler."""
+    from rtp_cli.local.awsserver import wsgi_environ
+    from rtp_cli.local.http11 import Headers, Request
+
+    body = b'{"TableName": "t"}'
+    headers = [
+        ("Host", "127.0.0.1:4566"),
+        ("X-Amz-Target", "DynamoDB_20120810.DescribeTable"),
+        ("Content-Type", "application/x-amz-json-1.0"),
+        ("Content-Length", str(len(body))),
+        ("x-amz-meta-with_underscore", "kept"),  # moto preserves underscored names (S3 metadata)
+        ("X-Twice", "a"),
+        ("X-Twice", "b"),
+    ]
+    target = "/bucket/some%20key?list-type=2&prefix=a%2Fb"
+    raw = f"PUT {target} HTTP/1.1\r\n".encode() + b"".join(
+        f"{name}: {value}\r\n".encode() for name, value in headers
+    )
+    theirs = _captured_werkzeug_environ(raw + b"\r\n" + body)
+    request = Request("PUT", target, "1.1", Headers(headers), body, ("127.0.0.1", 1))
+    ours = wsgi_environ(request, ("127.0.0.1", 1))
+    assert ours["wsgi.input"].read() == theirs.pop("body") == body
+    differ_by_connection = {
+        "wsgi.input",
+        "wsgi.errors",
+        "werkzeug.socket",
+        "REMOTE_PORT",
+        "SERVER_PORT",
+        "SERVER_SOFTWARE",
+        "werkzeug.request",
+    }
+    assert {k: v for k, v in ours.items() if k not in differ_by_connection} == {
+        k: v for k, v in theirs.items() if k not in differ_by_connection
+    }
+    assert ours["PATH_INFO"] == "/bucket/some key" and ours["HTTP_X_TWICE"] == "a,b"
+
+
+def _new_connections(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    import urllib3.connection
+
+    opened: list[int] = []
+    original = urllib3.connection.HTTPConnection._new_conn
+
+    def counting(self: Any) -> Any:
+        opened.append(1)
+        return original(self)
+
+    monkeypatch.setattr(urllib3.connection.HTTPConnection, "_new_conn", counting)
+    return opened
+
+
+def _calls_through(server: Any) -> None:
+    host, port = server.get_host_and_port()
+    options: dict[str, Any] = {
+        "endpoint_url": f"http://{host}:{port}",
+        "region_name": REGION,
+        "aws_access_key_id": "testing",
+        "aws_secret_access_key": "testing",
+    }
+    ddb = boto3.client("dynamodb", **options)
+    for _ in range(5):
+        ddb.list_tables()
+
+
+@pytest.mark.parametrize("kept_alive", [True, False])
+def test_the_endpoint_keeps_connections_alive_where_moto_s_server_does_not(
+    monkeypatch: pytest.MonkeyPatch, kept_alive: bool
+) -> None:
+    """Five calls of one client: one connection through the emulation's endpoint. moto's own server (the
+    negative case) closes every connection; if it stops doing so, awsserver.py may no longer be needed."""
+    from moto.server import ThreadedMotoServer
+
+    from rtp_cli.local.awsserver import MotoHttpServer
+
+    server: Any = MotoHttpServer("127.0.0.1", 0) if kept_alive else ThreadedMotoServer("127.0.0.1", 0, False)
+    server.start()
+    try:
+        opened = _new_connections(monkeypatch)
+        _calls_through(server)
+    finally:
+        server.stop()
+    assert len(opened) == (1 if kept_alive else 5)
+
+
+def test_the_endpoint_answers_s3_heads_deletes_and_errors_as_moto_does() -> None:
+    """The answers that differ in framing: HEAD (Content-Length of the object, no body), 204 (no body), an
+    error document, a long poll; each through one kept-alive connection per client."""
+    from rtp_cli.local.awsserver import MotoHttpServer
+
+    server = MotoHttpServer("127.0.0.1", 0)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        options: dict[str, Any] = {
+            "endpoint_url": f"http://{host}:{port}",
+            "region_name": REGION,
+            "aws_access_key_id": "testing",
+            "aws_secret_access_key": "testing",
+        }
+        s3 = boto3.client("s3", **options)
+        s3.create_bucket(Bucket="guarded-bucket")
+        s3.put_object(Bucket="guarded-bucket", Key="k", Body=b"hello world")
+        assert s3.head_object(Bucket="guarded-bucket", Key="k")["ContentLength"] == 11
+        assert s3.get_object(Bucket="guarded-bucket", Key="k")["Body"].read() == b"hello world"
+        deleted = s3.delete_object(Bucket="guarded-bucket", Key="k")
+        assert deleted["ResponseMetadata"]["HTTPStatusCode"] == 204
+        with pytest.raises(s3.exceptions.NoSuchKey):
+            s3.get_object(Bucket="guarded-bucket", Key="k")
+        sqs = boto3.client("sqs", **options)
+        url = sqs.create_queue(QueueName="guarded")["QueueUrl"]
+        assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", []) == []
+        sqs.send_message(QueueUrl=url, MessageBody="after the poll")
+        assert sqs.receive_message(QueueUrl=url)["Messages"][0]["Body"] == "after the poll"
+    finally:
+        server.stop()
+
+
+def test_the_endpoint_s_dispatcher_remembers_moto_s_answer_per_host() -> None:
+    """If this fails, moto's dispatcher no longer resolves a request's backend through
+    `get_backend_for_host` (awsserver._Dispatcher remembers its answers): re-aim the override."""
+    from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+    from rtp_cli.local.awsserver import _Dispatcher
+
+    moto_s, ours = DomainDispatcherApplication(create_backend_app), _Dispatcher()
+    for host in ("dynamodb.us-east-1.amazonaws.com", "sqs.us-east-1.amazonaws.com", "s3", "nothing.example"):
+        assert ours.get_backend_for_host(host) == ours.get_backend_for_host(host)
+        assert ours.get_backend_for_host(host) == moto_s.get_backend_for_host(host)
+    signed = "AWS4-HMAC-SHA256 Credential=AKIA/20260101/us-east-1/dynamodb/aws4_request, Signature=x"
+    environ = {
+        "PATH_INFO": "/",
+        "HTTP_AUTHORIZATION": signed,
+        "HTTP_HOST": "127.0.0.1:1",
+        "HTTP_X_AMZ_TARGET": "DynamoDB_20120810.ListTables",
+    }
+    ours._backend_of.clear()
+    assert ours.get_application(environ) is ours.app_instances["dynamodb"]
+    assert "dynamodb" in ours._backend_of  # resolved through the override
+
+
+# ---- rtp_cli/local/speedups.py: moto's Item construction and JSON request parser, same results ------------
+
+
+_names = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=12)
+_scalars = st.one_of(
+    st.builds(lambda s: {"S": s}, st.text(max_size=40)),
+    st.builds(lambda n: {"N": str(n)}, st.integers(-(10**12), 10**12)),
+    st.builds(lambda b: {"B": base64.b64encode(b).decode()}, st.binary(max_size=20)),
+    st.builds(lambda v: {"BOOL": v}, st.booleans()),
+    st.just({"NULL": True}),
+    st.builds(lambda s: {"SS": sorted(s)}, st.sets(st.text(min_size=1, max_size=5), min_size=1, max_size=3)),
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: st.one_of(
+        st.builds(lambda items: {"L": items}, st.lists(inner, max_size=3)),
+        st.builds(lambda m: {"M": m}, st.dictionaries(_names, inner, max_size=3)),
+    ),
+    max_leaves=8,
+)
+_items = st.dictionaries(_names, _values, min_size=1, max_size=8)
+
+
+def _both_parsers(service: str, operation: str, body: dict[str, Any]) -> tuple[Any, Any]:
+    import json
+
+    from moto.core.parse import JSONParser
+    from moto.core.utils import get_service_model
+
+    from rtp_cli.local.speedups import fast_json_parser
+
+    model = get_service_model(service).operation_model(operation)
+    request: Any = {"method": "POST", "values": {}, "headers": {}, "body": json.dumps(body).encode()}
+    request.update(url_path="/", url_params={})
+    return JSONParser(model).parse(request), fast_json_parser(JSONParser)(model).parse(request)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(item=_items, names=st.dictionaries(st.just("#n"), _names, max_size=1), extra=_names)
+def test_the_fast_json_parser_parses_dynamodb_requests_exactly_as_moto_s(
+    item: dict[str, Any], names: dict[str, str], extra: str
+) -> None:
+    """If this fails, speedups._FastJSONParser no longer parses as moto's JSONParser (a moto upgrade changed
+    its structure, blob or number handling): align it, or drop it from patch_moto_speedups."""
+    put = {"TableName": "t", "Item": item, "ExpressionAttributeNames": names, extra: {"unknown": 1}}
+    batch = {"RequestItems": {"t": [{"PutRequest": {"Item": item}}, {"DeleteRequest": {"Key": item}}]}}
+    update = {
+        "TableName": "t",
+        "Key": item,
+        "UpdateExpression": "SET a = :v",
+        "ExpressionAttributeValues": {":v": next(iter(item.values()))},
+        "ReturnValues": "ALL_NEW",
+        "ReturnConsumedCapacity": None,
+    }
+    transact = {"TransactItems": [{"Put": {"TableName": "t", "Item": item}}, {"ConditionCheck": None}]}
+    for operation, body in (
+        ("PutItem", put),
+        ("BatchWriteItem", batch),
+        ("UpdateItem", update),
+        ("TransactWriteItems", transact),
+    ):
+        moto_s, ours = _both_parsers("dynamodb", operation, body)
+        assert ours == moto_s
+        assert repr(ours) == repr(moto_s)  # the same member order too
+
+
+def test_the_fast_json_parser_parses_sqs_and_malformed_requests_as_moto_s() -> None:
+    entries = [
+        {
+            "Id": "1",
+            "MessageBody": "x",
+            "DelaySeconds": "3",
+            "MessageAttributes": {"a": {"DataType": "String", "StringValue": "v"}},
+        }
+    ]
+    moto_s, ours = _both_parsers("sqs", "SendMessageBatch", {"QueueUrl": "u", "Entries": entries})
+    assert ours == moto_s and ours["Entries"][0]["DelaySeconds"] == 3
+    for malformed in (
+        {"TableName": "t", "Item": ["not", "a", "map"]},
+        {"TableName": "t", "Item": {"a": "b"}},
+    ):
+        outcomes = []
+        for parser in (0, 1):
+            try:
+                outcomes.append(repr(_both_parsers("dynamodb", "PutItem", malformed)[parser]))
+            except Exception as error:
+                outcomes.append(type(error).__name__)
+        assert outcomes[0] == outcomes[1]
+
+
+def _moto_item(attrs: dict[str, Any]) -> Any:
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    return Item(DynamoType({"S": "h"}), None, attrs)
+
+
+def _built(init: Any, attrs: dict[str, Any]) -> Any:
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+
+    item: Any = Item.__new__(Item)
+    try:
+        init(item, DynamoType({"S": "h"}), None, attrs)
+    except Exception as error:
+        return type(error).__name__
+    return (type(item.attrs).__name__, list(item.attrs.items()), sorted(vars(item)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(item=_items, pad=st.integers(0, 3000))
+def test_items_are_built_exactly_as_moto_builds_them_around_the_size_limit(
+    item: dict[str, Any], pad: int
+) -> None:
+    """If this fails, moto's Item.__init__ or LimitedSizeDict changed (speedups._item_init stands in for
+    the first): align _item_init and ITEM_SIZE_LIMIT with them, or drop the patch."""
+    from moto.dynamodb.models.dynamo_type import Item
+
+    from rtp_cli.local import speedups
+
+    original = getattr(speedups, "_moto_item_init", None) or Item.__init__
+    assert original is not speedups._item_init
+    # Items just under, at and over the limit: one big attribute sized to land around it.
+    for total in (
+        speedups.ITEM_SIZE_LIMIT - pad,
+        speedups.ITEM_SIZE_LIMIT,
+        speedups.ITEM_SIZE_LIMIT + 1 + pad,
+    ):
+        attrs = {**item, "big": {"S": "x" * max(0, total - sum(len(k.encode()) for k in item) - 3)}}
+        assert _built(speedups._item_init, attrs) == _built(original, attrs)
+
+
+def test_the_served_emulation_parses_and_builds_items_through_the_speed_ups(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If this fails, moto no longer takes its JSON parser from `PROTOCOL_PARSERS` or no longer builds
+    items with `Item.__init__` (speedups.patch_moto_speedups would then change nothing): re-aim them."""
+    from moto.dynamodb.models.dynamo_type import Item
+
+    from rtp_cli.local import speedups
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    speedups.patch_moto_speedups()
+    assert Item.__init__ is speedups._item_init
+    seen: list[str] = []
+    parser = speedups.fast_json_parser  # the class installed is made by this factory
+    import moto.core.parse as parse
+
+    installed = parse.PROTOCOL_PARSERS["json"]
+    assert installed.__name__ == "FastJSONParser" and callable(parser)
+    original_parse = installed.parse
+
+    def recording(self: Any, request: Any) -> Any:
+        seen.append(self.operation_model.name)
+        return original_parse(self, request)
+
+    monkeypatch.setattr(installed, "parse", recording)
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name=REGION)
+        _table(ddb, "sped", range_key=False, items=2)
+        got = ddb.get_item(TableName="sped", Key={"pk": {"S": "item-1"}})["Item"]
+        with pytest.raises(ddb.exceptions.ClientError, match="Item size has exceeded"):
+            ddb.put_item(TableName="sped", Item={"pk": {"S": "big"}, "v": {"S": "x" * 410_000}})
+    assert got["pk"] == {"S": "item-1"}
+    assert "PutItem" in seen and "GetItem" in seen

@@ -1,4 +1,5 @@
-"""The embedded AWS emulation (moto server in this process), with two DynamoDB transaction fixes.
+"""The embedded AWS emulation (moto's application in this process, served with keep-alive by
+rtp_cli/local/awsserver.py), with two DynamoDB transaction fixes.
 
 moto's `TransactWriteItems` snapshots the *whole table* with `copy.deepcopy` once per item of the
 transaction, for rollback. A 99-item transaction on a table of N items deep-copies 99 x N items, so local
@@ -33,6 +34,8 @@ Every use of moto internals lives in this module, and tests/test_moto_guards.py 
 upgrade changes one: the `copy` global of moto.dynamodb.models, the `_messages` list of an SQS queue, the
 `generate_private_key` global of moto.kms.models, the `camelcase_to_underscores` global of
 moto.sqs.models and the backends `MotoState` copies (`BackendDict._instances`, each backend's `__dict__`).
+Two more places hold moto internals, guarded the same way: rtp_cli/local/awsserver.py (moto's WSGI
+application served with keep-alive) and rtp_cli/local/speedups.py (item construction, JSON parsing).
 """
 
 from __future__ import annotations
@@ -211,15 +214,17 @@ def start_emulation(
 ) -> Any:
     """Start moto's server on host:port (0 = any free port) in this process; returns the server. With
     keys, it answers only requests signed with them."""
-    from moto.server import ThreadedMotoServer
+    from rtp_cli.local.awsserver import MotoHttpServer
+    from rtp_cli.local.speedups import patch_moto_speedups
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines from the emulation
     patch_moto_dynamodb()
     patch_moto_kms()
     patch_moto_sqs()
+    patch_moto_speedups()
     if access_key_id and secret_access_key:
         require_credentials(access_key_id, secret_access_key)
-    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server = MotoHttpServer(host, port)  # moto's application, connections kept alive (awsserver.py)
     server.start()
     return server
 

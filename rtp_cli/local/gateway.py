@@ -39,6 +39,7 @@ from jsonschema import Draft4Validator  # type: ignore[import-untyped]
 from rtp_cli.local.functions import FunctionRuntime, Invocation
 from rtp_cli.local.http11 import Http11Server, Request, Response
 from rtp_cli.local.logs import LogShipper
+from rtp_cli.local.schemacheck import Check, compile_schema
 from rtp_cli.local.sigv4 import AuthFailure, verify
 from rtp_cli.local.template import ACCOUNT_ID, Template, TemplateError
 
@@ -603,11 +604,26 @@ class LocalApi:
             self.shipper.emit(self.model.access_log_group, self.access_stream, line, "api")
 
 
+# id(schema) -> (the schema, kept so the id stays its own; its compiled check or None)
+_FAST_CHECKS: dict[int, tuple[dict[str, Any], Check | None]] = {}
+
+
+def _accepted_fast(schema: dict[str, Any], document: Any) -> bool:
+    """True only for a document jsonschema would accept (rtp_cli/local/schemacheck.py)."""
+    entry = _FAST_CHECKS.get(id(schema))
+    if entry is None or entry[0] is not schema:
+        entry = _FAST_CHECKS[id(schema)] = (schema, compile_schema(schema))
+    check = entry[1]
+    return check is not None and check(document)
+
+
 def _schema_errors(schema: dict[str, Any], body: bytes) -> list[str]:
     try:
         document = json.loads(body.decode("utf-8")) if body else None
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         return [f"Invalid JSON: {error}"]
+    if _accepted_fast(schema, document):
+        return []
     validator = Draft4Validator(schema)
     errors = sorted(validator.iter_errors(document), key=lambda e: list(e.absolute_path))
     messages = []

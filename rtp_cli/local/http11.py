@@ -78,6 +78,7 @@ class Response:
     headers: list[tuple[str, str]] = field(default_factory=list)
     body: bytes = b""
     close: bool = False  # close the connection after this answer
+    head_length: int | None = None  # a HEAD answer's Content-Length: the length a GET would have
 
 
 Handler = Callable[[Request], Response]
@@ -306,16 +307,18 @@ class _Connection:
             self._close_gracefully()
             return False
         try:
-            start = self._start_line(response, close)
+            start = self._start_line(response, close, head)
         except (h11.LocalProtocolError, UnicodeEncodeError) as error:
             # A function answered a header HTTP/1.1 cannot carry; API Gateway answers 502 then.
             response, close = self.server.refuse(502, f"Malformed Lambda proxy response: {error}", None), True
             start = self._start_line(response, close)
         try:
-            self.sock.sendall(self.h11.send(start) or b"")
+            # One write per answer: each socket call lets another thread take the GIL, and this one then
+            # waits for it back (up to the 5 ms switch interval) before the next.
+            answer = self.h11.send(start) or b""
             if response.body and not head:
-                self.sock.sendall(self.h11.send(h11.Data(data=response.body)) or b"")
-            self.sock.sendall(self.h11.send(h11.EndOfMessage()) or b"")
+                answer += self.h11.send(h11.Data(data=response.body)) or b""
+            self.sock.sendall(answer + (self.h11.send(h11.EndOfMessage()) or b""))
         except OSError:
             return False
         if close:
@@ -323,12 +326,13 @@ class _Connection:
             return False
         return True
 
-    def _start_line(self, response: Response, close: bool) -> h11.Response:
+    def _start_line(self, response: Response, close: bool, head: bool = False) -> h11.Response:
         headers = [(name, value) for name, value in response.headers if name.lower() not in _OWN_HEADERS]
+        length = response.head_length if head and response.head_length is not None else len(response.body)
         headers += [
             ("Date", formatdate(usegmt=True)),
             ("Server", self.server.server_name),
-            ("Content-Length", str(len(response.body))),
+            ("Content-Length", str(length)),
         ]
         if close:
             headers.append(("Connection", "close"))

@@ -1,0 +1,113 @@
+"""Two of moto's per-request costs, cut without changing any answer (the served local runtime only).
+
+- `Item.__init__` (moto.dynamodb.models.dynamo_type) stores an item's attributes in a `LimitedSizeDict`,
+  whose `__setitem__` re-adds the size of every attribute already stored before each insert, to refuse an
+  item over the size limit: quadratic in the number of attributes, with a UTF-8 encoding of every value
+  each time. Here the same prefix sums are kept as a running total: the same check at the same attribute,
+  the same `ItemSizeTooLarge`, the same item. Later `__setitem__` calls (update expressions) still run
+  moto's own check.
+- moto's JSON-protocol request parser (`PROTOCOL_PARSERS["json"]`: DynamoDB, SQS, CloudWatch Logs, KMS)
+  walks every value of a request against its botocore shape, looking its handler up by name per value and
+  trying every member of a structure per value: a DynamoDB attribute value (one member set of ten) cost
+  ten lookups. `_FastJSONParser` resolves handlers once per shape type and, for a structure value with a
+  single key, looks that key up directly: the same parsed parameters, in the same member order.
+
+tests/test_moto_guards.py fails by name if a moto upgrade changes what these rely on, and checks that
+both give exactly moto's results (hypothesis, on DynamoDB and SQS requests and on items around the limit).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_PLAN = "_rtp_structure_plan"
+_moto_item_init: Any = None  # moto's own Item.__init__, once patched (the guards compare with it)
+
+
+def _item_init(self: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) -> None:
+    """moto's Item.__init__ with LimitedSizeDict's check done on a running total (see above)."""
+    from moto.dynamodb.exceptions import ItemSizeTooLarge
+    from moto.dynamodb.models.dynamo_type import DynamoType, LimitedSizeDict
+    from moto.dynamodb.models.utilities import bytesize
+
+    self.hash_key = hash_key
+    self.range_key = range_key
+    self.attrs = stored = LimitedSizeDict()
+    total = 0
+    for key, value in attrs.items():
+        typed = DynamoType(value)
+        total += bytesize(key) + typed.size()  # the keys of a dict are distinct: nothing is replaced
+        if total > ITEM_SIZE_LIMIT:
+            raise ItemSizeTooLarge
+        dict.__setitem__(stored, key, typed)
+
+
+ITEM_SIZE_LIMIT = 405000  # LimitedSizeDict's own constant (guarded: test_moto_guards)
+
+
+def _structure_plan(shape: Any) -> tuple[list[tuple[str, str, Any]], dict[str, tuple[str, Any]] | None]:
+    plan: tuple[list[tuple[str, str, Any]], dict[str, tuple[str, Any]] | None] | None = getattr(
+        shape, _PLAN, None
+    )
+    if plan is None:
+        members = [
+            (name, member.serialization.get("name", name), member) for name, member in shape.members.items()
+        ]
+        by_json = {json_name: (name, member) for name, json_name, member in members}
+        plan = (members, by_json if len(by_json) == len(members) else None)
+        setattr(shape, _PLAN, plan)
+    return plan
+
+
+def fast_json_parser(base: type) -> type:
+    """A subclass of moto's JSONParser (`base`) that parses exactly as it does, faster (see above)."""
+
+    class _FastJSONParser(base):
+        _handlers: dict[str, Any] = {}
+
+        def _parse_shape(self, shape: Any, node: Any) -> Any:
+            type_name = shape.type_name
+            handler = self._handlers.get(type_name)
+            if handler is None:
+                handler = getattr(type(self), f"_parse_{type_name}", None) or type(self)._default_handle
+                self._handlers[type_name] = handler
+            return handler(self, shape, node)
+
+        def _parse_structure(self, shape: Any, value: Any) -> Any:
+            if shape.is_document_type:
+                return value
+            if value is None:
+                return None
+            members, by_json = _structure_plan(shape)
+            final_parsed = self.MAP_TYPE()
+            if by_json is not None and type(value) is dict and len(value) == 1:
+                ((json_name, raw_value),) = value.items()
+                found = by_json.get(json_name)
+                if found is not None and raw_value is not None:
+                    final_parsed[found[0]] = self._parse_shape(found[1], raw_value)
+                return final_parsed
+            for member_name, json_name, member_shape in members:
+                raw_value = value.get(json_name)
+                if raw_value is not None:
+                    final_parsed[member_name] = self._parse_shape(member_shape, raw_value)
+            return final_parsed
+
+    _FastJSONParser.__name__ = _FastJSONParser.__qualname__ = f"Fast{base.__name__}"
+    return _FastJSONParser
+
+
+def patch_moto_speedups() -> None:
+    """Install both (idempotent, process-wide: the served runtime's process)."""
+    import moto.core.parse as parse
+    import moto.core.responses as responses
+    from moto.dynamodb.models.dynamo_type import Item
+
+    global _moto_item_init
+    if Item.__init__ is not _item_init:
+        _moto_item_init = Item.__init__
+        Item.__init__ = _item_init  # type: ignore[method-assign]
+    json_parser = parse.PROTOCOL_PARSERS["json"]
+    if not json_parser.__name__.startswith("Fast"):
+        fast = fast_json_parser(json_parser)
+        parse.PROTOCOL_PARSERS["json"] = fast  # type: ignore[assignment]
+        assert responses.PROTOCOL_PARSERS is parse.PROTOCOL_PARSERS  # what parse_parameters reads
