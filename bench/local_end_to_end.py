@@ -9,7 +9,8 @@ Prints each run with the 1-minute load average at its end (other work on the mac
 median over the runs and its ratio to the 2,000 records/s target (and to the baseline's median, run in
 turn with this checkout, when `--baseline` names another checkout).
 
-`--named` gives every record a client id (PartiQL INSERTs, 25 a BatchExecuteStatement, instead of BatchWriteItem).
+`--named` gives every record a client id (PartiQL INSERTs, 25 a BatchExecuteStatement, instead of
+BatchWriteItem).
 """
 
 from __future__ import annotations
