@@ -21,6 +21,7 @@ from moto import mock_aws
 from rtp_cli.local import emulation
 from rtp_cli.local.runtime import queue_ages
 from rtp_cli.local.template import ACCOUNT_ID
+from tests.tiers import examples
 
 REGION = "us-east-1"
 TABLE_ITEMS = 100  # unpatched, a 5-item transaction deep-copies 5 x 100 items
@@ -486,7 +487,7 @@ def _both_parsers(service: str, operation: str, body: dict[str, Any]) -> tuple[A
     return JSONParser(model).parse(request), fast_json_parser(JSONParser)(model).parse(request)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(item=_items, names=st.dictionaries(st.just("#n"), _names, max_size=1), extra=_names)
 def test_the_fast_json_parser_parses_dynamodb_requests_exactly_as_moto_s(
     item: dict[str, Any], names: dict[str, str], extra: str
@@ -556,7 +557,7 @@ def _built(init: Any, attrs: dict[str, Any]) -> Any:
     return (type(item.attrs).__name__, list(item.attrs.items()), sorted(vars(item)))
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(item=_items, pad=st.integers(0, 3000))
 def test_items_are_built_exactly_as_moto_builds_them_around_the_size_limit(
     item: dict[str, Any], pad: int

@@ -3,6 +3,7 @@ in a child pytest with stand-in `aws_cdk`/`jsii` packages (nothing heavy is impo
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -186,3 +187,26 @@ def test_a_test_using_the_synth_cache_stays_in_the_fast_tier(
     request: pytest.FixtureRequest, cached_templates: object
 ) -> None:
     assert request.node.get_closest_marker("synth") is None
+
+
+# Modules the fast tier never collects (synth or end-to-end): their example counts are theirs to choose.
+SLOW_TIER_MODULES = {"tests/test_stack.py"}
+SLOW_TIER_DIRECTORIES = ("tests/e2e/",)
+
+
+def test_fast_tier_tests_scale_their_example_counts() -> None:
+    """A property-based test in the fast tier that writes `max_examples=<number>` runs all of them in
+    `make test-fast` too (a new module of 200-example tests once added 9 s to it): it must say
+    `max_examples=examples(n)`."""
+    root = Path(__file__).resolve().parent.parent
+    fixed = re.compile(r"max_examples\s*=\s*\d")
+    offenders = [
+        f"{relative}:{number}"
+        for path in sorted((root / "tests").rglob("*.py"))
+        if (relative := path.relative_to(root).as_posix()) not in SLOW_TIER_MODULES
+        and not relative.startswith(SLOW_TIER_DIRECTORIES)
+        and relative != "tests/test_tiers.py"
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if fixed.search(line)
+    ]
+    assert offenders == [], "use max_examples=examples(n) (tests/tiers.py): " + ", ".join(offenders)

@@ -15,6 +15,7 @@ from rtp_cli.local.gateway import _schema_errors
 from rtp_cli.local.schemacheck import compile_schema
 from rtp_cli.paths import PROJECT_ROOT
 from tests.handlers.fuzz import from_record_schema
+from tests.tiers import examples
 
 _RECORD: dict[str, Any] = json.loads((PROJECT_ROOT / "handlers/rtp_pipeline/record.schema.json").read_text())
 
@@ -79,7 +80,7 @@ def _agree(schema: dict[str, Any], check: Any, document: Any) -> None:
     assert check(document) == Draft4Validator(schema).is_valid(document)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     document=st.one_of(
         from_record_schema(_RECORD),
@@ -94,7 +95,7 @@ def test_documents_the_schema_accepts_are_accepted(document: Any) -> None:
     assert SMALL_CHECK is not None and SMALL_CHECK(document)  # the fast path is taken for them
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     document=st.one_of(
         _json,
@@ -141,7 +142,7 @@ def _one_change(draw: st.DrawFn) -> Any:
     return draw(st.sampled_from([wrapped, target, {**wrapped, "extra": 1}, {"records": records * 2}]))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(document=_one_change())
 def test_documents_at_the_schema_s_limits_get_jsonschema_s_verdict(document: Any) -> None:
     _agree(SMALL, SMALL_CHECK, document)
