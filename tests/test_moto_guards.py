@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import http.client
 from collections.abc import Iterator
 from typing import Any
 
@@ -418,6 +419,17 @@ def test_the_endpoint_answers_s3_heads_deletes_and_errors_as_moto_does() -> None
         assert deleted["ResponseMetadata"]["HTTPStatusCode"] == 204
         with pytest.raises(s3.exceptions.NoSuchKey):
             s3.get_object(Bucket="guarded-bucket", Key="k")
+        # A chunked upload (other SDKs, curl -T -): the body arrives whole, as through moto's own server.
+        chunked = http.client.HTTPConnection(host, port, timeout=10)
+        chunked.request(
+            "PUT",
+            "/guarded-bucket/chunked",
+            body=iter([b"hello ", b"chunks"]),
+            encode_chunked=True,
+        )
+        assert chunked.getresponse().status == 200
+        chunked.close()
+        assert s3.get_object(Bucket="guarded-bucket", Key="chunked")["Body"].read() == b"hello chunks"
         sqs = boto3.client("sqs", **options)
         url = sqs.create_queue(QueueName="guarded")["QueueUrl"]
         assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=1).get("Messages", []) == []
@@ -585,18 +597,20 @@ def test_the_served_emulation_parses_and_builds_items_through_the_speed_ups(
 ) -> None:
     """If this fails, moto no longer takes its JSON parser from `PROTOCOL_PARSERS` or no longer builds
     items with `Item.__init__` (speedups.patch_moto_speedups would then change nothing): re-aim them."""
+    import moto.core.parse as parse
     from moto.dynamodb.models.dynamo_type import Item
 
     from rtp_cli.local import speedups
 
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    # What this process had before: put back after the test, so later tests meet moto as they expect.
+    monkeypatch.setattr(Item, "__init__", Item.__init__)
+    monkeypatch.setitem(parse.PROTOCOL_PARSERS, "json", parse.PROTOCOL_PARSERS["json"])
     speedups.patch_moto_speedups()
     assert Item.__init__ is speedups._item_init
     seen: list[str] = []
     parser = speedups.fast_json_parser  # the class installed is made by this factory
-    import moto.core.parse as parse
-
     installed = parse.PROTOCOL_PARSERS["json"]
     assert installed.__name__ == "FastJSONParser" and callable(parser)
     original_parse = installed.parse

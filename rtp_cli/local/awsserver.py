@@ -85,6 +85,10 @@ def wsgi_environ(request: Request, server_address: tuple[str, int]) -> dict[str,
     handler.client_address = request.client
     handler.server = _ServerShim(server_address)  # type: ignore[assignment]
     environ: dict[str, Any] = handler.make_environ()
+    if environ.get("wsgi.input_terminated"):
+        # A chunked request: werkzeug wraps the input to undo the chunking, which h11 has already undone.
+        # The body as it arrived is what moto read from werkzeug's server (read to its end).
+        environ["wsgi.input"] = io.BytesIO(request.body)
     environ["wsgi.errors"] = sys.stderr
     return environ
 

@@ -37,6 +37,7 @@ import h11
 
 MAX_HEAD_BYTES = 16 * 1024  # request line and header fields (h11's default bound)
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
+_NO_BODY = frozenset({204, 304})  # answers that never carry content, whatever a handler put in the body
 _CONTENT_LENGTH_FIELD = re.compile(rb"(?im)^content-length[ \t]*:([^\r\n]*)")
 # Framing and hop-by-hop fields are the server's to set, whatever a function's response says.
 _OWN_HEADERS = frozenset(
@@ -316,7 +317,7 @@ class _Connection:
             # One write per answer: each socket call lets another thread take the GIL, and this one then
             # waits for it back (up to the 5 ms switch interval) before the next.
             answer = self.h11.send(start) or b""
-            if response.body and not head:
+            if response.body and not head and response.status not in _NO_BODY:
                 answer += self.h11.send(h11.Data(data=response.body)) or b""
             self.sock.sendall(answer + (self.h11.send(h11.EndOfMessage()) or b""))
         except OSError:
@@ -329,6 +330,8 @@ class _Connection:
     def _start_line(self, response: Response, close: bool, head: bool = False) -> h11.Response:
         headers = [(name, value) for name, value in response.headers if name.lower() not in _OWN_HEADERS]
         length = response.head_length if head and response.head_length is not None else len(response.body)
+        if response.status in _NO_BODY:  # RFC 9110 15.3.5, 15.4.5: a 204 or 304 ends at its header
+            length = 0
         headers += [
             ("Date", formatdate(usegmt=True)),
             ("Server", self.server.server_name),

@@ -51,7 +51,9 @@ def compile_schema(schema: Any) -> Check | None:
     schema uses anything else than the keywords above."""
     try:
         return _compile(schema)
-    except UnsupportedError:
+    except (UnsupportedError, re.error, TypeError, AttributeError, ValueError):
+        # Something this compiler cannot read (an ECMA-only pattern such as \p{L}, a malformed keyword):
+        # jsonschema alone decides, as it did before this compiler existed.
         return None
 
 

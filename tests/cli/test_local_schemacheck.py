@@ -177,3 +177,13 @@ def test_refused_bodies_keep_jsonschema_s_messages(body: dict[str, Any]) -> None
     expected = sorted(Draft4Validator(SCHEMA).iter_errors(body), key=lambda e: list(e.absolute_path))
     assert errors and len(errors) == len(expected[:10])
     assert _schema_errors(SCHEMA, json.dumps({"records": [{"type": "a", "data": {}}]}).encode()) == []
+
+
+def test_a_schema_the_compiler_cannot_read_is_left_to_jsonschema() -> None:
+    """An ECMA-262-only pattern (Python's re has no \\p{L}) or a malformed keyword: no compiled check, so
+    every request is validated by jsonschema alone, as before the compiler existed (not a 500)."""
+    assert (
+        compile_schema({"type": "object", "properties": {"n": {"type": "string", "pattern": "\\p{L}"}}})
+        is None
+    )
+    assert compile_schema({"type": "object", "properties": []}) is None
