@@ -5,7 +5,6 @@ JSON access logs, X-Ray, JSON error bodies for every gateway error, and producer
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 from aws_cdk import RemovalPolicy
@@ -17,11 +16,11 @@ from aws_cdk import aws_wafv2 as wafv2
 from constructs import Construct, IDependable
 
 from stack.config import EnvironmentConfig
-from stack.functions import HANDLERS_DIR, PipelineFunctions, log_retention
+from stack.functions import PipelineFunctions, log_retention
 from stack.nag import acknowledge, ref, skip_checkov
+from stack.request_model import load_record_schema, request_schema
 
 # The one source of truth for what a record is: the same file the functions validate with.
-RECORD_SCHEMA_PATH = HANDLERS_DIR / "rtp_pipeline" / "record.schema.json"
 # Query string of GET /records (the listing of REJECTED records; handlers/rtp_pipeline/query.py).
 LISTING_REQUIRED = ("status", "since")
 LISTING_OPTIONAL = ("until", "order", "limit", "next")
@@ -74,31 +73,6 @@ def access_log_format(fields: dict[str, str] = ACCESS_LOG_FIELDS) -> str:
         for name, value in fields.items()
     ]
     return "{" + ", ".join(parts) + "}"
-
-
-def load_record_schema(path: Path = RECORD_SCHEMA_PATH) -> dict[str, Any]:
-    schema: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    return schema
-
-
-def request_schema(record: dict[str, Any], max_records: int) -> dict[str, Any]:
-    """POST /records body: one record, or {"records": [1..max_records records]}."""
-    item = {key: value for key, value in record.items() if key not in ("$schema", "description")}
-    return {
-        "$schema": "http://json-schema.org/draft-04/schema#",
-        "title": "IngestRequest",
-        "oneOf": [
-            item,
-            {
-                "type": "object",
-                "required": ["records"],
-                "additionalProperties": False,
-                "properties": {
-                    "records": {"type": "array", "minItems": 1, "maxItems": max_records, "items": item}
-                },
-            },
-        ],
-    }
 
 
 class IngestApi(Construct):

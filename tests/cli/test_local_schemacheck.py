@@ -13,35 +13,15 @@ from jsonschema import Draft4Validator  # type: ignore[import-untyped]
 
 from rtp_cli.local.gateway import _schema_errors
 from rtp_cli.local.schemacheck import compile_schema
-from rtp_cli.paths import PROJECT_ROOT
+from stack.request_model import load_record_schema, request_schema
 from tests.handlers.fuzz import from_record_schema
 from tests.tiers import examples
 
-_RECORD: dict[str, Any] = json.loads((PROJECT_ROOT / "handlers/rtp_pipeline/record.schema.json").read_text())
+_RECORD: dict[str, Any] = load_record_schema()
 
 
-def _request_schema(max_records: int) -> dict[str, Any]:
-    """POST /records' model as stack/api.py's request_schema builds it (here without importing the CDK, so
-    this module stays in the fast tier; test_the_local_template_s_model_is_this_schema checks it)."""
-    item = {key: value for key, value in _RECORD.items() if key not in ("$schema", "description")}
-    batch = {"type": "array", "minItems": 1, "maxItems": max_records, "items": item}
-    return {
-        "$schema": "http://json-schema.org/draft-04/schema#",
-        "title": "IngestRequest",
-        "oneOf": [
-            item,
-            {
-                "type": "object",
-                "required": ["records"],
-                "additionalProperties": False,
-                "properties": {"records": batch},
-            },
-        ],
-    }
-
-
-SCHEMA = _request_schema(500)
-SMALL = _request_schema(3)  # maxItems reachable by generated documents
+SCHEMA = request_schema(_RECORD, 500)
+SMALL = request_schema(_RECORD, 3)  # maxItems reachable by generated documents
 CHECK = compile_schema(SCHEMA)
 SMALL_CHECK = compile_schema(SMALL)
 
