@@ -362,15 +362,19 @@ def _new_connections(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return opened
 
 
-def _calls_through(server: Any) -> None:
+def _client_options(server: Any) -> dict[str, Any]:
+    """boto3 client options for a served emulation (moto accepts any keys unless told otherwise)."""
     host, port = server.get_host_and_port()
-    options: dict[str, Any] = {
+    return {
         "endpoint_url": f"http://{host}:{port}",
         "region_name": REGION,
         "aws_access_key_id": "testing",
         "aws_secret_access_key": "testing",
     }
-    ddb = boto3.client("dynamodb", **options)
+
+
+def _calls_through(server: Any) -> None:
+    ddb = boto3.client("dynamodb", **_client_options(server))
     for _ in range(5):
         ddb.list_tables()
 
@@ -404,12 +408,7 @@ def test_the_endpoint_answers_s3_heads_deletes_and_errors_as_moto_does() -> None
     server.start()
     try:
         host, port = server.get_host_and_port()
-        options: dict[str, Any] = {
-            "endpoint_url": f"http://{host}:{port}",
-            "region_name": REGION,
-            "aws_access_key_id": "testing",
-            "aws_secret_access_key": "testing",
-        }
+        options = _client_options(server)
         s3 = boto3.client("s3", **options)
         s3.create_bucket(Bucket="guarded-bucket")
         s3.put_object(Bucket="guarded-bucket", Key="k", Body=b"hello world")
