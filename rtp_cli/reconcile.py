@@ -74,6 +74,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from rtp_cli.errors import fail
 from rtp_cli.options import EnvOption, ProfileOption
+from rtp_cli.status import queue_depth
 
 # stack/data.py RAW_PREFIX and rtp_pipeline.storage.RawStore.key_for: raw/<YYYY/MM/DD/HH>/<batchId>.json
 RAW_PREFIX = "raw/"
@@ -565,32 +566,14 @@ def _ids_of(
 # --- queues ------------------------------------------------------------------------------------------
 
 
-def queue_depth(sources: Sources, url: str) -> dict[str, int]:
-    """Approximate visible, in-flight and delayed messages (GetQueueAttributes; approximate by design:
-    https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-resources-required-process-messages.html)."""
-    attributes = sources.sqs.get_queue_attributes(
-        QueueUrl=url,
-        AttributeNames=[
-            "ApproximateNumberOfMessages",
-            "ApproximateNumberOfMessagesNotVisible",
-            "ApproximateNumberOfMessagesDelayed",
-        ],
-    )["Attributes"]
-    return {
-        "visible": int(attributes.get("ApproximateNumberOfMessages", 0)),
-        "inFlight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
-        "delayed": int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
-    }
-
-
 def _busy(depths: Mapping[str, Mapping[str, int]]) -> bool:
     return any(sum(depth.values()) for name, depth in depths.items() if name != "deadLetter")
 
 
 def _queue_depths(sources: Sources) -> dict[str, dict[str, Any]]:
-    depths: dict[str, dict[str, Any]] = {"work": queue_depth(sources, sources.work_queue_url)}
+    depths: dict[str, dict[str, Any]] = {"work": queue_depth(sources.sqs, sources.work_queue_url)}
     if sources.replay_queue_url:
-        depths["replay"] = queue_depth(sources, sources.replay_queue_url)
+        depths["replay"] = queue_depth(sources.sqs, sources.replay_queue_url)
     return depths
 
 
@@ -606,7 +589,7 @@ class DeadLetters:
         if sources.dlq_url:
             self.info = {
                 "checked": True,
-                **queue_depth(sources, sources.dlq_url),
+                **queue_depth(sources.sqs, sources.dlq_url),
                 "peeked": False,
                 "sampled": 0,
             }

@@ -11,6 +11,25 @@ from typing import Any
 
 from rtp_cli.target import Target
 
+
+def queue_depth(sqs: Any, url: str) -> dict[str, int]:
+    """Approximate visible, in-flight and delayed messages (GetQueueAttributes; approximate by design:
+    https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-resources-required-process-messages.html)."""
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    return {
+        "visible": int(attributes.get("ApproximateNumberOfMessages", 0)),
+        "inFlight": int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+        "delayed": int(attributes.get("ApproximateNumberOfMessagesDelayed", 0)),
+    }
+
+
 QUEUES = (("work queue", "WorkQueueUrl"), ("dead-letter queue", "DeadLetterQueueUrl"))
 
 
@@ -83,17 +102,12 @@ def collect_status(target: Target) -> StatusReport:
             continue
         queue = QueueStatus(label, url)
         try:
-            attrs = sqs.get_queue_attributes(
-                QueueUrl=url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                    "ApproximateNumberOfMessagesDelayed",
-                ],
-            )["Attributes"]
-            queue.visible = int(attrs.get("ApproximateNumberOfMessages", 0))
-            queue.in_flight = int(attrs.get("ApproximateNumberOfMessagesNotVisible", 0))
-            queue.delayed = int(attrs.get("ApproximateNumberOfMessagesDelayed", 0))
+            depth = queue_depth(sqs, url)
+            queue.visible, queue.in_flight, queue.delayed = (
+                depth["visible"],
+                depth["inFlight"],
+                depth["delayed"],
+            )
             if target.is_local:
                 queue.oldest_age_seconds = ages.get(url.rstrip("/").rsplit("/", 1)[-1], {}).get(
                     "oldest_age_seconds"
