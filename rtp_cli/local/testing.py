@@ -300,3 +300,27 @@ def delete_dead_letter(target: Target, batch_id: str, timeout: float = 10) -> No
             sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
         if mine:
             return
+
+
+def watched_handlers_copy(
+    template_path: Path, stack_name: str, directory: Path
+) -> tuple[Any, Path, list[Any]]:
+    """For an in-process `rtp deploy --env local --watch` on a copy of handlers/ (a test then edits the
+    copy, never the checkout): (the runtime's LocalOptions, the copy, the list its watch events go to)."""
+    from rtp_cli.local.runtime import LocalOptions
+    from rtp_cli.paths import PROJECT_ROOT
+    from rtp_cli.watch import WatchConfig
+
+    handlers = directory / "handlers"
+    shutil.copytree(
+        PROJECT_ROOT / "handlers", handlers, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+    )
+    events: list[Any] = []
+    options = LocalOptions(
+        template_path=template_path,
+        stack_name=stack_name,
+        port=0,
+        watch=WatchConfig(handlers_dir=handlers),
+        watch_report=events.append,
+    )
+    return options, handlers, events

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -25,10 +24,10 @@ from typing import Any
 
 import pytest
 
-from rtp_cli.local.runtime import LocalEnvironment, LocalOptions, write_state
-from rtp_cli.local.testing import LocalInstance, rtp_argv, run_rtp, scan, wait_until
+from rtp_cli.local.runtime import LocalEnvironment, write_state
+from rtp_cli.local.testing import LocalInstance, rtp_argv, run_rtp, scan, wait_until, watched_handlers_copy
 from rtp_cli.replay import ReplayJournal, Selection, plan_replay, send_replay, sources_for, wait_for_replay
-from rtp_cli.watch import WatchConfig, WatchEvent
+from rtp_cli.watch import WatchEvent
 from stack.config import load_config
 from stack.synth import SynthResult
 
@@ -110,18 +109,11 @@ def incident(
     synthesized: Mapping[str, SynthResult], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Incident]:
     """`rtp deploy --env local --watch` on a copy of handlers/ whose transform.py rejects unit F records."""
-    handlers = tmp_path_factory.mktemp("incident-handlers") / "handlers"
-    shutil.copytree(ROOT / "handlers", handlers, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    (handlers / "transform.py").write_text(source("bug", buggy=True), encoding="utf-8")
-    events: list[WatchEvent] = []
     result = synthesized["local"]
-    options = LocalOptions(
-        template_path=result.template_path,
-        stack_name=result.config.stack_name,
-        port=0,
-        watch=WatchConfig(handlers_dir=handlers),
-        watch_report=events.append,
+    options, handlers, events = watched_handlers_copy(
+        result.template_path, result.config.stack_name, tmp_path_factory.mktemp("incident-handlers")
     )
+    (handlers / "transform.py").write_text(source("bug", buggy=True), encoding="utf-8")
     # An in-process runtime keeps its data in this process's moto backends, which outlive it: start from
     # empty ones and leave empty ones (tests/e2e/test_watch_loop.py starts another in this process).
     from moto.moto_api._internal.models import moto_api_backend

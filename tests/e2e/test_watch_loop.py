@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,11 +23,11 @@ from boto3.dynamodb.types import TypeDeserializer
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 
-from rtp_cli.local.runtime import LocalEnvironment, LocalOptions
-from rtp_cli.local.testing import LocalInstance
+from rtp_cli.local.runtime import LocalEnvironment
+from rtp_cli.local.testing import LocalInstance, watched_handlers_copy
 from rtp_cli.local.testing import children as _children
 from rtp_cli.local.testing import pid_gone as _pid_gone
-from rtp_cli.watch import SynthOutcome, WatchConfig, WatchEvent, synthesize_in_subprocess
+from rtp_cli.watch import SynthOutcome, WatchEvent, synthesize_in_subprocess
 from stack.synth import SynthResult
 
 pytestmark = pytest.mark.e2e
@@ -246,16 +245,9 @@ def test_a_broken_save_is_shown_the_old_code_keeps_serving_and_a_fix_recovers(wa
 def in_process(
     synthesized: Mapping[str, SynthResult], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[LocalInstance, LocalEnvironment, Path, list[WatchEvent]]]:
-    handlers = tmp_path_factory.mktemp("handlers-copy") / "handlers"
-    shutil.copytree(ROOT / "handlers", handlers, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    events: list[WatchEvent] = []
     result = synthesized["local"]
-    options = LocalOptions(
-        template_path=result.template_path,
-        stack_name=result.config.stack_name,
-        port=0,
-        watch=WatchConfig(handlers_dir=handlers),
-        watch_report=events.append,
+    options, handlers, events = watched_handlers_copy(
+        result.template_path, result.config.stack_name, tmp_path_factory.mktemp("handlers-copy")
     )
     environment = LocalEnvironment(options)
     state = environment.start()
