@@ -1,4 +1,4 @@
-"""Options shared by every command, so `--env` and `--profile` read the same everywhere."""
+"""Options shared by commands, so `--env`, `--profile` and a time window read the same everywhere."""
 
 from __future__ import annotations
 
@@ -14,4 +14,11 @@ EnvOption = Annotated[
 ]
 ProfileOption = Annotated[
     str | None, typer.Option("--profile", help="AWS profile (default: the standard credential chain).")
+]
+# A time window (`rtp records`, `rtp reconcile`): --since is required there; `rtp replay` makes it optional.
+SinceOption = Annotated[
+    str, typer.Option("--since", help="Start of the window: RFC 3339 or a duration before now (30m, 1h, 2d).")
+]
+UntilOption = Annotated[
+    str | None, typer.Option("--until", help="End of the window, same forms (default: now).")
 ]

@@ -73,7 +73,7 @@ import typer
 from botocore.exceptions import BotoCoreError, ClientError
 
 from rtp_cli.errors import fail
-from rtp_cli.options import EnvOption, ProfileOption
+from rtp_cli.options import EnvOption, ProfileOption, SinceOption, UntilOption
 from rtp_cli.status import queue_depth
 
 # stack/data.py RAW_PREFIX and rtp_pipeline.storage.RawStore.key_for: raw/<YYYY/MM/DD/HH>/<batchId>.json
@@ -936,14 +936,9 @@ def render_lines(report: dict[str, Any], env: str) -> list[str]:
 
 
 def reconcile_command(
-    since: Annotated[
-        str,
-        typer.Option("--since", help="Start of the window: RFC 3339 or a duration before now (30m, 1h, 2d)."),
-    ],
+    since: SinceOption,
     env: EnvOption = "local",
-    until: Annotated[
-        str | None, typer.Option("--until", help="End of the window, same forms (default: now).")
-    ] = None,
+    until: UntilOption = None,
     max_ids: Annotated[
         int, typer.Option("--max-ids", min=0, help="List at most this many missing ids (and gap batches).")
     ] = 100,

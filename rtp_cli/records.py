@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 import typer
 
 from rtp_cli.errors import fail
-from rtp_cli.options import EnvOption, ProfileOption
+from rtp_cli.options import EnvOption, ProfileOption, SinceOption, UntilOption
 
 MAX_PAGE = 1000  # the route's largest `limit`
 MAX_REQUESTS = 10_000  # a window of 400 days is at most 200 requests (48 hours each): a bound, not a limit
@@ -115,14 +115,9 @@ def records(
     status: Annotated[
         str, typer.Option("--status", help="REJECTED (the one status indexed: PROCESSED records are not).")
     ],
-    since: Annotated[
-        str,
-        typer.Option("--since", help="Start of the window: RFC 3339 or a duration before now (30m, 1h, 2d)."),
-    ],
+    since: SinceOption,
     env: EnvOption = "local",
-    until: Annotated[
-        str | None, typer.Option("--until", help="End of the window, same forms (default: now).")
-    ] = None,
+    until: UntilOption = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many records.")] = 100,
     oldest_first: Annotated[
         bool, typer.Option("--oldest-first", help="Oldest first (default: newest).")

@@ -42,7 +42,7 @@ import typer
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from rtp_cli.errors import fail
-from rtp_cli.options import EnvOption, ProfileOption
+from rtp_cli.options import EnvOption, ProfileOption, UntilOption
 
 # The raw prefix of the stack (stack.data.RAW_PREFIX, the functions' RAW_PREFIX variable): kept here so the
 # CLI does not load the CDK; tests/operate/test_replay_unit.py checks it against the synthesized template.
@@ -991,9 +991,7 @@ def replay(
         str | None,
         typer.Option("--since", help="Window start: RFC 3339 or a duration before now (30m, 1h, 2d)."),
     ] = None,
-    until: Annotated[
-        str | None, typer.Option("--until", help="Window end, same forms (default: now).")
-    ] = None,
+    until: UntilOption = None,
     batch: Annotated[
         list[str] | None, typer.Option("--batch", metavar="BATCH_ID", help="Replay this batch (repeatable).")
     ] = None,
