@@ -123,7 +123,7 @@ class PipelineFunctions(Construct):
         raw_objects = data.raw_bucket.arn_for_objects(f"{RAW_PREFIX}*")
         table = data.table.table_arn
         self._allow(self.ingest, ["s3:PutObject"], [raw_objects])
-        self._allow(self.ingest, ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"], [table])
+        self._allow(self.ingest, ["dynamodb:PutItem", "dynamodb:GetItem"], [table])  # claims, batch items
         self._allow(self.ingest, ["sqs:SendMessage"], [queues.work.queue_arn])
         self._allow(self.ingest, ["kms:GenerateDataKey", "kms:Encrypt", "kms:Decrypt"], [data.key.key_arn])
 

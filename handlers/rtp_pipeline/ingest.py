@@ -2,7 +2,7 @@
 
 Order matters: the raw body is written to S3 before anything can reject it, so even a request that
 fails validation can be inspected later. An `Idempotency-Key` makes a retried request return the
-first answer and enqueue nothing new.
+first answer (with the first request's batch id) and store nothing twice.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from rtp_pipeline.errors import ApiError
@@ -23,8 +23,6 @@ from rtp_pipeline.storage import ClaimCheck, ClaimCheckQueue, PipelineTable, Raw
 from rtp_pipeline.validation import JsonDocumentError, parse_json_document, validate_request
 
 IDEMPOTENCY_KEY = "idempotency-key"
-# Longer than any ingest invocation can run (API Gateway stops waiting after 29 s).
-IDEMPOTENCY_LEASE = timedelta(seconds=30)
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 # Ids the API assigns (`record_ids`): a batch id (a ULID, 26 Crockford base32 characters), a dash, an index.
 DERIVED_ID = re.compile(rf"[{_CROCKFORD}]{{26}}-[0-9]+")
@@ -106,16 +104,14 @@ class Ingestor:
                 claim,
                 {"batchId": batch_id, "accepted": len(records)},  # the ids follow from the same body
                 ttl(received, hours=self.settings.idempotency_ttl_hours),
-                received + IDEMPOTENCY_LEASE,
             )
             if earlier is not None:
-                return self._replay(idempotency_key, earlier, request_hash, received, records)
-        self._enqueue_once(idempotency_key, claim, ids, received)
+                return self._replay(earlier, request_hash, received, records)
+        self._enqueue(claim, ids, received)
         return Accepted(response, replayed=False)
 
     def _replay(
         self,
-        key: str,
         earlier: dict[str, Any],
         request_hash: str,
         received: datetime,
@@ -130,30 +126,13 @@ class Ingestor:
         response: dict[str, Any] = json.loads(earlier["response"])
         if "ids" not in response:  # the same body (same hash) gives the same ids under the first batch id
             response["ids"] = record_ids(response["batchId"], records)
-        if not earlier.get("enqueued"):
-            # Not enqueued yet: the first request is still running (answer 409, the client retries with
-            # the same key), or it died before enqueueing and its lease ran out (finish its work, once).
-            if not self.keys.take_over(key, received, received + IDEMPOTENCY_LEASE):
-                raise ApiError(
-                    409,
-                    "IDEMPOTENCY_KEY_IN_USE",
-                    "a request with this Idempotency-Key is still being processed; retry shortly with the "
-                    "same key",
-                )
-            self._enqueue_once(key, ClaimCheck.from_json(earlier["claimCheck"]), response["ids"], received)
+        if not self.table.batch_settled(response["batchId"]):
+            # The first request may have died before enqueueing, or may still be running: enqueue its claim
+            # check (again). Its raw object exists (written before the key was claimed), the batch item is a
+            # conditional put, and the processor stores and counts nothing twice however often a claim check
+            # arrives (as for SQS's own duplicate deliveries). What a settled batch no longer needs: nothing.
+            self._enqueue(ClaimCheck.from_json(earlier["claimCheck"]), response["ids"], received)
         return Accepted(response, replayed=True)
-
-    def _enqueue_once(self, key: str, claim: ClaimCheck, ids: list[str], received: datetime) -> None:
-        """Enqueue under the key's lease; a failure hands the lease back so the client's retry (same key)
-        can finish the work at once instead of waiting for the lease to run out."""
-        try:
-            self._enqueue(claim, ids, received)
-        except Exception:
-            if key:
-                self.keys.release(key)
-            raise
-        if key:
-            self.keys.mark_enqueued(key)
 
     def _enqueue(self, claim: ClaimCheck, ids: list[str], received: datetime) -> None:
         self.table.create_batch(claim, ids, ttl(received, days=self.settings.record_ttl_days))

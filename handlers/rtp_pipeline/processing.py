@@ -41,6 +41,7 @@ from rtp_pipeline.storage import (
     ReplayRequest,
     ReplayView,
     Stored,
+    counted_by_record,
     epoch_seconds,
     owned_by,
     replay_tag,
@@ -147,6 +148,11 @@ class _Job:
     started: datetime
     expires: datetime
     deadline: Deadline
+
+    @property
+    def by_record(self) -> bool:
+        """The batch keeps no counters: its one record's item is its count (`counted_by_record`)."""
+        return counted_by_record(self.claim.batch_id, self.ids)
 
 
 @dataclass
@@ -322,7 +328,15 @@ class Processor:
             # What succeeded is stored even if a neighbour failed: the redelivery will skip it. The chunk
             # is counted once all its records are settled, by this delivery or a later one.
             written = self.table.store_chunk(
-                batch_id, chunk, outcomes, settled, complete, job.expires, job.started, lease
+                batch_id,
+                chunk,
+                outcomes,
+                settled,
+                complete,
+                job.expires,
+                job.started,
+                lease,
+                not job.by_record,
             )
             counted_now = complete
         finally:
@@ -397,7 +411,9 @@ class Processor:
                     ReplayView(batch_id, outcome.status, "", None, replay.replay_id, mark.previous)
                     for outcome, (_, mark) in zip(replaced, todo, strict=True)
                 )
-                self.table.count_replay_chunk(batch_id, chunk, replay.replay_id, uncounted, lease, others)
+                self.table.count_replay_chunk(
+                    batch_id, chunk, replay.replay_id, uncounted, lease, others, count=not job.by_record
+                )
                 counted_now = True
         finally:
             if not counted_now:

@@ -11,7 +11,7 @@ Table layout (partition key `pk`: every item is written and read on a key of its
 | batch       | BATCH#<batchId>        | accepted, processed, rejected, duplicates, cc counted chunks,     |
 |             |                        | rc replayed chunks (`<replayId>:<chunk>`), leases l<n>/rl<n>, ... |
 | batch ids   | IDS#<batchId>          | ids (newline-joined), only when the client named some records     |
-| idempotency | IDEM#<Idempotency-Key> | requestHash, batchId, response (no ids), claimCheck, enqueued     |
+| idempotency | IDEM#<Idempotency-Key> | requestHash, batchId, response (no ids), claimCheck              |
 
 A record item carries one-letter bookkeeping names (the names count towards the item's size, and the size
 rounds up to whole 1 KB write units); `PipelineTable.get_record` gives them their long names back.
@@ -380,6 +380,8 @@ class PipelineTable:
             "receivedAt": claim.received_at,
             "expiresAt": epoch_seconds(expires),
         }
+        if counted_by_record(claim.batch_id, ids):
+            item["byRecord"] = True
         # Ids the processor derives (`<batchId>-<index>`) are not stored; ids a client chose are kept apart
         # from the batch item, whose size every counter update pays.
         if list(ids) != derived_ids(claim.batch_id, len(ids)):
@@ -518,9 +520,11 @@ class PipelineTable:
         expires: datetime,
         now: datetime,
         lease: int | None = None,
+        count: bool = True,
     ) -> ChunkWrite:
         """Write `outcomes` (records of chunk number `chunk` not known to be stored), then, if `complete`
-        (`known` and `outcomes` together are every record of the chunk), count the chunk on the batch once.
+        (`known` and `outcomes` together are every record of the chunk), count the chunk on the batch once
+        (not with `count` False: a batch `counted_by_record`, whose record item is its count).
         With a `lease` (from `lease_chunk`), records this batch owns (`owned_by`) are written with
         BatchWriteItem and only the lease's holder counts; client-named ids are always conditional writes
         (`_put_records`).
@@ -553,7 +557,7 @@ class PipelineTable:
                 else:
                     stored.append(result)
                     settled[record_id] = Stored(batch_id, result.status)
-        if complete:
+        if complete and count:
             self.count_chunk(batch_id, chunk, settled.values(), lease)
         return ChunkWrite(stored, settled)
 
@@ -869,6 +873,7 @@ class PipelineTable:
         replayed: Iterable[ReplayView],
         lease: int | None,
         also: Iterable[str] = (),
+        count: bool = True,
     ) -> bool:
         """Move the batch counters by what replays changed in one chunk (every record of `replayed` carries
         a mark not counted yet: its status now and the status the counters hold for it), once: conditioned
@@ -878,7 +883,8 @@ class PipelineTable:
         for view in replayed:
             processed += (view.status == PROCESSED) - (view.previous == PROCESSED)
             rejected += (view.status == REJECTED) - (view.previous == REJECTED)
-        counts = {"processed": processed, "rejected": rejected}
+        # A batch counted by its record (`count` False) has no counters to move: only the tag is added.
+        counts = {"processed": processed, "rejected": rejected} if count else {}
         tag = {"S": replay_tag(replay_id, chunk)}
         return self._count(batch_id, counts, "rc", tag, f"rl{chunk}", lease, sorted(set(also)))
 
@@ -899,12 +905,12 @@ class PipelineTable:
         # `processed` is a DynamoDB reserved word: every name goes through a placeholder.
         names = {f"#n{n}": name for n, name in enumerate(counts)}
         values: dict[str, Any] = {f":n{n}": {"N": str(value)} for n, value in enumerate(counts.values())}
-        adds = ", ".join(f"#n{n} :n{n}" for n in range(len(counts)))
+        adds = "".join(f"#n{n} :n{n}, " for n in range(len(counts)))  # none: only the tag (by record)
         [(kind, value)] = member.items()
         names["#c"], values[":c"], values[":m"] = done, {f"{kind}S": [value, *also]}, member
         # attribute_exists: an update on a missing key would create a new item holding only counters (a
         # batch item expired with its TTL while its message was still being redelivered).
-        update, condition = f"ADD {adds}, #c :c", f"attribute_exists(pk) AND {_LACKS}"
+        update, condition = f"ADD {adds}#c :c", f"attribute_exists(pk) AND {_LACKS}"
         if lease is not None:
             names["#l"], values[":token"] = lease_name, {"N": str(lease)}
             update, condition = update + " REMOVE #l", condition + " AND #l = :token"
@@ -1035,11 +1041,19 @@ class PipelineTable:
             view["previousStatus"] = _STATUS_NAMES.get(item["ps"], item["ps"])
         return view
 
-    def get_batch(self, batch_id: str) -> dict[str, Any] | None:
-        """The batch item, with `ids`: the clients' (IDS item) or the derived ones."""
-        batch = self._get(f"BATCH#{batch_id}")
+    def get_batch(self, batch_id: str, consistent: bool = False) -> dict[str, Any] | None:
+        """The batch item, with `ids`: the clients' (IDS item) or the derived ones. The counters of a batch
+        `counted_by_record` come from its record item (`counts_of_record`)."""
+        batch = self._get(f"BATCH#{batch_id}", consistent)
         if batch is None or "ids" in batch:
             return batch
+        if batch.get("byRecord"):
+            [record_id] = derived_ids(batch_id, 1)
+            record = self._get(f"REC#{record_id}", consistent)
+            held = None
+            if record is not None and "b" in record:
+                held = Stored(str(record["b"]), _STATUS_NAMES.get(str(record.get("s")), ""))
+            batch.update(counts_of_record(batch_id, held))
         ids_item = self._get(f"IDS#{batch_id}") if batch.get("clientIds") else None
         batch["ids"] = (
             str(ids_item["ids"]).split("\n")
@@ -1048,8 +1062,17 @@ class PipelineTable:
         )
         return batch
 
-    def _get(self, pk: str) -> dict[str, Any] | None:
-        found = self.db.get_item(TableName=self.name, Key={"pk": {"S": pk}})
+    def batch_settled(self, batch_id: str) -> bool:
+        """Whether every accepted record of the batch is counted (strongly consistent); False while the
+        batch item is not written yet."""
+        batch = self.get_batch(batch_id, consistent=True)
+        if batch is None:
+            return False
+        done = sum(int(batch.get(name, 0)) for name in ("processed", "rejected", "duplicates"))
+        return done >= int(batch.get("accepted", 0))
+
+    def _get(self, pk: str, consistent: bool = False) -> dict[str, Any] | None:
+        found = self.db.get_item(TableName=self.name, Key={"pk": {"S": pk}}, ConsistentRead=consistent)
         return deserialize(found["Item"]) if "Item" in found else None
 
 
@@ -1093,6 +1116,20 @@ def owned_by(record_id: str, batch_id: str) -> bool:
     """Whether `record_id` is one the API assigned in this batch (no other batch can hold it)."""
     index = record_id[len(batch_id) + 1 :]
     return record_id.startswith(f"{batch_id}-") and index.isascii() and index.isdigit()
+
+
+def counted_by_record(batch_id: str, ids: Sequence[str]) -> bool:
+    """A batch of one record whose id the API assigned keeps no counters: its record item is its count.
+    Only its own batch can write that id (`owned_by`), so the item's presence says the record is settled
+    and its status says how: no counter update, one write unit less per request (the common shape of a
+    producer sending records one by one). Flagged `byRecord` on the batch item."""
+    return len(ids) == 1 and ids[0] == f"{batch_id}-0"
+
+
+def counts_of_record(batch_id: str, held: Stored | None) -> dict[str, int]:
+    """The counters of a batch `counted_by_record`, from what its record's item holds (None: not stored)."""
+    status = held.status if held is not None and held.batch_id == batch_id else None
+    return {"processed": int(status == PROCESSED), "rejected": int(status == REJECTED), "duplicates": 0}
 
 
 def derived_ids(batch_id: str, count: int) -> list[str]:

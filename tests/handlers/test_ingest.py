@@ -194,7 +194,11 @@ def test_ids_shaped_like_the_ones_the_api_assigns_are_400(pipeline: Pipeline) ->
     assert pipeline.post_records({"records": records[1:]}).status == 202  # lower case: not a batch id
 
 
-def test_idempotency_key_replays_the_same_batch_and_enqueues_nothing_new(pipeline: Pipeline) -> None:
+def test_idempotency_key_replays_the_same_batch_and_stores_nothing_twice(pipeline: Pipeline) -> None:
+    """A retry answers the first request's batch. Until that batch is settled the retry enqueues its claim
+    check again (the first request may have died before enqueueing: no lease, no "enqueued" mark to write);
+    the processor stores and counts the batch once however many claim checks arrive. Once settled, a retry
+    enqueues nothing."""
     headers = {"Content-Type": "application/json", "Idempotency-Key": "client-retry-1"}
     payload = {"records": [ORDER, {"id": "x-2", **ORDER}]}
     first = pipeline.post_records(payload, headers=headers)
@@ -204,8 +208,22 @@ def test_idempotency_key_replays_the_same_batch_and_enqueues_nothing_new(pipelin
     assert again.body == first.body
     assert again.headers.get("idempotent-replayed") == "true"
     assert "idempotent-replayed" not in first.headers
-    assert len(claim_checks(pipeline)) == 1
-    assert claim_checks(pipeline)[0]["batchId"] == first.body["batchId"]
+    claims = claim_checks(
+        pipeline
+    )  # (a peek is a receive: each one counts towards the DLQ's maxReceiveCount)
+    assert [claim["batchId"] for claim in claims] == [first.body["batchId"]] * 2
+    assert claims[0] == claims[1]  # the first request's claim check: its raw object, its correlation id
+
+    pipeline.drain()
+    batch = pipeline.get_batch(first.body["batchId"]).body
+    assert (batch["status"], batch["accepted"], batch["processed"], batch["duplicates"]) == (
+        "COMPLETE",
+        2,
+        2,
+        0,
+    )
+    settled = pipeline.post_records(payload, headers=headers)
+    assert settled.body == first.body and pipeline.queued() == 0
 
 
 def test_idempotency_key_with_another_body_is_422(pipeline: Pipeline) -> None:
@@ -225,7 +243,7 @@ def test_failure_after_the_key_is_claimed_is_a_500_and_the_retry_finishes_the_wo
     pipeline: Pipeline,
 ) -> None:
     """SQS fails once (after the SDK's retries): 500 with the request id; the client retries with its key
-    and the retry enqueues the batch exactly once under the first batch id."""
+    and the retry enqueues the first request's batch (its claim check, its raw object), stored once."""
     from rtp_pipeline.aws import client
 
     failed = fail_calls(client("sqs"), "SendMessage", lambda _: not failed, "ServiceUnavailable")
@@ -240,40 +258,39 @@ def test_failure_after_the_key_is_claimed_is_a_500_and_the_retry_finishes_the_wo
     [claim] = claim_checks(pipeline)
     assert claim["batchId"] == retried.body["batchId"]
     assert claim["correlationId"] == "req-500"  # the first request's, recorded with the key
+    pipeline.drain()
+    view = pipeline.get_batch(retried.body["batchId"]).body
+    assert (view["status"], view["processed"]) == ("COMPLETE", 1)
     third = pipeline.post_records(ORDER, headers=headers)
-    assert third.body == retried.body and len(claim_checks(pipeline)) == 1
+    assert third.body == retried.body and pipeline.queued() == 0
 
 
-def test_a_retry_while_the_first_request_may_still_run_is_409_then_finishes_once_its_lease_ends(
+def test_a_request_that_died_after_claiming_its_key_is_finished_by_the_retry_and_stored_once(
     pipeline: Pipeline,
 ) -> None:
-    """The first request dies after claiming its key (SQS fails, and so does handing the lease back, as
-    when the process is killed): a retry within the lease gets 409 and enqueues nothing; once the lease
-    has run out a retry finishes the work, exactly once."""
+    """The first request claims its key and dies before its batch item (no lease to wait out: the retry
+    answers 202 with the first batch at once and finishes the work). A claim check of the same batch that
+    still arrives later (the first request was only slow) stores and counts nothing twice."""
     from rtp_pipeline.aws import client
 
-    sent = fail_calls(client("sqs"), "SendMessage", lambda _: not sent, "ServiceUnavailable")
-    released = fail_calls(
-        client("dynamodb"), "UpdateItem", lambda p: ":past" in p.get("ExpressionAttributeValues", {}), "Boom"
+    died = fail_calls(
+        client("dynamodb"),
+        "PutItem",
+        lambda p: str(p["Item"]["pk"]["S"]).startswith("BATCH#") and not died,
+        "Boom",
     )
-    headers = {"Content-Type": "application/json", "Idempotency-Key": "k-lease"}
-    assert pipeline.post_records(ORDER, headers=headers).status == 500
-    assert len(sent) == len(released) == 1
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "k-died"}
+    payload = {"records": [ORDER] * 5}
+    assert pipeline.post_records(payload, headers=headers).status == 500
+    assert len(died) == 1 and pipeline.queued() == 0
 
-    in_progress = pipeline.post_records(ORDER, headers=headers)
-    assert_error(in_progress, 409, "IDEMPOTENCY_KEY_IN_USE")
-    assert pipeline.queued() == 0
-
-    pipeline.dynamodb.update_item(  # time passes: the dead request's lease runs out
-        TableName=pipeline.table_name,
-        Key={"pk": {"S": "IDEM#k-lease"}},
-        UpdateExpression="SET leaseUntil = :past",
-        ExpressionAttributeValues={":past": {"N": "1"}},
-    )
-    finished = pipeline.post_records(ORDER, headers=headers)
-    assert finished.status == 202 and len(claim_checks(pipeline)) == 1
-    assert pipeline.post_records(ORDER, headers=headers).body == finished.body
-    assert len(claim_checks(pipeline)) == 1
+    retry = pipeline.post_records(payload, headers=headers)
+    assert retry.status == 202 and retry.headers.get("idempotent-replayed") == "true"
+    [claim] = claim_checks(pipeline)
+    pipeline.sqs.send_message(QueueUrl=pipeline.queue_url, MessageBody=json.dumps(claim))  # the slow one
+    pipeline.drain()
+    view = pipeline.get_batch(retry.body["batchId"]).body
+    assert (view["status"], view["accepted"], view["processed"], view["duplicates"]) == ("COMPLETE", 5, 5, 0)
 
 
 def test_accepted_records_are_counted_in_an_emf_metric(
