@@ -65,7 +65,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
@@ -179,6 +179,7 @@ class BatchState:
     counted: frozenset[int] = frozenset()  # `cc`: chunk numbers counted
     client_ids: bool = False
     last_error: str = ""
+    by_record: bool = False  # `byRecord`: one API-assigned record, no counters (its item is its count)
 
     @property
     def chunks(self) -> int:
@@ -209,6 +210,21 @@ class BatchState:
             counted=frozenset(int(n) for n in item.get("cc", {}).get("NS", [])),
             client_ids=bool(item.get("clientIds", {}).get("BOOL", False)),
             last_error=str(item.get("lastError", {}).get("S", "")),
+            by_record=bool(item.get("byRecord", {}).get("BOOL", False)),
+        )
+
+    def counted_by(self, record: Found | None) -> BatchState:
+        """A `by_record` batch as if counted from its one record's item (rtp_pipeline.storage
+        `counted_by_record`): chunk 0 counted once its own batch stored it, with its status."""
+        if not self.by_record:
+            return self
+        status = record.status if record is not None and record.batch_id == self.batch_id else ""
+        return replace(
+            self,
+            processed=int(status == "P"),
+            rejected=int(status == "R"),
+            duplicates=0,
+            counted=frozenset({0}) if status else frozenset(),
         )
 
 
@@ -538,7 +554,17 @@ def read_many(
 
 _RECORD_NAMES = ("pk", "b", "s")
 # What a batch item is read for (not the chunk leases, correlation id or raw key).
-_BATCH_NAMES = ("pk", "accepted", "processed", "rejected", "duplicates", "cc", "clientIds", "lastError")
+_BATCH_NAMES = (
+    "pk",
+    "accepted",
+    "processed",
+    "rejected",
+    "duplicates",
+    "cc",
+    "clientIds",
+    "lastError",
+    "byRecord",
+)
 
 
 def _found(items: Mapping[str, Mapping[str, Any]]) -> dict[str, Found]:
@@ -694,12 +720,29 @@ def _read_group(
         else:
             batches.append(BatchState.from_item(item))
     if counts_only or not batches:
-        return _Group(batches, None, None)
+        return _Group(_counted_by_record(sources, batches, None, False, pool), None, None)
     with_client_ids = [f"IDS#{batch.batch_id}" for batch in batches if batch.client_ids]
     ids = _ids_of(batches, read_many(sources, with_client_ids, ("pk", "ids"), pool=pool))
     record_keys = [f"REC#{record_id}" for batch_ids in ids.values() for record_id in batch_ids]
     found = _found(read_many(sources, record_keys, _RECORD_NAMES, pool=pool))
-    return _Group(batches, ids, found)
+    return _Group(_counted_by_record(sources, batches, found, False, pool), ids, found)
+
+
+def _counted_by_record(
+    sources: Sources,
+    batches: list[BatchState],
+    found: Mapping[str, Found] | None,
+    consistent: bool,
+    pool: ThreadPoolExecutor,
+) -> list[BatchState]:
+    """`batches` with each `by_record` one counted from its record's item: from `found`, or (with
+    --counts-only) read here, one BatchGetItem key per such batch (half a read unit each)."""
+    single = [f"{batch.batch_id}-0" for batch in batches if batch.by_record]
+    if not single:
+        return batches
+    if found is None:
+        found = _found(read_many(sources, [f"REC#{rid}" for rid in single], _RECORD_NAMES, consistent, pool))
+    return [batch.counted_by(found.get(f"{batch.batch_id}-0")) for batch in batches]
 
 
 def _settle(
@@ -735,9 +778,24 @@ def _settle(
             for suspect in group:
                 if suspect.found is not None:
                     suspect.found.update(_found_of(suspect.ids, late) or {})
+        for suspect, batch in zip(
+            group,
+            _counted_by_record(
+                sources, [suspect.batch for suspect in group], _merged_found(group), True, pool
+            ),
+            strict=True,
+        ):
+            suspect.batch = batch
         for suspect in group:
             verdict = classify(suspect.batch, suspect.ids, suspect.found, queued, dead.holds(suspect.batch))
             totals.add(verdict, max_ids)
+
+
+def _merged_found(group: Sequence[_Suspect]) -> dict[str, Found] | None:
+    """What the suspects' record reads found, together (None with --counts-only)."""
+    if any(suspect.found is None for suspect in group):
+        return None
+    return {record_id: item for suspect in group for record_id, item in (suspect.found or {}).items()}
 
 
 def _report(

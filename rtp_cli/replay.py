@@ -443,11 +443,11 @@ def _rejected_batches(sources: Sources, since: str, until: str, reason: str | No
 
 def _batch_items(table: Any, batch_ids: list[str], sleep: Sleep = time.sleep) -> dict[str, dict[str, Any]]:
     """batch id -> its batch item (the attributes a replay needs), 100 keys per BatchGetItem."""
-    from rtp_pipeline.storage import deserialize
+    from rtp_pipeline.storage import counts_of_record, deserialize
 
     found: dict[str, dict[str, Any]] = {}
     names = {"#p": "processed", "#r": "rejected", "#d": "duplicates"}  # reserved words among them
-    projection = "pk, batchId, accepted, #p, #r, #d, rawKey, correlationId, receivedAt, rc"
+    projection = "pk, batchId, accepted, #p, #r, #d, rawKey, correlationId, receivedAt, rc, byRecord"
     for start in range(0, len(batch_ids), BATCH_GET_KEYS):
         keys = [{"pk": {"S": f"BATCH#{batch_id}"}} for batch_id in batch_ids[start : start + BATCH_GET_KEYS]]
         request: dict[str, Any] = {
@@ -470,6 +470,12 @@ def _batch_items(table: Any, batch_ids: list[str], sleep: Sleep = time.sleep) ->
             sleep(min(1.0, 0.05 * 2**attempt))
         else:
             raise ReplayError("DynamoDB kept some batch items unread (throttled): try again", 1)
+    # A batch of one API-assigned record keeps no counters: its record's item is its count.
+    single = {batch_id: f"{batch_id}-0" for batch_id, item in found.items() if item.get("byRecord")}
+    if single:
+        held = table.stored_records(list(single.values()))
+        for batch_id, record_id in single.items():
+            found[batch_id].update(counts_of_record(batch_id, held.get(record_id)))
     return found
 
 

@@ -156,9 +156,12 @@ def test_a_killed_run_resumes_without_duplicates(stopped_stack: LocalStack, rtp:
         for b in scan(stopped_stack.target(), "BATCH#")
         if b["receivedAt"]["S"] >= started and "clientIds" not in b  # records without ids, as sent here
     ]
-    # Exactly 100 batches of 100: nothing accepted twice, nothing missing; one claim check each.
+    # Exactly 100 batches of 100: nothing accepted twice, nothing missing. One claim check each, plus one
+    # more for each request the kill caught in flight (at most --concurrency 2) that the API had accepted:
+    # its retry under the same key finds the batch not settled (the processor is stopped) and enqueues its
+    # claim check again, which the processor stores and counts once.
     assert len(batches) == 100 and sum(int(b["accepted"]["N"]) for b in batches) == 10_000
-    assert queue_depth(stopped_stack, "WorkQueueUrl") - queued_before == 100
+    assert 100 <= queue_depth(stopped_stack, "WorkQueueUrl") - queued_before <= 102
 
 
 def test_bad_lines_are_reported_with_line_numbers(main_stack: LocalStack, rtp: Rtp, tmp_path: Path) -> None:
