@@ -430,3 +430,42 @@ def test_any_replay_member_is_refused_cleanly_or_round_trips(fields: dict[str, A
         return
     assert ReplayRequest.from_dict(request.to_dict()) == request
     assert len(request.replay_id) <= 64
+
+
+def test_a_batch_of_one_assigned_id_is_counted_by_its_record_with_no_counter_write(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One record, id assigned by the API: the record item is the batch's count (`byRecord`). The processor
+    writes the record and nothing on the batch item; the status, a redelivery and a replay all read or
+    move only the record. A batch of one record the client named is still counted (its id may be
+    another batch's, so its item alone cannot say whether this batch stored it)."""
+    use(pipeline, monkeypatch, rejecting("bad"), "v1")
+    good = accept(pipeline, [{"type": "t", "data": {"kind": "good"}}])
+    bad = accept(pipeline, [{"type": "t", "data": {"kind": "bad"}}])
+    named = accept(pipeline, [{"id": "n-1", "type": "t", "data": {"kind": "good"}}])
+    assert batch(pipeline, good["batchId"])["status"] == "IN_PROGRESS"  # the record is not stored yet
+    start = len(pipeline.recorder.calls)
+    pipeline.drain()
+
+    writes = [
+        call.params.get("Key", {}).get("pk", {}).get("S", "")
+        for call in pipeline.recorder.since(start)
+        if call.service == "dynamodb" and call.operation == "UpdateItem"
+    ]
+    assert writes == [f"BATCH#{named['batchId']}"]  # the named one's count; none for the other two
+    assert counts(pipeline, good["batchId"]) == (1, 0, 0) and counts(pipeline, bad["batchId"]) == (0, 1, 0)
+    assert counts(pipeline, named["batchId"]) == (1, 0, 0)
+    assert (pipeline.item(f"BATCH#{good['batchId']}") or {}).get("byRecord") is True
+    assert "byRecord" not in (pipeline.item(f"BATCH#{named['batchId']}") or {})
+    assert (
+        batch(pipeline, good["batchId"])["status"] == batch(pipeline, bad["batchId"])["status"] == "COMPLETE"
+    )
+
+    use(pipeline, monkeypatch, fixed, "v2")
+    pipeline.send_replay(bad["batchId"], "replay-1", status="REJECTED")
+    pipeline.send_replay(bad["batchId"], "replay-1", status="REJECTED")  # resent: replays nothing twice
+    assert [d.failures for d in pipeline.drain(replay=True)] == [[], []]
+    assert counts(pipeline, bad["batchId"]) == (1, 0, 0)
+    assert record(pipeline, bad["ids"][0])["previousStatus"] == "REJECTED"
+    item = pipeline.item(f"BATCH#{bad['batchId']}") or {}
+    assert item["rc"] == ["replay-1:0"] and item["processed"] == item["rejected"] == 0
