@@ -173,6 +173,28 @@ def test_counts_only_reads_no_record_item_and_sees_no_deleted_record(pipeline: P
     assert reconcile(sources_of(pipeline), window_now(since))["ok"] is False
 
 
+def test_a_batch_of_one_assigned_id_is_counted_by_its_record_item(pipeline: Pipeline) -> None:
+    """`byRecord` batches keep no counters (rtp_pipeline.storage.counted_by_record): reconcile counts them
+    from their one record item, also with --counts-only (one more key per such batch), so a record deleted
+    behind its back leaves its batch stuck, a gap, in both modes."""
+    since = start()
+    singles = [post(pipeline, records(1)) for _ in range(3)]
+    pipeline.drain()
+    sources = sources_of(pipeline)
+    for counts_only in (False, True):
+        report = reconcile(sources, window_now(since), counts_only=counts_only)
+        assert report["ok"] is True, report
+        assert report["counts"]["stored"] == {"processed": 3, "rejected": 0, "duplicates": 0, "total": 3}
+        assert report["counts"]["complete"] == {"batches": 3}
+    lost = singles[1]["ids"][0]
+    pipeline.dynamodb.delete_item(TableName=pipeline.table_name, Key={"pk": {"S": f"REC#{lost}"}})
+    for counts_only in (False, True):
+        report = reconcile(sources_of(pipeline), window_now(since), counts_only=counts_only)
+        assert report["ok"] is False and report["gaps"]["batches"] == 1
+        assert report["counts"]["stuck"]["batches"] == 1
+        assert report["gapBatches"][0]["batchId"] == singles[1]["batchId"]
+
+
 def test_pending_while_queued_and_stuck_once_the_message_is_gone(pipeline: Pipeline) -> None:
     since = start()
     batch = post(pipeline, records(3))
