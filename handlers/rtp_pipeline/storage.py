@@ -37,6 +37,10 @@ Exactly once, without transactions (a transactional write costs twice a plain on
   deliveries of one message running at once (SQS is at-least-once) therefore never mix their outcomes
   into one chunk's items and counts, even for a transform that decides differently each time.
 
+A batch of one record whose id the API assigned (`counted_by_record`, `byRecord` on the batch item) keeps no
+counters: its record item is its count (only its own batch can write that id), so it costs no counter
+update; `get_batch` fills its counters in from the record item.
+
 A replay (`rtp replay`: a claim check with a `replay` member, on the replay queue) replaces the outcomes of
 the records a batch stored that its filters select, chunk by chunk under a replay lease (`rl<chunk>`): each
 replaced item carries the replay's id and the status it had before, and one UpdateItem per chunk moves the

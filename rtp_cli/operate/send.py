@@ -2,7 +2,7 @@
 
 Bulk loads never lose a record quietly: every input line is accepted, reported invalid (with its line
 number), rejected by the API (line number and reason) or failed after retries (line numbers). Retries of
-429, 5xx, 409 (same key still in progress) and connection errors back off exponentially with full jitter
+429, 5xx and connection errors back off exponentially with full jitter
 and reuse the batch's Idempotency-Key, so a retry whose first attempt did reach the API is replayed,
 never stored twice.
 """
@@ -25,8 +25,7 @@ from rtp_cli.operate.api_client import ApiClient, ApiResponse, encode
 from rtp_cli.operate.inputs import Batch, InputOptions, InvalidLine, batches, file_digest, read_items
 from rtp_cli.operate.journal import Journal, journal_key
 
-# 409: an earlier attempt with the same Idempotency-Key is still being processed (IDEMPOTENCY_KEY_IN_USE).
-RETRYABLE_STATUS = frozenset({409, 429, 500, 502, 503, 504})
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 
 
 class FatalSendError(RuntimeError):

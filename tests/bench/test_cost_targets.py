@@ -26,6 +26,7 @@ def test_the_naive_record_is_one_put_of_the_record_and_its_key() -> None:
 
 def test_the_one_per_request_target_is_met_only_at_or_below_the_naive_figure() -> None:
     """Judged on the run without an Idempotency-Key: the naive design takes no key."""
+
     def verdict(row: dict[str, Any]) -> tuple[float | None, bool]:
         [(_, _, limit, ok)] = [r for r in cost.target_results([row]) if r[0].limit_from]
         return limit, ok
