@@ -570,6 +570,7 @@ def claim_check(batch: dict[str, Any]) -> str:
         correlation_id=str(batch.get("correlationId", "")),
         received_at=str(batch["receivedAt"]),
         record_count=len(batch.get("ids") or []) or int(batch.get("accepted", 0)),
+        by_record=batch.get("byRecord") is True,
     )
     text: str = claim.to_json()
     return text

@@ -192,6 +192,7 @@ class Candidate:
     bytes: int
     matching: int | None = None  # REJECTED records of the listing in it (--status REJECTED)
     counts: dict[str, int] = field(default_factory=dict)  # processed/rejected/duplicates at selection
+    by_record: bool = False  # the batch item's `byRecord`: carried on the replay's claim check
 
     @property
     def chunks(self) -> int:
@@ -401,6 +402,7 @@ def _candidate(item: dict[str, Any], size: int) -> Candidate:
         records=int(item.get("accepted", 0)),
         bytes=size,
         counts={name: int(item.get(name, 0)) for name in _COUNTERS},
+        by_record=item.get("byRecord") is True,
     )
 
 
@@ -751,6 +753,7 @@ def claim_for(sources: Sources, plan: Plan, candidate: Candidate, replay_id: str
         candidate.received_at,
         candidate.records,
         replay=request,
+        by_record=candidate.by_record,
     )
     return claim.to_json()
 

@@ -23,13 +23,18 @@ class IdempotencyKeys:
 
     def claim(
         self,
+        now: datetime,
         key: str,
         request_hash: str,
         claim: ClaimCheck,
         response: dict[str, Any],
         expires: datetime,
     ) -> dict[str, Any] | None:
-        """Record a new idempotency key. Returns None if the key is new, else the item stored earlier."""
+        """Record a new idempotency key. Returns None if the key is new (or its item is past `expiresAt`:
+        TTL deletes lag, and expired items still read:
+        https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ttl-expired-items.html), else the
+        item stored earlier. A key lives no longer than its batch item (ingest), so a key answered from
+        here always finds its batch."""
         item = {
             "pk": f"IDEM#{key}",
             "requestHash": request_hash,
@@ -42,7 +47,8 @@ class IdempotencyKeys:
             self.db.put_item(
                 TableName=self.name,
                 Item=serialize(item),
-                ConditionExpression="attribute_not_exists(pk)",
+                ConditionExpression="attribute_not_exists(pk) OR expiresAt < :now",
+                ExpressionAttributeValues={":now": {"N": str(epoch_seconds(now))}},
                 # A refused put returns the stored item, no read units:
                 # https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_PutItem.html
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",

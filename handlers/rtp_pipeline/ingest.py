@@ -2,11 +2,12 @@
 
 Order matters: the raw body is written to S3 before anything can reject it, so even a request that
 fails validation can be inspected later. An `Idempotency-Key` makes a retried request return the
-first answer (with the first request's batch id) and store nothing twice.
+first answer (with the first request's batch id); nothing is stored or counted twice.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -19,7 +20,14 @@ from typing import Any
 from rtp_pipeline.errors import ApiError
 from rtp_pipeline.idempotency import IdempotencyKeys
 from rtp_pipeline.settings import Settings
-from rtp_pipeline.storage import ClaimCheck, ClaimCheckQueue, PipelineTable, RawStore, ttl
+from rtp_pipeline.storage import (
+    ClaimCheck,
+    ClaimCheckQueue,
+    PipelineTable,
+    RawStore,
+    counted_by_record,
+    ttl,
+)
 from rtp_pipeline.validation import JsonDocumentError, parse_json_document, validate_request
 
 IDEMPOTENCY_KEY = "idempotency-key"
@@ -91,6 +99,7 @@ class Ingestor:
             correlation_id=correlation_id,
             received_at=received.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
             record_count=len(records),
+            by_record=counted_by_record(batch_id, ids),
         )
         response = {"batchId": batch_id, "accepted": len(records), "ids": ids}
         idempotency_key = headers.get(IDEMPOTENCY_KEY, "").strip()
@@ -99,6 +108,7 @@ class Ingestor:
                 raise ApiError(400, "VALIDATION_ERROR", "Idempotency-Key must be at most 255 characters")
             request_hash = hashlib.sha256(body).hexdigest()
             earlier = self.keys.claim(
+                received,
                 idempotency_key,
                 request_hash,
                 claim,
@@ -131,7 +141,8 @@ class Ingestor:
             # check (again). Its raw object exists (written before the key was claimed), the batch item is a
             # conditional put, and the processor stores and counts nothing twice however often a claim check
             # arrives (as for SQS's own duplicate deliveries). What a settled batch no longer needs: nothing.
-            self._enqueue(ClaimCheck.from_json(earlier["claimCheck"]), response["ids"], received)
+            first = ClaimCheck.from_json(earlier["claimCheck"])
+            self._enqueue(dataclasses.replace(first, resent=True), response["ids"], received)
         return Accepted(response, replayed=True)
 
     def _enqueue(self, claim: ClaimCheck, ids: list[str], received: datetime) -> None:

@@ -151,8 +151,9 @@ class _Job:
 
     @property
     def by_record(self) -> bool:
-        """The batch keeps no counters: its one record's item is its count (`counted_by_record`)."""
-        return counted_by_record(self.claim.batch_id, self.ids)
+        """The batch keeps no counters: its one record's item is its count (`counted_by_record`). From the
+        claim check, so that a batch created before the flag existed keeps counting."""
+        return self.claim.by_record and counted_by_record(self.claim.batch_id, self.ids)
 
 
 @dataclass
@@ -239,11 +240,13 @@ class Processor:
         # A first delivery has stored nothing yet. A redelivery skips the chunks already counted (one
         # consistent GetItem), and reads which records of the others an earlier delivery stored (one
         # BatchGetItem per chunk): it does not transform them again, and counts from what the table holds.
-        # A replay reads the same, and which chunks it settled already (`rc`).
+        # A claim check ingest sent again (`resent`) is read like a redelivery: an earlier message of the
+        # same batch may have stored records. A replay reads the same, and which chunks it settled (`rc`).
         counted: set[int] = set()
         replayed: set[str] = set()
+        redelivered = receive_count > 1 or claim.resent
         if replay is None:
-            if receive_count > 1:
+            if redelivered:
                 counted = self.table.counted_chunks(claim.batch_id)
         else:
             progress = self.table.batch_progress(claim.batch_id, started)
@@ -258,9 +261,7 @@ class Processor:
                 tally.skipped += len(indexes)
             elif chunk not in counted:
                 # A replay first finishes a chunk never counted (its records then get the current transform).
-                settled = self._process_chunk(
-                    job, chunk, indexes, receive_count > 1 or replay is not None, tally
-                )
+                settled = self._process_chunk(job, chunk, indexes, redelivered or replay is not None, tally)
                 if replay is not None and settled:
                     self._replay_chunk(job, chunk, indexes, replay, tally)
             elif replay is None:

@@ -259,7 +259,11 @@ class ReplayRequest:
 @dataclass(frozen=True)
 class ClaimCheck:
     """The SQS message: a pointer to the raw request in S3, never the payload itself. `replay` is set on
-    the messages `rtp replay` sends to the replay queue."""
+    the messages `rtp replay` sends to the replay queue. `by_record`: the batch keeps no counters
+    (`counted_by_record`; set by ingest, copied from the batch item's `byRecord` when a claim check is
+    rebuilt, absent on claim checks of batches created before it existed, which keep counting). `resent`:
+    ingest sent this batch's claim check again (an idempotent retry of a batch not settled yet), so it may
+    find records stored by an earlier message although SQS counts its first receive."""
 
     batch_id: str
     bucket: str
@@ -268,6 +272,8 @@ class ClaimCheck:
     received_at: str
     record_count: int
     replay: ReplayRequest | None = None
+    by_record: bool = False
+    resent: bool = False
 
     def to_json(self) -> str:
         message: dict[str, Any] = {
@@ -280,6 +286,10 @@ class ClaimCheck:
         }
         if self.replay is not None:
             message["replay"] = self.replay.to_dict()
+        if self.by_record:
+            message["byRecord"] = True
+        if self.resent:
+            message["resent"] = True
         return json.dumps(message, separators=(",", ":"))
 
     @classmethod
@@ -293,6 +303,8 @@ class ClaimCheck:
             received_at=str(message["receivedAt"]),
             record_count=int(message["recordCount"]),
             replay=ReplayRequest.from_dict(message["replay"]) if "replay" in message else None,
+            by_record=message.get("byRecord") is True,
+            resent=message.get("resent") is True,
         )
 
 
@@ -384,7 +396,7 @@ class PipelineTable:
             "receivedAt": claim.received_at,
             "expiresAt": epoch_seconds(expires),
         }
-        if counted_by_record(claim.batch_id, ids):
+        if claim.by_record:
             item["byRecord"] = True
         # Ids the processor derives (`<batchId>-<index>`) are not stored; ids a client chose are kept apart
         # from the batch item, whose size every counter update pays.
@@ -1067,11 +1079,27 @@ class PipelineTable:
         return batch
 
     def batch_settled(self, batch_id: str) -> bool:
-        """Whether every accepted record of the batch is counted (strongly consistent); False while the
-        batch item is not written yet."""
-        batch = self.get_batch(batch_id, consistent=True)
-        if batch is None:
+        """Whether every accepted record of the batch is counted (strongly consistent: the counters, and for
+        a `byRecord` batch its record item); False while the batch item is not written yet."""
+        found = self.db.get_item(
+            TableName=self.name,
+            Key={"pk": {"S": f"BATCH#{batch_id}"}},
+            ProjectionExpression="accepted, #p, rejected, duplicates, byRecord",
+            ExpressionAttributeNames={"#p": "processed"},  # a reserved word
+            ConsistentRead=True,
+        ).get("Item")
+        if found is None:
             return False
+        batch = deserialize(found)
+        if batch.get("byRecord"):  # settled once its own record is stored (ingest's role: GetItem only)
+            [record_id] = derived_ids(batch_id, 1)
+            record = self.db.get_item(
+                TableName=self.name,
+                Key={"pk": {"S": f"REC#{record_id}"}},
+                ProjectionExpression="pk",
+                ConsistentRead=True,
+            )
+            return "Item" in record
         done = sum(int(batch.get(name, 0)) for name in ("processed", "rejected", "duplicates"))
         return done >= int(batch.get("accepted", 0))
 

@@ -438,6 +438,7 @@ class Pipeline:
             batch["receivedAt"],
             int(batch["accepted"]),
             ReplayRequest(replay_id, **filters),
+            by_record=batch.get("byRecord") is True,
         )
         body = claim.to_json()
         self.sqs.send_message(QueueUrl=self.replay_queue_url, MessageBody=body)

@@ -182,15 +182,16 @@ class DeadLetterQueue:
         count = claim.get("recordCount")
         message.record_count = int(count) if isinstance(count, int) else None
         if message.batch_id and self.dynamodb is not None and self.table_name:
-            item = self.dynamodb.get_item(
-                TableName=self.table_name, Key={"pk": {"S": f"BATCH#{message.batch_id}"}}, ConsistentRead=True
-            ).get("Item")
-            if item:
-                message.last_error = item.get("lastError", {}).get("S", "")
+            from rtp_pipeline.storage import PipelineTable
+
+            # get_batch: the counters, filled in from the record item for a batch that keeps none (byRecord).
+            batch = PipelineTable(self.dynamodb, self.table_name).get_batch(message.batch_id, consistent=True)
+            if batch:
+                message.last_error = str(batch.get("lastError") or "")
                 message.batch_state = {
-                    name: int(item[name]["N"])
+                    name: int(batch[name])
                     for name in ("accepted", "processed", "rejected", "duplicates")
-                    if name in item and "N" in item[name]
+                    if isinstance(batch.get(name), int)
                 }
             else:
                 message.last_error = "(no batch item in the table: expired, or never created)"

@@ -42,7 +42,17 @@ def test_single_record_is_stored_raw_enqueued_and_accepted(pipeline: Pipeline) -
     assert claim["correlationId"] == "req-single"  # the API request id, carried to the processor
     assert claim["recordCount"] == 1
     # A claim check: a pointer to the raw object, never the payload.
-    assert set(claim) == {"batchId", "bucket", "key", "correlationId", "receivedAt", "recordCount"}
+    # `byRecord`: one record, its id assigned: the batch keeps no counters (its record item is its count).
+    assert set(claim) == {
+        "batchId",
+        "bucket",
+        "key",
+        "correlationId",
+        "receivedAt",
+        "recordCount",
+        "byRecord",
+    }
+    assert claim["byRecord"] is True
 
     batch = pipeline.item(f"BATCH#{batch_id}")
     assert batch is not None
@@ -208,10 +218,10 @@ def test_idempotency_key_replays_the_same_batch_and_stores_nothing_twice(pipelin
     assert again.body == first.body
     assert again.headers.get("idempotent-replayed") == "true"
     assert "idempotent-replayed" not in first.headers
-    claims = claim_checks(
-        pipeline
-    )  # (a peek is a receive: each one counts towards the DLQ's maxReceiveCount)
+    # One peek: a peek is a receive, and each counts towards the DLQ's maxReceiveCount.
+    claims = claim_checks(pipeline)
     assert [claim["batchId"] for claim in claims] == [first.body["batchId"]] * 2
+    assert claims[1].pop("resent") is True  # read like a redelivery (test_replay.py shows why)
     assert claims[0] == claims[1]  # the first request's claim check: its raw object, its correlation id
 
     pipeline.drain()
@@ -232,6 +242,24 @@ def test_idempotency_key_with_another_body_is_422(pipeline: Pipeline) -> None:
     other = pipeline.post_records({"type": "order", "data": {"sku": "B-2"}}, headers=headers)
     assert_error(other, 422, "IDEMPOTENCY_KEY_REUSED")
     assert len(claim_checks(pipeline)) == 1
+
+
+def test_an_expired_idempotency_key_is_a_new_key(pipeline: Pipeline) -> None:
+    """Keys are remembered for 24 hours: a key item past its `expiresAt` that TTL has not deleted yet (TTL
+    deletes lag) is claimed afresh, a new batch, instead of answering from a batch that may be gone."""
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "k-expired"}
+    first = pipeline.post_records(ORDER, headers=headers)
+    pipeline.dynamodb.update_item(  # a day passes
+        TableName=pipeline.table_name,
+        Key={"pk": {"S": "IDEM#k-expired"}},
+        UpdateExpression="SET expiresAt = :past",
+        ExpressionAttributeValues={":past": {"N": "1"}},
+    )
+    later = pipeline.post_records(ORDER, headers=headers)
+    assert later.status == 202 and "idempotent-replayed" not in later.headers
+    assert later.body["batchId"] != first.body["batchId"]
+    again = pipeline.post_records(ORDER, headers=headers)
+    assert again.body == later.body and again.headers.get("idempotent-replayed") == "true"
 
 
 def test_idempotency_key_too_long_is_400(pipeline: Pipeline) -> None:

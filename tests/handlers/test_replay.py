@@ -469,3 +469,66 @@ def test_a_batch_of_one_assigned_id_is_counted_by_its_record_with_no_counter_wri
     assert record(pipeline, bad["ids"][0])["previousStatus"] == "REJECTED"
     item = pipeline.item(f"BATCH#{bad['batchId']}") or {}
     assert item["rc"] == ["replay-1:0"] and item["processed"] == item["rejected"] == 0
+
+
+def test_a_claim_check_ingest_resends_keeps_what_an_earlier_message_stored(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An idempotent retry of a batch not settled yet makes ingest send its claim check again: a new SQS
+    message, received for the first time. An earlier message stored four of five records (under the chunk
+    lease) and failed on the fifth; the resent one must read them as a redelivery does, not transform and
+    overwrite them (the transform here draws a new value each call: only the first result is stored)."""
+    draws = iter(range(1_000_000))
+    failing = {"on": True}
+
+    def flaky(record_in: dict[str, Any], context: Any) -> dict[str, Any]:
+        if record_in["data"]["n"] == 4 and failing["on"]:
+            raise RuntimeError("transient")
+        return {"n": record_in["data"]["n"], "draw": next(draws)}
+
+    use(pipeline, monkeypatch, flaky, "v1")
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "k-resent"}
+    payload = {"records": [{"type": "t", "data": {"n": n}} for n in range(5)]}
+    first = pipeline.post_records(payload, headers=headers)
+    assert pipeline.deliver().failures  # four stored, the fifth not: the chunk lease given back
+    stored = {record_id: record(pipeline, record_id)["result"] for record_id in first.body["ids"][:4]}
+    assert pipeline.post_records(payload, headers=headers).status == 202  # not settled: sent again
+    failing["on"] = False
+
+    event = pipeline.receive(10)
+    fresh = [m for m in event["Records"] if m["attributes"]["ApproximateReceiveCount"] == "1"]
+    assert len(fresh) == 1 and json.loads(fresh[0]["body"])["resent"] is True
+    pipeline.invoke("processor", {**event, "Records": fresh})
+
+    assert {record_id: record(pipeline, record_id)["result"] for record_id in stored} == stored
+    assert counts(pipeline, first.body["batchId"]) == (5, 0, 0)
+
+
+def test_a_batch_of_one_from_before_the_flag_keeps_its_counters_through_processing_and_replay(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A one-record batch accepted before `byRecord` existed (no flag on its batch item or claim check, as
+    in flight during an upgrade) is counted, and a replay moves its counters: only the flag, never the shape
+    of the ids, stops the counting."""
+    use(pipeline, monkeypatch, rejecting("bad"), "v1")
+    old = accept(pipeline, [{"type": "t", "data": {"kind": "bad"}}])
+    [message] = pipeline.sqs.receive_message(QueueUrl=pipeline.queue_url).get("Messages", [])
+    pipeline.sqs.delete_message(QueueUrl=pipeline.queue_url, ReceiptHandle=message["ReceiptHandle"])
+    body = json.loads(message["Body"])
+    assert body.pop("byRecord") is True
+    pipeline.sqs.send_message(QueueUrl=pipeline.queue_url, MessageBody=json.dumps(body))
+    pipeline.dynamodb.update_item(
+        TableName=pipeline.table_name,
+        Key={"pk": {"S": f"BATCH#{old['batchId']}"}},
+        UpdateExpression="REMOVE byRecord",
+    )
+    pipeline.drain()
+    item = pipeline.item(f"BATCH#{old['batchId']}") or {}
+    assert (item["processed"], item["rejected"], item["cc"]) == (0, 1, [0])
+
+    use(pipeline, monkeypatch, fixed, "v2")
+    pipeline.send_replay(old["batchId"], "replay-old", status="REJECTED")
+    pipeline.drain(replay=True)
+    item = pipeline.item(f"BATCH#{old['batchId']}") or {}
+    assert (item["processed"], item["rejected"]) == (1, 0)
+    assert counts(pipeline, old["batchId"]) == (1, 0, 0)
