@@ -88,7 +88,10 @@ UNPROCESSED_ATTEMPTS = 8
 NOT_ACCEPTED_SHOWN = 10
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _T = TypeVar("_T")
-_RAW_KEY = re.compile(r"(\d{4})/(\d{2})/(\d{2})/(\d{2})/([0-9A-HJKMNP-TV-Z]{26})\.json")
+# The batch id: a ULID, or a keyed one (`K` after the time: rtp_pipeline.storage.BATCH_ID).
+_RAW_KEY = re.compile(
+    r"(\d{4})/(\d{2})/(\d{2})/(\d{2})/([0-9A-HJKMNP-TV-Z]{10}K?[0-9A-HJKMNP-TV-Z]{16})\.json"
+)
 
 
 class ReconcileError(Exception):
@@ -202,7 +205,7 @@ class BatchState:
             return int(value["N"]) if isinstance(value, dict) and "N" in value else 0
 
         return cls(
-            batch_id=str(item["pk"]["S"])[len("BATCH#") :],
+            batch_id=str(item.get("batchId", {}).get("S", "")) or str(item["pk"]["S"])[len("BATCH#") :],
             accepted=number("accepted"),
             processed=number("processed"),
             rejected=number("rejected"),
@@ -556,6 +559,7 @@ _RECORD_NAMES = ("pk", "b", "s")
 # What a batch item is read for (not the chunk leases, correlation id or raw key).
 _BATCH_NAMES = (
     "pk",
+    "batchId",
     "accepted",
     "processed",
     "rejected",
@@ -708,11 +712,16 @@ def _read_group(
     counts_only: bool,
     pool: ThreadPoolExecutor,
 ) -> _Group:
-    keys = {f"BATCH#{batch_id}": key for batch_id, key in part}
-    items = read_many(sources, list(keys), _BATCH_NAMES, pool=pool)
+    from rtp_pipeline.storage import batch_pk
+
+    # A keyed retry's raw object names its own batch id, whose item is its key's (the first request's
+    # batch): read once, and not this raw object's batch.
+    items = read_many(sources, sorted({batch_pk(batch_id) for batch_id, _ in part}), _BATCH_NAMES, pool=pool)
     batches: list[BatchState] = []
-    for pk, raw_key in keys.items():
-        item = items.get(pk)
+    for batch_id, raw_key in part:
+        item = items.get(batch_pk(batch_id))
+        if item is not None and item.get("batchId", {}).get("S", batch_id) != batch_id:
+            item = None
         if item is None:
             totals.not_accepted += 1
             if len(totals.not_accepted_keys) < NOT_ACCEPTED_SHOWN:
@@ -759,13 +768,16 @@ def _settle(
     write of the last second): their batch items, and the record items the first read did not find (the
     pipeline never deletes one). The queues are read again too: a batch that arrived during the run is
     pending, not stuck."""
+    from rtp_pipeline.storage import batch_pk
+
     queues.update(_queue_depths(sources))
     queued = _busy(queues)
     for start in range(0, len(suspects), BATCH_GROUP):
         group = suspects[start : start + BATCH_GROUP]
-        items = read_many(sources, [f"BATCH#{s.batch.batch_id}" for s in group], _BATCH_NAMES, True, pool)
+        pks = sorted({batch_pk(suspect.batch.batch_id) for suspect in group})
+        items = read_many(sources, pks, _BATCH_NAMES, True, pool)
         for suspect in group:
-            item = items.get(f"BATCH#{suspect.batch.batch_id}")
+            item = items.get(batch_pk(suspect.batch.batch_id))
             suspect.batch = BatchState.from_item(item) if item else suspect.batch
         if not counts_only:
             keys = [

@@ -64,7 +64,8 @@ DEFAULT_RATE = 1000.0
 SEND_ATTEMPTS = 5  # entries SendMessageBatch reports as failed are sent again this many times
 DEFAULT_WAIT_SECONDS = 600.0
 WAIT_POLL_SECONDS = 1.0
-BATCH_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")  # a ULID (rtp_pipeline.ingest.new_batch_id)
+# A ULID, or a keyed batch id (`K` after the time): rtp_pipeline.storage.BATCH_ID.
+BATCH_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{10}K?[0-9A-HJKMNP-TV-Z]{16}")
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 STATUSES = ("PROCESSED", "REJECTED")
 MAX_REASON_CHARS = 500  # the longest --reason a replay message carries (rtp_pipeline.storage.ReplayRequest)
@@ -159,8 +160,8 @@ def check_selection(selection: Selection) -> None:
     bad = [batch_id for batch_id in selection.batch_ids if not BATCH_ID.fullmatch(batch_id)]
     if bad:
         raise ReplayError(
-            f"--batch {bad[0][:60]!r}: a batch id is 26 characters of Crockford base32 (as POST /records "
-            "answered)"
+            f"--batch {bad[0][:60]!r}: a batch id is 26 or 27 characters of Crockford base32 (as POST "
+            "/records answered)"
         )
 
 
@@ -445,13 +446,16 @@ def _rejected_batches(sources: Sources, since: str, until: str, reason: str | No
 
 def _batch_items(table: Any, batch_ids: list[str], sleep: Sleep = time.sleep) -> dict[str, dict[str, Any]]:
     """batch id -> its batch item (the attributes a replay needs), 100 keys per BatchGetItem."""
-    from rtp_pipeline.storage import counts_of_record, deserialize
+    from rtp_pipeline.storage import batch_pk, counts_of_record, deserialize
 
     found: dict[str, dict[str, Any]] = {}
     names = {"#p": "processed", "#r": "rejected", "#d": "duplicates"}  # reserved words among them
     projection = "pk, batchId, accepted, #p, #r, #d, rawKey, correlationId, receivedAt, rc, byRecord"
-    for start in range(0, len(batch_ids), BATCH_GET_KEYS):
-        keys = [{"pk": {"S": f"BATCH#{batch_id}"}} for batch_id in batch_ids[start : start + BATCH_GET_KEYS]]
+    # A keyed retry's raw object names its own batch id, whose item is its key's: read once, and kept
+    # only under the id the item names (BatchGetItem refuses duplicate keys).
+    pks = sorted({batch_pk(batch_id) for batch_id in batch_ids})
+    for start in range(0, len(pks), BATCH_GET_KEYS):
+        keys = [{"pk": {"S": pk}} for pk in pks[start : start + BATCH_GET_KEYS]]
         request: dict[str, Any] = {
             table.name: {
                 "Keys": keys,
@@ -464,7 +468,7 @@ def _batch_items(table: Any, batch_ids: list[str], sleep: Sleep = time.sleep) ->
             answer = table.db.batch_get_item(RequestItems=request)
             for item in answer.get("Responses", {}).get(table.name, []):
                 values = deserialize(item)
-                found[str(values["pk"]).removeprefix("BATCH#")] = values
+                found[str(values["batchId"])] = values
             request = answer.get("UnprocessedKeys") or {}
             if not request:
                 break
@@ -472,6 +476,8 @@ def _batch_items(table: Any, batch_ids: list[str], sleep: Sleep = time.sleep) ->
             sleep(min(1.0, 0.05 * 2**attempt))
         else:
             raise ReplayError("DynamoDB kept some batch items unread (throttled): try again", 1)
+    wanted = set(batch_ids)
+    found = {batch_id: item for batch_id, item in found.items() if batch_id in wanted}
     # A batch of one API-assigned record keeps no counters: its record's item is its count.
     single = {batch_id: f"{batch_id}-0" for batch_id, item in found.items() if item.get("byRecord")}
     if single:

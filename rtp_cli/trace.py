@@ -32,10 +32,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from rtp_cli.errors import fail
 from rtp_cli.options import EnvOption, ProfileOption
 
-# Ids the API assigns: a batch id (a ULID: 26 Crockford base32 characters), a dash, the record's index in
+# Ids the API assigns: a batch id (a ULID, or a keyed one: `K` after the time), a dash, the record's index in
 # the request (rtp_pipeline.ingest.DERIVED_ID, kept here so that the CLI does not import the ingest module).
-DERIVED_ID = re.compile(r"(?P<batch>[0-9A-HJKMNP-TV-Z]{26})-(?P<index>[0-9]+)")
-BATCH_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
+DERIVED_ID = re.compile(r"(?P<batch>[0-9A-HJKMNP-TV-Z]{10}K?[0-9A-HJKMNP-TV-Z]{16})-(?P<index>[0-9]+)")
+BATCH_ID = re.compile(r"[0-9A-HJKMNP-TV-Z]{10}K?[0-9A-HJKMNP-TV-Z]{16}")  # rtp_pipeline.storage.BATCH_ID
 # X-Ray trace ids: `1-<8 hex digits: epoch seconds>-<24 hex digits>`
 # (https://docs.aws.amazon.com/xray/latest/devguide/xray-api-sendingdata.html#xray-api-traceids).
 # Powertools' Logger writes the Root of the function's `_X_AMZN_TRACE_ID` (the X-Ray tracing header Lambda
@@ -125,7 +125,11 @@ def trace_batch(sources: Sources, batch_id: str) -> dict[str, Any]:
     if batch is None:
         raise TraceNotFoundError(
             f"no batch {batch_id[:80]!r} (expired, never accepted, or the id is mistyped)"
-            + ("" if BATCH_ID.fullmatch(batch_id) else ": a batch id is 26 characters of Crockford base32")
+            + (
+                ""
+                if BATCH_ID.fullmatch(batch_id)
+                else ": a batch id is 26 or 27 characters of Crockford base32"
+            )
         )
     report: dict[str, Any] = {"kind": "batch", "batchId": batch_id, "batch": _batch_summary(batch, batch_id)}
     report["raw"] = _raw(sources, batch, None)

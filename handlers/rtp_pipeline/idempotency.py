@@ -1,65 +1,46 @@
-"""Idempotency keys: a client's `Idempotency-Key` header, leased to the request that first used it.
+"""Idempotency keys: a client's `Idempotency-Key` header names its batch.
 
-Kept apart from the outcome store (`rtp_pipeline.storage`): ingest alone uses it. An `IDEM#<key>` item holds
-the request's hash, its claim check and its answer (without the ids: a replay has the same body, so the
-same ids). One write per key: no "enqueued" mark and no lease. A retry whose batch is not settled yet
-enqueues the first request's claim check again (`Ingestor._replay`), which stores and counts nothing twice.
+A request with a key gets a batch id made from the key (`keyed_batch_id`): its own 10 characters of arrival
+time (ULID order, which the raw object's name and `rtp reconcile` rely on), `K`, and 16 characters of the
+key's SHA-256. The batch item's key leaves the time out (`rtp_pipeline.storage.batch_pk`), so every
+request with the key meets the same item: writing the batch item (a conditional put) is the key's claim,
+and one write serves both. A refused put returns the item already there (no read): its `requestHash` says
+whether the retry carries the same body (else 422), its `batchId` which batch the client was given.
+
+A key lives as long as its batch item (`retention.record_ttl_days`, at least a day). A retry cannot tell
+whether the first request got as far as enqueueing: while the batch is not settled yet, it enqueues the
+first request's claim check again, marked `resent` (ingest).
 """
 
 from __future__ import annotations
 
-import json
-from datetime import datetime
+import hashlib
 from typing import Any
 
-from botocore.exceptions import ClientError
+from rtp_pipeline.storage import CROCKFORD, ClaimCheck
 
-from rtp_pipeline.storage import ClaimCheck, deserialize, epoch_seconds, is_condition_failure, serialize
+MAX_KEY_CHARS = 255
 
 
-class IdempotencyKeys:
-    def __init__(self, dynamodb: Any, table_name: str) -> None:
-        self.db, self.name = dynamodb, table_name
+def keyed_batch_id(key: str, now_ms: int) -> str:
+    """The batch id of a request with this key arriving at `now_ms`: time (10), `K`, key hash (16)."""
+    time_part = "".join(CROCKFORD[(now_ms >> shift) & 31] for shift in range(45, -1, -5))
+    digest = int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:10], "big")
+    return time_part + "K" + "".join(CROCKFORD[(digest >> shift) & 31] for shift in range(75, -1, -5))
 
-    def claim(
-        self,
-        now: datetime,
-        key: str,
-        request_hash: str,
-        claim: ClaimCheck,
-        response: dict[str, Any],
-        expires: datetime,
-    ) -> dict[str, Any] | None:
-        """Record a new idempotency key. Returns None if the key is new (or its item is past `expiresAt`:
-        TTL deletes lag, and expired items still read:
-        https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ttl-expired-items.html), else the
-        item stored earlier. A key lives no longer than its batch item (ingest), so a key answered from
-        here always finds its batch."""
-        item = {
-            "pk": f"IDEM#{key}",
-            "requestHash": request_hash,
-            "batchId": claim.batch_id,
-            "claimCheck": claim.to_json(),
-            "response": json.dumps(response),
-            "expiresAt": epoch_seconds(expires),
-        }
-        try:
-            self.db.put_item(
-                TableName=self.name,
-                Item=serialize(item),
-                ConditionExpression="attribute_not_exists(pk) OR expiresAt < :now",
-                ExpressionAttributeValues={":now": {"N": str(epoch_seconds(now))}},
-                # A refused put returns the stored item, no read units:
-                # https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_PutItem.html
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-            return None
-        except ClientError as error:
-            if not is_condition_failure(error):
-                raise
-            stored: Any = error.response.get("Item")
-        if not isinstance(stored, dict):  # not returned: read it
-            stored = self.db.get_item(
-                TableName=self.name, Key={"pk": {"S": f"IDEM#{key}"}}, ConsistentRead=True
-            )["Item"]
-        return deserialize(stored)
+
+def request_hash(body: bytes) -> str:
+    return hashlib.sha256(body).hexdigest()
+
+
+def claim_check_of(batch: dict[str, Any], bucket: str) -> ClaimCheck:
+    """The claim check of a batch, rebuilt from its item (what ingest sends again for a retry)."""
+    return ClaimCheck(
+        batch_id=str(batch["batchId"]),
+        bucket=bucket,
+        key=str(batch["rawKey"]),
+        correlation_id=str(batch.get("correlationId", "")),
+        received_at=str(batch["receivedAt"]),
+        record_count=int(batch["accepted"]),
+        by_record=batch.get("byRecord") is True,
+    )

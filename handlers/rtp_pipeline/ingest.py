@@ -8,8 +8,6 @@ first answer (with the first request's batch id); nothing is stored or counted t
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
 import secrets
 import time
@@ -18,9 +16,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from rtp_pipeline.errors import ApiError
-from rtp_pipeline.idempotency import IdempotencyKeys
+from rtp_pipeline.idempotency import MAX_KEY_CHARS, claim_check_of, keyed_batch_id, request_hash
 from rtp_pipeline.settings import Settings
 from rtp_pipeline.storage import (
+    BATCH_ID,
+    CROCKFORD,
     ClaimCheck,
     ClaimCheckQueue,
     PipelineTable,
@@ -31,9 +31,8 @@ from rtp_pipeline.storage import (
 from rtp_pipeline.validation import JsonDocumentError, parse_json_document, validate_request
 
 IDEMPOTENCY_KEY = "idempotency-key"
-_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-# Ids the API assigns (`record_ids`): a batch id (a ULID, 26 Crockford base32 characters), a dash, an index.
-DERIVED_ID = re.compile(rf"[{_CROCKFORD}]{{26}}-[0-9]+")
+# Ids the API assigns (`record_ids`): a batch id (`BATCH_ID`: a ULID, or a keyed one), a dash, an index.
+DERIVED_ID = re.compile(rf"(?:{BATCH_ID.pattern})-[0-9]+")
 # A refused request lists at most this many problems (500 records could hold thousands), so the error
 # answer stays small.
 MAX_DETAILS = 100
@@ -48,7 +47,7 @@ class Accepted:
 def new_batch_id(now_ms: int | None = None) -> str:
     """A ULID: 48-bit millisecond time + 80 random bits, Crockford base32. Sorts by arrival time."""
     value = ((now_ms if now_ms is not None else time.time_ns() // 1_000_000) << 80) | secrets.randbits(80)
-    return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
+    return "".join(CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
 
 
 def check_content_type(headers: dict[str, str]) -> None:
@@ -64,15 +63,9 @@ def check_content_type(headers: dict[str, str]) -> None:
 
 class Ingestor:
     def __init__(
-        self,
-        settings: Settings,
-        raw: RawStore,
-        table: PipelineTable,
-        queue: ClaimCheckQueue,
-        keys: IdempotencyKeys | None = None,
+        self, settings: Settings, raw: RawStore, table: PipelineTable, queue: ClaimCheckQueue
     ) -> None:
         self.settings, self.raw, self.table, self.queue = settings, raw, table, queue
-        self.keys = keys or IdempotencyKeys(table.db, table.name)  # the same table: one key of its own
 
     def accept(
         self, body: bytes, headers: dict[str, str], correlation_id: str, now: datetime | None = None
@@ -86,7 +79,13 @@ class Ingestor:
                 "PAYLOAD_TOO_LARGE",
                 f"request body is {len(body)} bytes; at most {self.settings.max_body_bytes} bytes allowed",
             )
-        batch_id = new_batch_id(int(received.timestamp() * 1000))
+        idempotency_key = headers.get(IDEMPOTENCY_KEY, "").strip()
+        if len(idempotency_key) > MAX_KEY_CHARS:
+            raise ApiError(
+                400, "VALIDATION_ERROR", f"Idempotency-Key must be at most {MAX_KEY_CHARS} characters"
+            )
+        now_ms = int(received.timestamp() * 1000)
+        batch_id = keyed_batch_id(idempotency_key, now_ms) if idempotency_key else new_batch_id(now_ms)
         key = self.raw.key_for(batch_id, received)
         self.raw.put(key, body, correlation_id)
 
@@ -101,53 +100,39 @@ class Ingestor:
             record_count=len(records),
             by_record=counted_by_record(batch_id, ids),
         )
-        response = {"batchId": batch_id, "accepted": len(records), "ids": ids}
-        idempotency_key = headers.get(IDEMPOTENCY_KEY, "").strip()
-        if idempotency_key:
-            if len(idempotency_key) > 255:
-                raise ApiError(400, "VALIDATION_ERROR", "Idempotency-Key must be at most 255 characters")
-            request_hash = hashlib.sha256(body).hexdigest()
-            earlier = self.keys.claim(
-                received,
-                idempotency_key,
-                request_hash,
-                claim,
-                {"batchId": batch_id, "accepted": len(records)},  # the ids follow from the same body
-                ttl(received, hours=self.settings.idempotency_ttl_hours),
-            )
-            if earlier is not None:
-                return self._replay(earlier, request_hash, received, records)
-        self._enqueue(claim, ids, received)
-        return Accepted(response, replayed=False)
+        body_hash = request_hash(body) if idempotency_key else None
+        earlier = self.table.create_batch(
+            claim, ids, ttl(received, days=self.settings.record_ttl_days), received, body_hash
+        )
+        if earlier is not None:  # only a keyed batch id meets an item already there
+            return self._replay(earlier, body_hash, records)
+        self.queue.send(claim)
+        return Accepted({"batchId": batch_id, "accepted": len(records), "ids": ids}, replayed=False)
 
     def _replay(
-        self,
-        earlier: dict[str, Any],
-        request_hash: str,
-        received: datetime,
-        records: list[dict[str, Any]],
+        self, earlier: dict[str, Any], body_hash: str | None, records: list[dict[str, Any]]
     ) -> Accepted:
-        if earlier["requestHash"] != request_hash:
+        """A retry of an earlier request with the same Idempotency-Key: the first request's answer."""
+        if body_hash is None or earlier.get("requestHash") != body_hash:
             raise ApiError(
                 422,
                 "IDEMPOTENCY_KEY_REUSED",
                 "this Idempotency-Key was already used with a different request body; use a new key",
             )
-        response: dict[str, Any] = json.loads(earlier["response"])
-        if "ids" not in response:  # the same body (same hash) gives the same ids under the first batch id
-            response["ids"] = record_ids(response["batchId"], records)
-        if not self.table.batch_settled(response["batchId"]):
-            # The first request may have died before enqueueing, or may still be running: enqueue its claim
-            # check (again). Its raw object exists (written before the key was claimed), the batch item is a
-            # conditional put, and the processor stores and counts nothing twice however often a claim check
-            # arrives (as for SQS's own duplicate deliveries). What a settled batch no longer needs: nothing.
-            first = ClaimCheck.from_json(earlier["claimCheck"])
-            self._enqueue(dataclasses.replace(first, resent=True), response["ids"], received)
+        batch_id = str(earlier["batchId"])
+        # The same body (same hash) gives the same ids under the first batch id.
+        response = {
+            "batchId": batch_id,
+            "accepted": int(earlier["accepted"]),
+            "ids": record_ids(batch_id, records),
+        }
+        if not self.table.batch_settled(batch_id):
+            # The first request may have died before enqueueing, or may still be running: send its claim
+            # check (again), marked `resent` so that the processor reads it like a redelivery. Its raw
+            # object exists (written before the batch item), and the processor stores and counts nothing
+            # twice however often a claim check arrives. A settled batch needs nothing.
+            self.queue.send(dataclasses.replace(claim_check_of(earlier, self.raw.bucket), resent=True))
         return Accepted(response, replayed=True)
-
-    def _enqueue(self, claim: ClaimCheck, ids: list[str], received: datetime) -> None:
-        self.table.create_batch(claim, ids, ttl(received, days=self.settings.record_ttl_days))
-        self.queue.send(claim)
 
     def _parse(self, body: bytes) -> list[dict[str, Any]]:
         try:
@@ -172,8 +157,8 @@ class Ingestor:
             raise ApiError(
                 400,
                 "VALIDATION_ERROR",
-                "ids of the form <batchId>-<index> (a 26-character batch id, a dash, a number) are the ones "
-                "the API assigns to records without an id; choose another id",
+                "ids of the form <batchId>-<index> (a 26- or 27-character batch id, a dash, a number) are "
+                "the ones the API assigns to records without an id; choose another id",
                 reserved[:MAX_DETAILS],
             )
         return records

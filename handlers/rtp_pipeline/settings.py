@@ -34,7 +34,6 @@ class Settings:
     max_records: int
     max_body_bytes: int
     record_ttl_days: int
-    idempotency_ttl_hours: int = 24
     replay_queue_url: str = ""  # the processor's second source (`rtp replay`); ingest never sends there
     # zlib for results of 200+ bytes of JSON (storage.COMPRESS_MIN_BYTES); RESULT_COMPRESSION=none: maps.
     compress_results: bool = True

@@ -120,6 +120,12 @@ _TRY_AGAIN = frozenset(
 )
 
 _PLAIN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+# Batch ids: a ULID (26 Crockford base32 characters: 10 of millisecond time, 16 random), or with an
+# Idempotency-Key, the 10 time characters, `K`, and 16 characters of the key's hash
+# (rtp_pipeline.idempotency).
+BATCH_ID = re.compile(rf"[{CROCKFORD}]{{10}}K?[{CROCKFORD}]{{16}}")
+KEYED_BATCH_ID = re.compile(rf"[{CROCKFORD}]{{10}}K[{CROCKFORD}]{{16}}")
 _serializer = TypeSerializer()
 _deserializer = TypeDeserializer()
 
@@ -383,9 +389,21 @@ class PipelineTable:
         self.transform_version = transform_version  # written on every record item (`v`)
 
     # --- ingest (idempotency keys: rtp_pipeline.idempotency) ---------------------------------
-    def create_batch(self, claim: ClaimCheck, ids: Sequence[str], expires: datetime) -> None:
+    def create_batch(
+        self,
+        claim: ClaimCheck,
+        ids: Sequence[str],
+        expires: datetime,
+        now: datetime,
+        request_hash: str | None = None,
+    ) -> dict[str, Any] | None:
+        """Write the batch item, once: None when this call wrote it, else the item already there (as
+        DynamoDB returned it with the refusal, deserialized). Under a keyed batch id
+        (rtp_pipeline.idempotency) the item is the Idempotency-Key's claim, with the request's hash; an
+        item past its `expiresAt` that TTL has not deleted yet counts as gone (TTL deletes lag, and expired
+        items still read: https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ttl-expired-items.html)."""
         item: dict[str, Any] = {
-            "pk": f"BATCH#{claim.batch_id}",
+            "pk": batch_pk(claim.batch_id),
             "batchId": claim.batch_id,
             "accepted": len(ids),
             "processed": 0,
@@ -398,6 +416,8 @@ class PipelineTable:
         }
         if claim.by_record:
             item["byRecord"] = True
+        if request_hash is not None:
+            item["requestHash"] = request_hash
         # Ids the processor derives (`<batchId>-<index>`) are not stored; ids a client chose are kept apart
         # from the batch item, whose size every counter update pays.
         if list(ids) != derived_ids(claim.batch_id, len(ids)):
@@ -406,11 +426,24 @@ class PipelineTable:
             self.db.put_item(TableName=self.name, Item=serialize(ids_item))  # same content when retried
         try:
             self.db.put_item(
-                TableName=self.name, Item=serialize(item), ConditionExpression="attribute_not_exists(pk)"
+                TableName=self.name,
+                Item=serialize(item),
+                ConditionExpression="attribute_not_exists(pk) OR expiresAt < :now",
+                ExpressionAttributeValues={":now": {"N": str(epoch_seconds(now))}},
+                # A refused put returns the stored item, no read units:
+                # https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_PutItem.html
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
+            return None
         except ClientError as error:
             if not is_condition_failure(error):
-                raise  # an existing batch is a retried request finishing what it started: fine
+                raise
+            stored: Any = error.response.get("Item")
+        if not isinstance(stored, dict):  # not returned: read it
+            stored = self.db.get_item(
+                TableName=self.name, Key={"pk": {"S": item["pk"]}}, ConsistentRead=True
+            )["Item"]
+        return deserialize(stored)
 
     # --- processing -----------------------------------------------------------------------------
     def stored_records(self, record_ids: Sequence[str]) -> dict[str, Stored]:
@@ -456,7 +489,7 @@ class PipelineTable:
         """The chunks of this batch already counted (strongly consistent: a redelivery skips them)."""
         found = self.db.get_item(
             TableName=self.name,
-            Key={"pk": {"S": f"BATCH#{batch_id}"}},
+            Key={"pk": {"S": batch_pk(batch_id)}},
             ProjectionExpression="#c",
             ExpressionAttributeNames={"#c": "cc"},
             ConsistentRead=True,
@@ -479,7 +512,7 @@ class PipelineTable:
         try:
             answer = self.db.update_item(
                 TableName=self.name,
-                Key={"pk": {"S": f"BATCH#{batch_id}"}},
+                Key={"pk": {"S": batch_pk(batch_id)}},
                 UpdateExpression="SET #l = :token",
                 ConditionExpression=f"attribute_exists(pk) AND {_LACKS} AND {_LEASE_FREE}",
                 ExpressionAttributeNames={"#l": lease, "#c": done},
@@ -509,7 +542,7 @@ class PipelineTable:
         with contextlib.suppress(ClientError):
             self.db.update_item(
                 TableName=self.name,
-                Key={"pk": {"S": f"BATCH#{batch_id}"}},
+                Key={"pk": {"S": batch_pk(batch_id)}},
                 UpdateExpression="REMOVE #l",
                 ConditionExpression="#l = :token",
                 ExpressionAttributeNames={"#l": f"{'rl' if replay else 'l'}{chunk}"},
@@ -802,7 +835,7 @@ class PipelineTable:
         https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ttl-expired-items.html)."""
         found = self.db.get_item(
             TableName=self.name,
-            Key={"pk": {"S": f"BATCH#{batch_id}"}},
+            Key={"pk": {"S": batch_pk(batch_id)}},
             ProjectionExpression="#c, #r, #e",
             ExpressionAttributeNames={"#c": "cc", "#r": "rc", "#e": "expiresAt"},
             ConsistentRead=True,
@@ -933,7 +966,7 @@ class PipelineTable:
         try:
             self.db.update_item(
                 TableName=self.name,
-                Key={"pk": {"S": f"BATCH#{batch_id}"}},
+                Key={"pk": {"S": batch_pk(batch_id)}},
                 UpdateExpression=update,
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
@@ -1021,7 +1054,7 @@ class PipelineTable:
         with contextlib.suppress(ClientError):
             self.db.update_item(
                 TableName=self.name,
-                Key={"pk": {"S": f"BATCH#{batch_id}"}},
+                Key={"pk": {"S": batch_pk(batch_id)}},
                 UpdateExpression="SET lastError = :e",
                 ConditionExpression="attribute_exists(pk)",
                 ExpressionAttributeValues={":e": {"S": error[:1000]}},
@@ -1060,9 +1093,11 @@ class PipelineTable:
     def get_batch(self, batch_id: str, consistent: bool = False) -> dict[str, Any] | None:
         """The batch item, with `ids`: the clients' (IDS item) or the derived ones. The counters of a batch
         `counted_by_record` come from its record item (`counts_of_record`)."""
-        batch = self._get(f"BATCH#{batch_id}", consistent)
+        batch = self._get(batch_pk(batch_id), consistent)
         if batch is None or "ids" in batch:
             return batch
+        if batch.get("batchId", batch_id) != batch_id:  # a keyed retry's id: the key's batch is another
+            return None
         if batch.get("byRecord"):
             [record_id] = derived_ids(batch_id, 1)
             record = self._get(f"REC#{record_id}", consistent)
@@ -1083,7 +1118,7 @@ class PipelineTable:
         a `byRecord` batch its record item); False while the batch item is not written yet."""
         found = self.db.get_item(
             TableName=self.name,
-            Key={"pk": {"S": f"BATCH#{batch_id}"}},
+            Key={"pk": {"S": batch_pk(batch_id)}},
             ProjectionExpression="accepted, #p, rejected, duplicates, byRecord",
             ExpressionAttributeNames={"#p": "processed"},  # a reserved word
             ConsistentRead=True,
@@ -1148,6 +1183,13 @@ def owned_by(record_id: str, batch_id: str) -> bool:
     """Whether `record_id` is one the API assigned in this batch (no other batch can hold it)."""
     index = record_id[len(batch_id) + 1 :]
     return record_id.startswith(f"{batch_id}-") and index.isascii() and index.isdigit()
+
+
+def batch_pk(batch_id: str) -> str:
+    """The batch item's key. A batch id an Idempotency-Key made (`KEYED_BATCH_ID`: 27 characters, `K` after
+    the 10 time characters, then a hash of the key) is keyed by the key's part alone, so that every retry
+    with the key, whenever it arrives, meets the same item (rtp_pipeline.idempotency)."""
+    return "BATCH#" + (batch_id[10:] if KEYED_BATCH_ID.fullmatch(batch_id) else batch_id)
 
 
 def counted_by_record(batch_id: str, ids: Sequence[str]) -> bool:

@@ -425,9 +425,9 @@ class Pipeline:
         """Put a replay message for one accepted batch on the replay queue (what `rtp replay` sends):
         the claim check rebuilt from the batch item, with a `replay` member (`filters`: status, reason,
         processed_from, processed_to). Returns the message body."""
-        from rtp_pipeline.storage import ClaimCheck, ReplayRequest
+        from rtp_pipeline.storage import ClaimCheck, ReplayRequest, batch_pk
 
-        batch = self.item(f"BATCH#{batch_id}")
+        batch = self.item(batch_pk(batch_id))
         if batch is None:
             raise ValueError(f"no batch {batch_id}")
         claim = ClaimCheck(

@@ -340,7 +340,7 @@ def show_id(identifier: str, env: str, profile: str | None) -> None:
     import json
 
     client = _api(_target(env, profile))
-    looks_like_batch = len(identifier) == 26 and identifier.isalnum() and identifier.isupper()
+    looks_like_batch = len(identifier) in (26, 27) and identifier.isalnum() and identifier.isupper()
     order = (
         (client.get_batch, client.get_record) if looks_like_batch else (client.get_record, client.get_batch)
     )

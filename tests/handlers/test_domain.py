@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from rtp_pipeline.contract import RejectRecord, TransformContext
 from rtp_pipeline.errors import ApiError
-from rtp_pipeline.ingest import _CROCKFORD, check_content_type, duplicate_ids, new_batch_id, record_ids
+from rtp_pipeline.ingest import check_content_type, duplicate_ids, new_batch_id, record_ids
 from rtp_pipeline.settings import Settings
+from rtp_pipeline.storage import CROCKFORD as _CROCKFORD
 from rtp_pipeline.validation import (
     SUPPORTED_KEYWORDS,
     parse_rfc3339,

@@ -280,7 +280,7 @@ def test_the_processor_rechecks_the_schema_of_what_it_reads(pipeline: Pipeline) 
     body = json.dumps(claim)
     # As ingest does before enqueueing: the batch item its counters go to.
     PipelineTable(pipeline.dynamodb, pipeline.table_name).create_batch(
-        ClaimCheck.from_json(body), ["no-type"], datetime.now(UTC) + timedelta(days=1)
+        ClaimCheck.from_json(body), ["no-type"], datetime.now(UTC) + timedelta(days=1), datetime.now(UTC)
     )
     pipeline.sqs.send_message(QueueUrl=pipeline.queue_url, MessageBody=body)
     [delivery] = pipeline.drain()

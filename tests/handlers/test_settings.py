@@ -66,19 +66,3 @@ def test_each_handler_fails_at_import_without_a_variable_it_needs(
                 assert str(error).startswith(f"{name} is not set"), error
                 failing.add(name)
     assert failing == set(REQUIRED[function])
-
-
-def test_an_idempotency_key_never_outlives_its_batch_item() -> None:
-    """A key answered from its claim always finds its batch (rtp_pipeline.idempotency.claim): the shortest
-    record TTL the configuration allows is at least the key's lifetime."""
-    from annotated_types import Ge
-    from rtp_pipeline.settings import Settings
-
-    from stack.config import RetentionConfig
-
-    [floor] = [
-        rule.ge for rule in RetentionConfig.model_fields["record_ttl_days"].metadata if isinstance(rule, Ge)
-    ]
-    key_hours = Settings.__dataclass_fields__["idempotency_ttl_hours"].default
-    assert isinstance(floor, int) and isinstance(key_hours, int)
-    assert key_hours <= floor * 24

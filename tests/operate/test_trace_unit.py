@@ -49,7 +49,7 @@ def sources() -> Iterator[Sources]:
         records = [{"type": "reading", "data": {"n": 0}}, {"type": "reading", "data": {"n": 1}}]
         s3.put_object(Bucket="raw", Key=key, Body=json.dumps({"records": records}).encode())
         claim = ClaimCheck(BATCH, "raw", key, "corr-1", RECEIVED.isoformat().replace("+00:00", "Z"), 2)
-        table.create_batch(claim, [f"{BATCH}-0", f"{BATCH}-1"], RECEIVED + timedelta(days=7))
+        table.create_batch(claim, [f"{BATCH}-0", f"{BATCH}-1"], RECEIVED + timedelta(days=7), RECEIVED)
         processed = RECEIVED + timedelta(milliseconds=1234)
         outcome = Outcome(f"{BATCH}-1", "PROCESSED", "reading", result={"n": 1})
         db.put_item(TableName="t", Item=table.record_attributes(BATCH, outcome, RECEIVED, processed))
