@@ -236,6 +236,25 @@ def test_idempotency_key_replays_the_same_batch_and_stores_nothing_twice(pipelin
     assert settled.body == first.body and pipeline.queued() == 0
 
 
+def test_a_key_costs_no_write_of_its_own_its_batch_item_is_the_claim(pipeline: Pipeline) -> None:
+    """With an Idempotency-Key the batch id is keyed (time, `K`, the key's hash) and its batch item, on a
+    key without the time, is the claim: ingest writes one DynamoDB item per request, key or not."""
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "k-one-write"}
+    start = len(pipeline.recorder.calls)
+    first = pipeline.post_records(ORDER, headers=headers)
+    plain = pipeline.post_records(ORDER)
+    writes = [
+        (call.operation, call.params["Item"]["pk"]["S"])
+        for call in pipeline.recorder.since(start)
+        if call.service == "dynamodb"
+    ]
+    batch_id = first.body["batchId"]
+    assert len(batch_id) == 27 and batch_id[10] == "K" and len(plain.body["batchId"]) == 26
+    assert writes == [("PutItem", "BATCH#" + batch_id[10:]), ("PutItem", "BATCH#" + plain.body["batchId"])]
+    assert pipeline.get_batch(batch_id).body["batchId"] == batch_id
+    assert pipeline.get_batch(batch_id[:10] + "K" + "0" * 16).status == 404  # another key's id: no batch
+
+
 def test_idempotency_key_with_another_body_is_422(pipeline: Pipeline) -> None:
     headers = {"Content-Type": "application/json", "Idempotency-Key": "k-422"}
     assert pipeline.post_records(ORDER, headers=headers).status == 202
@@ -244,14 +263,23 @@ def test_idempotency_key_with_another_body_is_422(pipeline: Pipeline) -> None:
     assert len(claim_checks(pipeline)) == 1
 
 
-def test_an_expired_idempotency_key_is_a_new_key(pipeline: Pipeline) -> None:
-    """Keys are remembered for 24 hours: a key item past its `expiresAt` that TTL has not deleted yet (TTL
-    deletes lag) is claimed afresh, a new batch, instead of answering from a batch that may be gone."""
+def test_a_key_lives_as_long_as_its_batch_item_and_is_new_once_that_expired(pipeline: Pipeline) -> None:
+    """The batch item is the key's claim (rtp_pipeline.idempotency): one write. Once that item is past its
+    `expiresAt` (TTL deletes lag: it may still be there), the key is claimed afresh, a new batch, instead
+    of answering from a batch whose records may be gone."""
+    from rtp_pipeline.storage import batch_pk
+
     headers = {"Content-Type": "application/json", "Idempotency-Key": "k-expired"}
     first = pipeline.post_records(ORDER, headers=headers)
-    pipeline.dynamodb.update_item(  # a day passes
+    assert not pipeline.item("IDEM#k-expired")  # no item of its own
+    pk = batch_pk(first.body["batchId"])
+    assert (
+        pk != f"BATCH#{first.body['batchId']}"
+        and (pipeline.item(pk) or {})["batchId"] == first.body["batchId"]
+    )
+    pipeline.dynamodb.update_item(  # the batch's retention passes
         TableName=pipeline.table_name,
-        Key={"pk": {"S": "IDEM#k-expired"}},
+        Key={"pk": {"S": pk}},
         UpdateExpression="SET expiresAt = :past",
         ExpressionAttributeValues={":past": {"N": "1"}},
     )
@@ -296,17 +324,13 @@ def test_failure_after_the_key_is_claimed_is_a_500_and_the_retry_finishes_the_wo
 def test_a_request_that_died_after_claiming_its_key_is_finished_by_the_retry_and_stored_once(
     pipeline: Pipeline,
 ) -> None:
-    """The first request claims its key and dies before its batch item (no lease to wait out: the retry
-    answers 202 with the first batch at once and finishes the work). A claim check of the same batch that
-    still arrives later (the first request was only slow) stores and counts nothing twice."""
+    """The first request claims its key (writes its batch item) and dies before enqueueing (no lease to
+    wait out: the retry answers 202 with the first batch at once and sends its claim check, `resent`). A
+    claim check of the same batch that still arrives later (the first request was only slow) stores and
+    counts nothing twice."""
     from rtp_pipeline.aws import client
 
-    died = fail_calls(
-        client("dynamodb"),
-        "PutItem",
-        lambda p: str(p["Item"]["pk"]["S"]).startswith("BATCH#") and not died,
-        "Boom",
-    )
+    died = fail_calls(client("sqs"), "SendMessage", lambda _: not died, "Boom")
     headers = {"Content-Type": "application/json", "Idempotency-Key": "k-died"}
     payload = {"records": [ORDER] * 5}
     assert pipeline.post_records(payload, headers=headers).status == 500
@@ -315,6 +339,7 @@ def test_a_request_that_died_after_claiming_its_key_is_finished_by_the_retry_and
     retry = pipeline.post_records(payload, headers=headers)
     assert retry.status == 202 and retry.headers.get("idempotent-replayed") == "true"
     [claim] = claim_checks(pipeline)
+    assert claim.pop("resent") is True
     pipeline.sqs.send_message(QueueUrl=pipeline.queue_url, MessageBody=json.dumps(claim))  # the slow one
     pipeline.drain()
     view = pipeline.get_batch(retry.body["batchId"]).body
