@@ -8,7 +8,7 @@ import base64
 import io
 import json
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -344,7 +344,7 @@ def _store_batch(target: Target, batch_id: str, received: datetime) -> str:
     target.client("s3").put_object(Bucket=OUTPUTS["RawBucketName"], Key=key, Body=b'{"type":"t","data":{}}')
     claim = storage.ClaimCheck(batch_id, OUTPUTS["RawBucketName"], key, "corr-1", received.isoformat(), 2)
     storage.PipelineTable(target.client("dynamodb"), OUTPUTS["TableName"]).create_batch(
-        claim, [f"{batch_id}-0", f"{batch_id}-1"], received
+        claim, [f"{batch_id}-0", f"{batch_id}-1"], received + timedelta(days=1), received
     )
     return key
 

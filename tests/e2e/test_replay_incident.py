@@ -189,10 +189,10 @@ def test_bad_transform_fix_then_replay_rejected_records(incident: Incident) -> N
 
 
 def _raw_key(incident: Incident, batch_id: str) -> str:
+    from rtp_pipeline.storage import batch_pk
+
     db = incident.instance.aws("dynamodb")
-    item = db.get_item(
-        TableName=incident.instance.output("TableName"), Key={"pk": {"S": f"BATCH#{batch_id}"}}
-    )
+    item = db.get_item(TableName=incident.instance.output("TableName"), Key={"pk": {"S": batch_pk(batch_id)}})
     return str(item["Item"]["rawKey"]["S"])
 
 

@@ -217,7 +217,7 @@ def test_a_selection_key_depends_on_the_environment_and_the_selection_not_the_or
     [
         (["replay"], "select what to replay"),
         (["replay", "--since", "soon"], "is neither an RFC 3339 time"),
-        (["replay", "--batch", "nope"], "26 characters"),
+        (["replay", "--batch", "nope"], "26 or 27 characters"),
         (["replay", "--since", "1h", "--reason", "x"], "add --status REJECTED"),
         (["replay", "--since", "1h", "--resume", "--restart"], "give one of them"),
         (["replay", "--since", "1h", "--env", "nosuchenv"], "nosuchenv"),

@@ -145,7 +145,7 @@ def test_cli_json_and_exit_codes(main_stack: LocalStack, rtp: Rtp, processed_bat
 
     for args, code, words in [
         (["trace", f"{UNKNOWN_BATCH}-3"], 1, "no record"),
-        (["trace", "--batch", "nope"], 1, "26 characters"),
+        (["trace", "--batch", "nope"], 1, "26 or 27 characters"),
         (["trace"], 2, "RECORD_ID or --batch"),
         (["trace", "x", "--batch", batch_id], 2, "RECORD_ID or --batch"),
         (["trace", "x", "--env", "no-such-env"], 2, "no-such-env"),
