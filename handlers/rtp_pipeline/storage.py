@@ -8,10 +8,10 @@ Table layout (partition key `pk`: every item is written and read on a key of its
 | record      | REC#<recordId>         | b batchId, s status P/R, t type, at processedAt, expiresAt,       |
 |             |                        | v transform version, r result (a map) or z result (zlib JSON), or |
 |             |                        | e reason; once replayed: rp replay id, ps previous status, ra when |
-| batch       | BATCH#<batchId>        | accepted, processed, rejected, duplicates, cc counted chunks,     |
-|             |                        | rc replayed chunks (`<replayId>:<chunk>`), leases l<n>/rl<n>, ... |
+| batch       | `batch_pk`: BATCH#<id> | batchId, accepted, processed, rejected, duplicates, cc counted    |
+|             | or, keyed, BATCH#K<..> | chunks, rc replayed chunks (`<replayId>:<chunk>`), leases         |
+|             |                        | l<n>/rl<n>, requestHash (keyed: the Idempotency-Key's claim), ... |
 | batch ids   | IDS#<batchId>          | ids (newline-joined), only when the client named some records     |
-| idempotency | IDEM#<Idempotency-Key> | requestHash, batchId, response (no ids), claimCheck              |
 
 A record item carries one-letter bookkeeping names (the names count towards the item's size, and the size
 rounds up to whole 1 KB write units); `PipelineTable.get_record` gives them their long names back.
