@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from botocore.credentials import ReadOnlyCredentials
 
-from rtp_cli.operate.api_client import ApiClient
+from rtp_cli.operate.api_client import ApiClient, ApiResponse
 from rtp_cli.operate.inputs import InputOptions, InvalidLine, batches, line_ranges, read_items
 from rtp_cli.operate.journal import Journal, JournalError
 from rtp_cli.operate.send import (
@@ -336,3 +336,39 @@ def test_wait_for_batches_reports_pending(api: tuple[ApiClient, FakeState], tmp_
     state.process = False
     report = wait_for_batches(client, summary.batch_ids, timeout=0.2, interval=0.05)
     assert report.complete == 0 and len(report.pending_batches) == 2
+
+
+class _Batches:
+    """A fake API client whose batches complete in order, one more per poll round (GET /batches)."""
+
+    def __init__(self, count: int, complete_per_round: int = 1, stuck: str | None = None) -> None:
+        self.ids = [f"b{n:03d}" for n in range(count)]
+        self.done = 0
+        self.polls: list[str] = []
+        self.per_round, self.stuck = complete_per_round, stuck
+
+    def get_batch(self, batch_id: str) -> ApiResponse:
+        self.polls.append(batch_id)
+        complete = self.ids.index(batch_id) < self.done and batch_id != self.stuck
+        status = "COMPLETE" if complete else "IN_PROGRESS"
+        return ApiResponse(200, {"status": status, "processed": 1 if complete else 0}, {})
+
+    def tick(self, _: float) -> None:
+        self.done += self.per_round
+
+
+def test_waiting_polls_each_batch_about_once_not_once_per_round(monkeypatch: pytest.MonkeyPatch) -> None:
+    batches = _Batches(50, complete_per_round=5)
+    monkeypatch.setattr("rtp_cli.operate.send.time.sleep", batches.tick)
+    report = wait_for_batches(batches, batches.ids, timeout=60)  # type: ignore[arg-type]
+    assert report.complete == 50 and report.processed == 50 and not report.pending_batches
+    # Each round polls the completed ones once and stops at the first still running: 50 + 11 rounds.
+    assert len(batches.polls) <= 50 + 11
+    assert len(set(batches.polls)) == 50
+
+
+def test_the_last_round_polls_every_batch_left_so_completed_ones_behind_a_stuck_one_count() -> None:
+    batches = _Batches(5, stuck="b000")
+    batches.done = 5  # all done but the first, which never completes
+    report = wait_for_batches(batches, batches.ids, timeout=0)  # type: ignore[arg-type]
+    assert report.complete == 4 and report.pending_batches == ["b000"]
