@@ -87,7 +87,15 @@ class Ingestor:
         now_ms = int(received.timestamp() * 1000)
         batch_id = keyed_batch_id(idempotency_key, now_ms) if idempotency_key else new_batch_id(now_ms)
         key = self.raw.key_for(batch_id, received)
-        self.raw.put(key, body, correlation_id)
+        if not self.raw.put(key, body, correlation_id, exclusive=bool(idempotency_key)):
+            # Another request with this key arrived in the same millisecond (so with the same batch id):
+            # its body is kept, this one is not stored. The client's retry is answered as a retry.
+            raise ApiError(
+                409,
+                "IDEMPOTENCY_KEY_IN_USE",
+                "another request with this Idempotency-Key arrived at the same moment; retry with the same "
+                "key",
+            )
 
         records = self._parse(body)
         ids = record_ids(batch_id, records)
@@ -120,13 +128,11 @@ class Ingestor:
                 "this Idempotency-Key was already used with a different request body; use a new key",
             )
         batch_id = str(earlier["batchId"])
-        # The same body (same hash) gives the same ids under the first batch id.
-        response = {
-            "batchId": batch_id,
-            "accepted": int(earlier["accepted"]),
-            "ids": record_ids(batch_id, records),
-        }
+        ids = record_ids(batch_id, records)  # the same body (same hash): the same ids under the first batch
+        response = {"batchId": batch_id, "accepted": int(earlier["accepted"]), "ids": ids}
         if not self.table.batch_settled(batch_id):
+            if earlier.get("clientIds"):  # the first request may have died before writing them
+                self.table.put_ids(batch_id, ids, ttl_at(earlier))
             # The first request may have died before enqueueing, or may still be running: send its claim
             # check (again), marked `resent` so that the processor reads it like a redelivery. Its raw
             # object exists (written before the batch item), and the processor stores and counts nothing
@@ -162,6 +168,11 @@ class Ingestor:
                 reserved[:MAX_DETAILS],
             )
         return records
+
+
+def ttl_at(batch: dict[str, Any]) -> datetime:
+    """When a batch item (deserialized) expires."""
+    return datetime.fromtimestamp(int(batch["expiresAt"]), UTC)
 
 
 def record_ids(batch_id: str, records: list[dict[str, Any]]) -> list[str]:

@@ -359,14 +359,25 @@ class RawStore:
     def key_for(self, batch_id: str, received_at: datetime) -> str:
         return f"{self.prefix}{received_at:%Y/%m/%d/%H}/{batch_id}.json"
 
-    def put(self, key: str, body: bytes, correlation_id: str) -> None:
-        self.s3.put_object(
-            Bucket=self.bucket,
-            Key=key,
-            Body=body,
-            ContentType="application/json",
-            Metadata={"correlation-id": correlation_id},
-        )
+    def put(self, key: str, body: bytes, correlation_id: str, exclusive: bool = False) -> bool:
+        """Store a raw body. `exclusive`: only if no object has that key yet (If-None-Match: *), for names
+        two requests can share (a keyed batch id: same key, same millisecond); False if one has. S3 answers
+        412 Precondition Failed when the key exists and 409 ConditionalRequestConflict when another write
+        of it is in flight: https://docs.aws.amazon.com/AmazonS3/latest/userguide/conditional-writes.html"""
+        try:
+            self.s3.put_object(
+                Bucket=self.bucket,
+                Key=key,
+                Body=body,
+                ContentType="application/json",
+                Metadata={"correlation-id": correlation_id},
+                **({"IfNoneMatch": "*"} if exclusive else {}),
+            )
+        except ClientError as error:
+            if exclusive and _error_code(error) in ("PreconditionFailed", "ConditionalRequestConflict"):
+                return False
+            raise
+        return True
 
     def get(self, bucket: str, key: str) -> bytes:
         data: bytes = self.s3.get_object(Bucket=bucket, Key=key)["Body"].read()
@@ -419,11 +430,10 @@ class PipelineTable:
         if request_hash is not None:
             item["requestHash"] = request_hash
         # Ids the processor derives (`<batchId>-<index>`) are not stored; ids a client chose are kept apart
-        # from the batch item, whose size every counter update pays.
-        if list(ids) != derived_ids(claim.batch_id, len(ids)):
+        # from the batch item, whose size every counter update pays (`put_ids`, once the batch is this one's).
+        client_ids = list(ids) != derived_ids(claim.batch_id, len(ids))
+        if client_ids:
             item["clientIds"] = True
-            ids_item = {"pk": f"IDS#{claim.batch_id}", "ids": "\n".join(ids), "expiresAt": item["expiresAt"]}
-            self.db.put_item(TableName=self.name, Item=serialize(ids_item))  # same content when retried
         try:
             self.db.put_item(
                 TableName=self.name,
@@ -434,16 +444,24 @@ class PipelineTable:
                 # https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_PutItem.html
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
-            return None
         except ClientError as error:
             if not is_condition_failure(error):
                 raise
             stored: Any = error.response.get("Item")
-        if not isinstance(stored, dict):  # not returned: read it
-            stored = self.db.get_item(
-                TableName=self.name, Key={"pk": {"S": item["pk"]}}, ConsistentRead=True
-            )["Item"]
-        return deserialize(stored)
+            if not isinstance(stored, dict):  # not returned: read it
+                stored = self.db.get_item(
+                    TableName=self.name, Key={"pk": {"S": item["pk"]}}, ConsistentRead=True
+                )["Item"]
+            return deserialize(stored)
+        if client_ids:
+            self.put_ids(claim.batch_id, ids, expires)
+        return None
+
+    def put_ids(self, batch_id: str, ids: Sequence[str], expires: datetime) -> None:
+        """The ids of a batch whose client named some records (`IDS#<batchId>`); the same content whenever
+        it is written again (a retry finishing a request that died between its batch item and this)."""
+        ids_item = {"pk": f"IDS#{batch_id}", "ids": "\n".join(ids), "expiresAt": epoch_seconds(expires)}
+        self.db.put_item(TableName=self.name, Item=serialize(ids_item))
 
     # --- processing -----------------------------------------------------------------------------
     def stored_records(self, record_ids: Sequence[str]) -> dict[str, Stored]:
@@ -490,11 +508,13 @@ class PipelineTable:
         found = self.db.get_item(
             TableName=self.name,
             Key={"pk": {"S": batch_pk(batch_id)}},
-            ProjectionExpression="#c",
+            ProjectionExpression="#c, batchId",
             ExpressionAttributeNames={"#c": "cc"},
             ConsistentRead=True,
-        )
-        return {int(number) for number in found.get("Item", {}).get("cc", {}).get("NS", [])}
+        ).get("Item", {})
+        if not _names_batch(found, batch_id):  # gone (its key now another batch's): the count will say so
+            return set()
+        return {int(number) for number in found.get("cc", {}).get("NS", [])}
 
     def lease_chunk(self, batch_id: str, chunk: int, now: datetime, until: datetime) -> int | str:
         """Give chunk number `chunk` to this delivery until `until`: returns the lease token, or "counted"
@@ -514,12 +534,13 @@ class PipelineTable:
                 TableName=self.name,
                 Key={"pk": {"S": batch_pk(batch_id)}},
                 UpdateExpression="SET #l = :token",
-                ConditionExpression=f"attribute_exists(pk) AND {_LACKS} AND {_LEASE_FREE}",
+                ConditionExpression=f"{_THIS_BATCH} AND {_LACKS} AND {_LEASE_FREE}",
                 ExpressionAttributeNames={"#l": lease, "#c": done},
                 ExpressionAttributeValues={
                     ":token": {"N": str(token)},
                     ":m": member,
                     ":now": {"N": str(int(now.timestamp() * 1_000_000))},
+                    ":batch": {"S": batch_id},
                 },
                 # The item as updated comes back with the write, no read units; a failed condition returns the
                 # item as it was (ALL_OLD): https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_UpdateItem.html
@@ -531,7 +552,7 @@ class PipelineTable:
             if not is_condition_failure(error):
                 raise
             old = _item_returned(error)
-            if not old:
+            if not _names_batch(old, batch_id):
                 raise RuntimeError(f"batch {batch_id} has no batch item to count its records on") from error
             return ("counted" if _set_holds(old.get(done, {}), member) else "busy"), old.get(done, {})
 
@@ -836,11 +857,13 @@ class PipelineTable:
         found = self.db.get_item(
             TableName=self.name,
             Key={"pk": {"S": batch_pk(batch_id)}},
-            ProjectionExpression="#c, #r, #e",
+            ProjectionExpression="#c, #r, #e, batchId",
             ExpressionAttributeNames={"#c": "cc", "#r": "rc", "#e": "expiresAt"},
             ConsistentRead=True,
         ).get("Item")
-        if found is None or int(found.get("expiresAt", {}).get("N", "0") or 0) <= epoch_seconds(now):
+        if found is None or not _names_batch(found, batch_id):
+            return None
+        if int(found.get("expiresAt", {}).get("N", "0") or 0) <= epoch_seconds(now):
             return None
         counted = {int(number) for number in found.get("cc", {}).get("NS", [])}
         return counted, set(found.get("rc", {}).get("SS", []))
@@ -957,9 +980,11 @@ class PipelineTable:
         adds = "".join(f"#n{n} :n{n}, " for n in range(len(counts)))  # none: only the tag (by record)
         [(kind, value)] = member.items()
         names["#c"], values[":c"], values[":m"] = done, {f"{kind}S": [value, *also]}, member
-        # attribute_exists: an update on a missing key would create a new item holding only counters (a
-        # batch item expired with its TTL while its message was still being redelivered).
-        update, condition = f"ADD {adds}#c :c", f"attribute_exists(pk) AND {_LACKS}"
+        # _THIS_BATCH: an update on a missing key would create a new item holding only counters (a batch item
+        # expired with its TTL while its message was still being redelivered), and a keyed batch's item may
+        # hold another batch by now (its key reused once this one expired).
+        update, condition = f"ADD {adds}#c :c", f"{_THIS_BATCH} AND {_LACKS}"
+        values[":batch"] = {"S": batch_id}
         if lease is not None:
             names["#l"], values[":token"] = lease_name, {"N": str(lease)}
             update, condition = update + " REMOVE #l", condition + " AND #l = :token"
@@ -978,7 +1003,7 @@ class PipelineTable:
             if not is_condition_failure(error):
                 raise
             old = _item_returned(error)
-            if not old:
+            if not _names_batch(old, batch_id):
                 raise RuntimeError(f"batch {batch_id} has no batch item to count its records on") from error
             if lease is not None and not _set_holds(old.get(done, {}), member):
                 raise RuntimeError(
@@ -1056,8 +1081,8 @@ class PipelineTable:
                 TableName=self.name,
                 Key={"pk": {"S": batch_pk(batch_id)}},
                 UpdateExpression="SET lastError = :e",
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues={":e": {"S": error[:1000]}},
+                ConditionExpression=_THIS_BATCH,
+                ExpressionAttributeValues={":e": {"S": error[:1000]}, ":batch": {"S": batch_id}},
             )
 
     # --- queries --------------------------------------------------------------------------------
@@ -1271,6 +1296,15 @@ def _replay_view(item: Mapping[str, Any]) -> ReplayView:
 # "The set `#c` does not hold `:m`", also true when the set is not there at all (said outright rather than
 # left to how contains() treats a missing attribute); "no live lease `#l`".
 _LACKS = "(attribute_not_exists(#c) OR NOT contains(#c, :m))"
+# The batch item is there and is this batch's (a keyed batch's item may hold a later batch of its key).
+_THIS_BATCH = "batchId = :batch"
+
+
+def _names_batch(item: Mapping[str, Any], batch_id: str) -> bool:
+    """Whether a batch item (attribute values) is this batch's."""
+    return bool(item) and item.get("batchId", {}).get("S") == batch_id
+
+
 _LEASE_FREE = "(attribute_not_exists(#l) OR #l < :now)"
 
 

@@ -2,9 +2,9 @@
 
 Bulk loads never lose a record quietly: every input line is accepted, reported invalid (with its line
 number), rejected by the API (line number and reason) or failed after retries (line numbers). Retries of
-429, 5xx and connection errors back off exponentially with full jitter
-and reuse the batch's Idempotency-Key, so a retry whose first attempt did reach the API is replayed,
-never stored twice.
+429, 5xx, 409 (another request with the same key at the same moment) and connection errors back off
+exponentially with full jitter and reuse the batch's Idempotency-Key, so a retry whose first attempt did
+reach the API is replayed, never stored twice.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from rtp_cli.operate.api_client import ApiClient, ApiResponse, encode
 from rtp_cli.operate.inputs import Batch, InputOptions, InvalidLine, batches, file_digest, read_items
 from rtp_cli.operate.journal import Journal, journal_key
 
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+# 409: another request with the same Idempotency-Key arrived in the same millisecond (IDEMPOTENCY_KEY_IN_USE).
+RETRYABLE_STATUS = frozenset({409, 429, 500, 502, 503, 504})
 
 
 class FatalSendError(RuntimeError):

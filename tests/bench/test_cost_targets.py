@@ -12,6 +12,7 @@ def _row(records_per_request: int, usd: float, naive: float | None = None) -> di
         "records_per_request": records_per_request,
         "wru": 1.0,
         "usd_per_million": usd,
+        "usd_per_million_with_key": usd,
         "naive_usd_per_million": naive,
         "usd_per_million_without_key": usd - 0.5,
         "naive_usd_per_million_without_key": None if naive is None else naive - 0.5,

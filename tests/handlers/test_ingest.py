@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -255,6 +256,33 @@ def test_a_key_costs_no_write_of_its_own_its_batch_item_is_the_claim(pipeline: P
     assert pipeline.get_batch(batch_id[:10] + "K" + "0" * 16).status == 404  # another key's id: no batch
 
 
+def test_two_requests_with_one_key_in_one_millisecond_keep_the_first_body(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same key, same millisecond: the same keyed batch id, so the same raw object name. The raw object is
+    written only if absent (If-None-Match: *): the second request gets 409 and overwrites nothing, and the
+    first batch is processed from its own body."""
+    import rtp_pipeline.ingest
+
+    moment = datetime(2026, 11, 29, 8, 0, 0, 123_000, tzinfo=UTC)
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Frozen:
+            return cls.fromtimestamp(moment.timestamp(), tz)
+
+    monkeypatch.setattr(rtp_pipeline.ingest, "datetime", Frozen)
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "k-same-ms"}
+    first = pipeline.post_records(ORDER, headers=headers)
+    assert first.status == 202
+    other = {"type": "order", "data": {"sku": "B-2"}}
+    assert_error(pipeline.post_records(other, headers=headers), 409, "IDEMPOTENCY_KEY_IN_USE")
+    [key] = pipeline.raw_keys()
+    assert json.loads(pipeline.s3.get_object(Bucket=pipeline.bucket, Key=key)["Body"].read()) == ORDER
+    pipeline.drain()
+    assert pipeline.get_batch(first.body["batchId"]).body["processed"] == 1
+
+
 def test_idempotency_key_with_another_body_is_422(pipeline: Pipeline) -> None:
     headers = {"Content-Type": "application/json", "Idempotency-Key": "k-422"}
     assert pipeline.post_records(ORDER, headers=headers).status == 202
@@ -435,3 +463,32 @@ def test_a_large_refusal_lists_the_first_100_problems(pipeline: Pipeline) -> Non
     assert response.body["error"]["message"] == (
         "500 validation error(s); nothing was accepted; the first 100 are listed"
     )
+
+
+def test_an_old_claim_check_never_counts_into_the_batch_that_reused_its_key(pipeline: Pipeline) -> None:
+    """A keyed batch's item is the key's: once batch X expired and the key made batch Y, a claim check of X
+    that still arrives (a DLQ redrive, say) finds Y's item. It must not lease or count there (conditions on
+    `batchId`): X's message fails towards the DLQ and Y is counted exactly."""
+    from rtp_pipeline.storage import batch_pk
+
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "k-reused"}
+    x = pipeline.post_records({"records": [ORDER] * 5}, headers=headers)
+    [x_claim] = claim_checks(pipeline)
+    pipeline.drain()
+    pipeline.dynamodb.update_item(  # X's retention passes
+        TableName=pipeline.table_name,
+        Key={"pk": {"S": batch_pk(x.body["batchId"])}},
+        UpdateExpression="SET expiresAt = :past",
+        ExpressionAttributeValues={":past": {"N": "1"}},
+    )
+    # X's claim check arrives first (the queue hands messages out about in order): before Y counts.
+    pipeline.sqs.send_message(QueueUrl=pipeline.queue_url, MessageBody=json.dumps(x_claim))
+    y = pipeline.post_records({"records": [ORDER] * 3}, headers=headers)
+    assert y.status == 202 and y.body["batchId"] != x.body["batchId"]
+    assert batch_pk(y.body["batchId"]) == batch_pk(x.body["batchId"])
+    pipeline.drain()
+
+    view = pipeline.get_batch(y.body["batchId"]).body
+    assert (view["status"], view["accepted"], view["processed"]) == ("COMPLETE", 3, 3)
+    assert (pipeline.item(batch_pk(y.body["batchId"])) or {})["cc"] == [0]
+    assert pipeline.queued(pipeline.dlq_url) == 1  # X's claim check: nothing to count it on

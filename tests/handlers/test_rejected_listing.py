@@ -38,7 +38,9 @@ def store(pipeline: Pipeline, records: list[tuple[str, str, datetime]], batch_id
 
     pipeline_table = table(pipeline)
     # Ingest's batch item, which the storage code counts on (the listing does not read it).
-    pipeline.dynamodb.put_item(TableName=pipeline.table_name, Item={"pk": {"S": f"BATCH#{batch_id}"}})
+    pipeline.dynamodb.put_item(
+        TableName=pipeline.table_name, Item={"pk": {"S": f"BATCH#{batch_id}"}, "batchId": {"S": batch_id}}
+    )
     for record_id, status, at in records:
         outcome = (
             Outcome(record_id, status, "order", result={"n": 1})

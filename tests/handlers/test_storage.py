@@ -73,7 +73,10 @@ def table() -> Iterator[tuple[PipelineTable, CountingClient]]:
             BillingMode="PAY_PER_REQUEST",
         )
         for batch_id in ("b1", "b2"):  # ingest writes a batch's item before its records are processed
-            db.put_item(TableName="t", Item={"pk": {"S": f"BATCH#{batch_id}"}, "accepted": {"N": "0"}})
+            db.put_item(
+                TableName="t",
+                Item={"pk": {"S": f"BATCH#{batch_id}"}, "batchId": {"S": batch_id}, "accepted": {"N": "0"}},
+            )
         counting = CountingClient(db)
         yield PipelineTable(counting, "t"), counting
 
@@ -380,7 +383,10 @@ def owned(count: int, batch_id: str = BATCH) -> list[Outcome]:
 
 def new_batch(pipeline: PipelineTable, batch_id: str = BATCH) -> None:
     db = getattr(pipeline.db, "_client", pipeline.db)  # not counted: ingest writes the batch item
-    db.put_item(TableName="t", Item={"pk": {"S": f"BATCH#{batch_id}"}, "accepted": {"N": "0"}})
+    db.put_item(
+        TableName="t",
+        Item={"pk": {"S": f"BATCH#{batch_id}"}, "batchId": {"S": batch_id}, "accepted": {"N": "0"}},
+    )
 
 
 def lease(pipeline: PipelineTable, chunk: int, seconds: float = 60, batch_id: str = BATCH) -> int | str:
