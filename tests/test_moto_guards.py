@@ -627,3 +627,76 @@ def test_the_served_emulation_parses_and_builds_items_through_the_speed_ups(
             ddb.put_item(TableName="sped", Item={"pk": {"S": "big"}, "v": {"S": "x" * 410_000}})
     assert got["pk"] == {"S": "item-1"}
     assert "PutItem" in seen and "GetItem" in seen
+
+
+_log_events = st.lists(
+    st.fixed_dictionaries(
+        {
+            "timestamp": st.sampled_from([-1, 0, 1, 2, 3]),  # steps back in time; 0 and -1 are too old
+            "message": st.text(max_size=8),  # "" is refused by the client's validation
+        }
+    ),
+    max_size=4,  # [] is refused too
+)
+
+
+def _shipped(logs: Any, group: str, events: list[dict[str, Any]], base_ms: int) -> Any:
+    """What a LogShipper's calls on `logs` leave in the group (or the error they raise, as the client's
+    exception class name, code and message)."""
+    events = [
+        {
+            "timestamp": base_ms + e["timestamp"] * 1000 if e["timestamp"] > 0 else e["timestamp"],
+            "message": e["message"],
+        }
+        for e in events
+    ]
+    try:
+        logs.create_log_stream(logGroupName=group, logStreamName="s")
+        again = None
+        try:
+            logs.create_log_stream(logGroupName=group, logStreamName="s")
+        except logs.exceptions.ResourceAlreadyExistsException as error:
+            again = error.response["Error"]
+        answer = logs.put_log_events(logGroupName=group, logStreamName="s", logEvents=events)
+        missing = None
+        try:
+            logs.put_log_events(logGroupName=group + "-none", logStreamName="s", logEvents=events)
+        except logs.exceptions.ResourceNotFoundException as error:
+            missing = error.response["Error"]
+    except Exception as error:
+        code = getattr(error, "response", {}).get("Error", {}).get("Code")
+        return type(error).__name__, code, str(error).split(": ", 1)[-1]
+    return again and again["Code"], missing and missing["Code"], answer.get("rejectedLogEventsInfo")
+
+
+@settings(
+    max_examples=examples(20),
+    deadline=None,
+    # the fixture only sets fake keys, the same for every example
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(events=_log_events)
+def test_in_process_log_shipping_stores_and_refuses_exactly_as_the_logs_client(
+    events: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If this fails, moto's logs backend (`logs_backends`, its `create_log_stream` and `put_log_events`)
+    changed under emulation.InProcessLogs, which the runtime's LogShipper calls instead of the client:
+    align InProcessLogs with what the client path now does, or ship through the client again."""
+    import time
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    base_ms = int(time.time() * 1000) - 60_000
+    with mock_aws():
+        client = boto3.client("logs", region_name=REGION)
+        direct = emulation.InProcessLogs(client)
+        outcomes, stored = [], []
+        for group, logs in (("via-client", client), ("in-process", direct)):
+            client.create_log_group(logGroupName=group)
+            outcomes.append(_shipped(logs, group, events, base_ms))
+            found = client.get_log_events(logGroupName=group, logStreamName="s", startFromHead=True)
+            stored.append([(e["timestamp"], e["message"]) for e in found["events"]])
+        missing_group = [_shipped(logs, "never-created", events, base_ms) for logs in (client, direct)]
+    assert outcomes[0] == outcomes[1]
+    assert stored[0] == stored[1]
+    assert missing_group[0] == missing_group[1]

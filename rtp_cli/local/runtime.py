@@ -111,7 +111,9 @@ class LocalEnvironment:
             return make(service, endpoint_url=endpoint, config=config)
 
         physical = provision(template, client)
-        self._shipper = LogShipper(client("logs"), echo=opts.echo_logs)
+        from rtp_cli.local.emulation import InProcessLogs  # moto runs in this process (start_emulation)
+
+        self._shipper = LogShipper(InProcessLogs(client("logs")), echo=opts.echo_logs)
         base_env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/tmp"),  # noqa: S108 - only a fallback for HOME
