@@ -220,6 +220,8 @@ class LocalEnvironment:
             return queue_ages(self.options.region)
         if name == "invoke":
             return self.invoke(body)
+        if name == "aws-calls":  # per AWS operation: calls and the emulation's CPU (awsserver.CallStats)
+            return self._moto.calls.snapshot()
         if name == "watch":
             return self._watcher.status() if self._watcher is not None else {"watching": False}
         return None
