@@ -126,11 +126,6 @@ def cpu_report(records: int, cpu: float | None, before: dict[str, Any], after: d
     return line + f", of it AWS emulation {total / records * 1000:.3f}: " + "; ".join(parts)
 
 
-def one_run(records: int, named: bool, seed: int, project: Path = PROJECT_ROOT) -> float:
-    rate, _ = measured_run(records, named, seed, project)
-    return rate
-
-
 def measured_run(records: int, named: bool, seed: int, project: Path = PROJECT_ROOT) -> tuple[float, str]:
     """Records per second, and where the runtime's CPU went (`cpu_report`)."""
     with tempfile.TemporaryDirectory(prefix="rtp-e2e-bench-") as tmp:
@@ -186,9 +181,10 @@ def main(argv: list[str] | None = None) -> int:
             f"load average {loads[-1]:.1f}); {report}"
         )
         if args.baseline:
-            before.append(one_run(args.records, args.named, run, args.baseline.resolve()))
+            rate, report = measured_run(args.records, args.named, run, args.baseline.resolve())
+            before.append(rate)
             loads.append(os.getloadavg()[0])
-            print(f"run {run + 1}, baseline: {before[-1]:,.0f} records/s (load average {loads[-1]:.1f})")
+            print(f"run {run + 1}, baseline: {rate:,.0f} records/s (load average {loads[-1]:.1f}); {report}")
     median = statistics.median(rates)
     ids = "named" if args.named else "assigned"
     line = (
