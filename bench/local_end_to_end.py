@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from rtp_cli.paths import PROJECT_ROOT
 
@@ -69,7 +70,64 @@ def start_local(state_dir: Path, project: Path) -> subprocess.Popen[str]:
     raise RuntimeError("rtp deploy --env local was not ready within 180 s")
 
 
-def one_run(records: int, named: bool, seed: int, project: Path = PROJECT_ROOT) -> float:
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU of a process so far (Linux /proc; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def aws_calls(state_dir: Path) -> dict[str, dict[str, float]]:
+    """The running local environment's per-operation AWS call statistics ({} if it has none: an older
+    checkout)."""
+    import requests
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    state = json.loads((state_dir / "local.json").read_text())
+    base = state["url"].split("/", 3)
+    url = f"{base[0]}//{base[2]}/_rtp/aws-calls"  # the runtime's admin route, signed like the API
+    signed = AWSRequest(method="GET", url=url)
+    keys = Credentials(state["access_key_id"], state["secret_access_key"])
+    SigV4Auth(keys, "execute-api", state["region"]).add_auth(signed)
+    try:
+        answer = requests.get(url, headers=dict(signed.headers), timeout=10)
+    except requests.RequestException:
+        return {}
+    calls: dict[str, dict[str, float]] = answer.json() if answer.ok else {}
+    return calls
+
+
+def cpu_report(records: int, cpu: float | None, before: dict[str, Any], after: dict[str, Any]) -> str:
+    """One line: the runtime's CPU per record and the emulation's top operations during the send."""
+    if cpu is None:
+        return "runtime CPU not measured"
+    line = f"runtime process CPU {cpu / records * 1000:.3f} ms/record"
+    spent = {
+        name: (
+            after[name]["calls"] - before.get(name, {}).get("calls", 0),
+            after[name]["cpu_seconds"] - before.get(name, {}).get("cpu_seconds", 0.0),
+        )
+        for name in after
+    }
+    spent = {name: (calls, seconds) for name, (calls, seconds) in spent.items() if calls}
+    if not spent:
+        return line
+    total = sum(seconds for _, seconds in spent.values())
+    top = sorted(spent.items(), key=lambda kv: -kv[1][1])[:5]
+    parts = [
+        f"{name} {seconds / records * 1000:.3f} ({calls / records * 1000:.0f}/1k records, "
+        f"{seconds / calls * 1000:.1f} ms each)"
+        for name, (calls, seconds) in top
+    ]
+    return line + f", of it AWS emulation {total / records * 1000:.3f}: " + "; ".join(parts)
+
+
+def measured_run(records: int, named: bool, seed: int, project: Path = PROJECT_ROOT) -> tuple[float, str]:
+    """Records per second, and where the runtime's CPU went (`cpu_report`)."""
     with tempfile.TemporaryDirectory(prefix="rtp-e2e-bench-") as tmp:
         root = Path(tmp)
         data = root / "records.jsonl"
@@ -77,6 +135,7 @@ def one_run(records: int, named: bool, seed: int, project: Path = PROJECT_ROOT) 
         local = start_local(root / "state", project)
         try:
             env = {**os.environ, "RTP_STATE_DIR": str(root / "state"), "NO_COLOR": "1", "COLUMNS": "200"}
+            calls_before, cpu_before = aws_calls(root / "state"), process_cpu_seconds(local.pid)
             started = time.monotonic()
             done = subprocess.run(
                 [*RTP, "send", "--env", "local", "--file", str(data), "--wait", "--timeout", "1800"],
@@ -87,6 +146,9 @@ def one_run(records: int, named: bool, seed: int, project: Path = PROJECT_ROOT) 
                 check=False,
             )
             elapsed = time.monotonic() - started
+            cpu_after = process_cpu_seconds(local.pid)
+            cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+            report = cpu_report(records, cpu, calls_before, aws_calls(root / "state"))
         finally:
             local.send_signal(signal.SIGINT)
             local.wait(timeout=60)
@@ -95,7 +157,7 @@ def one_run(records: int, named: bool, seed: int, project: Path = PROJECT_ROOT) 
             raise RuntimeError(
                 f"rtp send failed or did not process everything:\n{done.stdout}\n{done.stderr}"
             )
-        return records / elapsed
+        return records / elapsed, report
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,16 +173,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rates, before, loads = [], [], []
     for run in range(args.runs):
-        rates.append(one_run(args.records, args.named, run))
+        rate, report = measured_run(args.records, args.named, run)
+        rates.append(rate)
         loads.append(os.getloadavg()[0])
         print(
             f"run {run + 1}: {rates[-1]:,.0f} records/s ({args.records:,} records, send until all COMPLETE; "
-            f"load average {loads[-1]:.1f})"
+            f"load average {loads[-1]:.1f}); {report}"
         )
         if args.baseline:
-            before.append(one_run(args.records, args.named, run, args.baseline.resolve()))
+            rate, report = measured_run(args.records, args.named, run, args.baseline.resolve())
+            before.append(rate)
             loads.append(os.getloadavg()[0])
-            print(f"run {run + 1}, baseline: {before[-1]:,.0f} records/s (load average {loads[-1]:.1f})")
+            print(f"run {run + 1}, baseline: {rate:,.0f} records/s (load average {loads[-1]:.1f}); {report}")
     median = statistics.median(rates)
     ids = "named" if args.named else "assigned"
     line = (

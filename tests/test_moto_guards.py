@@ -627,3 +627,256 @@ def test_the_served_emulation_parses_and_builds_items_through_the_speed_ups(
             ddb.put_item(TableName="sped", Item={"pk": {"S": "big"}, "v": {"S": "x" * 410_000}})
     assert got["pk"] == {"S": "item-1"}
     assert "PutItem" in seen and "GetItem" in seen
+
+
+_log_events = st.lists(
+    st.fixed_dictionaries(
+        {
+            "timestamp": st.sampled_from([-1, 0, 1, 2, 3]),  # steps back in time; 0 and -1 are too old
+            "message": st.text(max_size=8),  # "" is refused by the client's validation
+        }
+    ),
+    max_size=4,  # [] is refused too
+)
+
+
+def _shipped(logs: Any, group: str, events: list[dict[str, Any]], base_ms: int) -> Any:
+    """What a LogShipper's calls on `logs` leave in the group (or the error they raise, as the client's
+    exception class name, code and message)."""
+    events = [
+        {
+            "timestamp": base_ms + e["timestamp"] * 1000 if e["timestamp"] > 0 else e["timestamp"],
+            "message": e["message"],
+        }
+        for e in events
+    ]
+    try:
+        logs.create_log_stream(logGroupName=group, logStreamName="s")
+        again = None
+        try:
+            logs.create_log_stream(logGroupName=group, logStreamName="s")
+        except logs.exceptions.ResourceAlreadyExistsException as error:
+            again = error.response["Error"]
+        answer = logs.put_log_events(logGroupName=group, logStreamName="s", logEvents=events)
+        missing = None
+        try:
+            logs.put_log_events(logGroupName=group + "-none", logStreamName="s", logEvents=events)
+        except logs.exceptions.ResourceNotFoundException as error:
+            missing = error.response["Error"]
+    except Exception as error:
+        code = getattr(error, "response", {}).get("Error", {}).get("Code")
+        return type(error).__name__, code, str(error).split(": ", 1)[-1]
+    return again and again["Code"], missing and missing["Code"], answer.get("rejectedLogEventsInfo")
+
+
+@settings(
+    max_examples=examples(20),
+    deadline=None,
+    # the fixture only sets fake keys, the same for every example
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(events=_log_events)
+def test_in_process_log_shipping_stores_and_refuses_exactly_as_the_logs_client(
+    events: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If this fails, moto's logs backend (`logs_backends`, its `create_log_stream` and `put_log_events`)
+    changed under emulation.InProcessLogs, which the runtime's LogShipper calls instead of the client:
+    align InProcessLogs with what the client path now does, or ship through the client again."""
+    import time
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    base_ms = int(time.time() * 1000) - 60_000
+    with mock_aws():
+        client = boto3.client("logs", region_name=REGION)
+        direct = emulation.InProcessLogs(client)
+        outcomes, stored = [], []
+        for group, logs in (("via-client", client), ("in-process", direct)):
+            client.create_log_group(logGroupName=group)
+            outcomes.append(_shipped(logs, group, events, base_ms))
+            found = client.get_log_events(logGroupName=group, logStreamName="s", startFromHead=True)
+            stored.append([(e["timestamp"], e["message"]) for e in found["events"]])
+        missing_group = [_shipped(logs, "never-created", events, base_ms) for logs in (client, direct)]
+    assert outcomes[0] == outcomes[1]
+    assert stored[0] == stored[1]
+    assert missing_group[0] == missing_group[1]
+
+
+@pytest.fixture
+def expression_speedups(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """speedups' expression caches and method-name memo installed for the test (moto as before after)."""
+    import moto.core.responses as responses
+    import moto.dynamodb.parsing.expressions as expressions
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    from rtp_cli.local import speedups
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    parser: Any = expressions.UpdateExpressionParser  # type: ignore[attr-defined]
+    monkeypatch.setattr(responses, "method_names_from_class", responses.method_names_from_class)
+    lex = ConditionExpressionParser.__dict__["_lex_condition_expression"]
+    monkeypatch.setattr(ConditionExpressionParser, "_lex_condition_expression", lex)
+    monkeypatch.setattr(parser, "make", parser.__dict__["make"])
+    speedups.patch_moto_speedups()
+    assert responses.method_names_from_class is speedups._method_names_once
+    assert ConditionExpressionParser._lex_condition_expression is speedups._lex_once
+    assert parser.make.__func__ is speedups._update_tree_once
+    assert speedups._moto_lex is not speedups._lex_once
+    assert speedups._moto_update_make is not speedups._update_tree_once
+    return speedups
+
+
+def test_moto_s_handlers_are_listed_once_per_class_with_moto_s_answer(expression_speedups: Any) -> None:
+    """If this fails, moto's `call_action` no longer lists a handler's methods with
+    `method_names_from_class` (speedups._method_names_once stands in for it): re-aim or drop it."""
+    from moto.dynamodb.responses import DynamoHandler
+    from moto.logs.responses import LogsResponse
+    from moto.s3.responses import S3Response
+    from moto.sqs.responses import SQSResponse
+
+    speedups = expression_speedups
+    speedups._method_names.clear()
+    with mock_aws():
+        boto3.client("dynamodb", region_name=REGION).list_tables()
+    assert DynamoHandler in speedups._method_names  # call_action asked the memo
+    for handler in (DynamoHandler, SQSResponse, S3Response, LogsResponse):
+        names = speedups._method_names_once(handler)
+        assert names == speedups._moto_method_names(handler)
+        names.append("mutated by a caller")
+        assert "mutated by a caller" not in speedups._method_names_once(handler)
+
+
+_condition_tokens = st.sampled_from(
+    [
+        "attribute_exists(pk)", "attribute_not_exists(#l)", "NOT", "contains(#c, :m)", "AND", "OR", "(",
+        ")", "#l", "<", "<=", "<>", "=", ">=", ":now", "size(#a)", "a.b[1]", "BETWEEN", "IN", ",",
+        "begins_with(#a, :p)", "attribute_type(#a, :t)", "  ", "pk", "x-y_z", "!", "[", "@",
+    ]
+)  # fmt: skip
+_conditions = st.one_of(
+    st.lists(_condition_tokens, max_size=12).map(" ".join),
+    st.lists(_condition_tokens, max_size=12).map("".join),
+    st.text(max_size=20),
+)
+
+
+def _lexed(lex: Any, expression: str) -> Any:
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    try:
+        return list(lex(ConditionExpressionParser(expression, {}, {})))
+    except Exception as error:
+        return type(error).__name__, str(error)
+
+
+@settings(
+    max_examples=examples(200),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],  # it installs the same patch every time
+)
+@given(expression=_conditions)
+def test_condition_expressions_are_lexed_exactly_as_moto_lexes_them(
+    expression: str, expression_speedups: Any
+) -> None:
+    """If this fails, moto's ConditionExpressionParser lexer changed (speedups._lex_once hands out its
+    tokens once per expression): align _lex_once with it, or drop the patch."""
+    speedups = expression_speedups
+    expected = _lexed(speedups._moto_lex, expression)
+    assert _lexed(speedups._lex_once, expression) == expected  # first: lexed by moto, cached
+    again = _lexed(speedups._lex_once, expression)
+    assert again == expected  # then: from the cache
+    if isinstance(again, list) and again:
+        assert again[0].children is not expected[0].children  # new nodes, not shared ones
+
+
+def _tree(node: Any) -> Any:
+    """An update expression's syntax tree as plain values (everything but the parent links)."""
+    import moto.dynamodb.parsing.ast_nodes as ast_nodes
+
+    if isinstance(node, ast_nodes.Node):  # type: ignore[attr-defined]
+        return type(node).__name__, {k: _tree(v) for k, v in vars(node).items() if k != "parent"}
+    if isinstance(node, list | tuple):
+        return [_tree(child) for child in node]
+    if isinstance(node, dict):
+        return {k: _tree(v) for k, v in node.items()}
+    return node if node is None or isinstance(node, str | int | float | bool) else repr(node)
+
+
+_update_clauses = st.sampled_from(
+    [
+        "SET #a = :v", "SET #a = #a + :v", "SET b = if_not_exists(b, :v)", "SET l = list_append(l, :l)",
+        "ADD #n :n", "ADD #s :s", "REMOVE #r", "REMOVE m.k[0]", "DELETE #s :s", "SET a.b[1] = :v",
+        ",", "SET", "ADD", "=", ":v", "#a", "+", "-",
+    ]
+)  # fmt: skip
+_updates = st.one_of(st.lists(_update_clauses, min_size=1, max_size=5).map(" ".join), st.text(max_size=16))
+
+
+def _parsed(make: Any, expression: str) -> Any:
+    import moto.dynamodb.parsing.expressions as expressions
+
+    try:
+        return _tree(make(expressions.UpdateExpressionParser, expression))  # type: ignore[attr-defined]
+    except Exception as error:
+        return type(error).__name__, str(error)
+
+
+@settings(
+    max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(expression=_updates)
+def test_update_expressions_are_parsed_exactly_as_moto_parses_them(
+    expression: str, expression_speedups: Any
+) -> None:
+    """If this fails, moto's UpdateExpressionParser changed (speedups._update_tree_once shares one tree
+    per expression): align _update_tree_once with it, or drop the patch."""
+    speedups = expression_speedups
+    expected = _parsed(speedups._moto_update_make, expression)
+    assert _parsed(speedups._update_tree_once, expression) == expected
+    assert _parsed(speedups._update_tree_once, expression) == expected  # from the cache
+
+
+UPDATES: list[tuple[str, dict[str, str], dict[str, Any]]] = [
+    ("SET #a = #a + :v, b = if_not_exists(b, :v) REMOVE #r", {"#a": "a", "#r": "r"}, {":v": {"N": "2"}}),
+    ("ADD #n :n, #s :s REMOVE #x", {"#n": "n", "#s": "s", "#x": "x"}, {":n": {"N": "1"}, ":s": {"NS": ["7"]}}),  # noqa: E501
+    ("DELETE #s :s SET l = list_append(l, :l)", {"#s": "s"}, {":s": {"NS": ["1"]}, ":l": {"L": [{"S": "x"}]}}),  # noqa: E501
+]  # fmt: skip
+
+
+def test_moto_never_changes_a_shared_update_expression_tree(expression_speedups: Any) -> None:
+    """If this fails, moto now changes the syntax tree of an update expression while it applies it (its
+    validator used to work on a deep copy), so one tree per expression string cannot be shared: drop
+    speedups._update_tree_once. Also checks that UpdateItem parses through it."""
+    import moto.dynamodb.parsing.expressions as expressions
+
+    speedups = expression_speedups
+    speedups._update_trees.clear()
+    with mock_aws():
+        ddb = boto3.client("dynamodb", region_name=REGION)
+        _table(ddb, "trees", range_key=False, items=0)
+        start: dict[str, Any] = {
+            "a": {"N": "1"},
+            "r": {"S": "x"},
+            "s": {"NS": ["1", "2"]},
+            "l": {"L": []},
+            "m": {"M": {}},
+        }
+        ddb.put_item(TableName="trees", Item={"pk": {"S": "k"}, **start})
+        parser: Any = expressions.UpdateExpressionParser  # type: ignore[attr-defined]
+        before = {
+            expression: _tree(speedups._moto_update_make(parser, expression)) for expression, *_ in UPDATES
+        }
+        for _ in range(2):
+            for expression, names, values in UPDATES:
+                ddb.update_item(
+                    TableName="trees",
+                    Key={"pk": {"S": "k"}},
+                    UpdateExpression=expression,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
+                )
+        item = ddb.get_item(TableName="trees", Key={"pk": {"S": "k"}})["Item"]
+    for expression, *_ in UPDATES:
+        assert _tree(speedups._update_trees[expression]) == before[expression]  # used twice, unchanged
+    assert item["a"] == {"N": "5"} and item["n"] == {"N": "2"} and item["l"] == {"L": [{"S": "x"}] * 2}

@@ -21,7 +21,10 @@ from __future__ import annotations
 import http.client
 import io
 import json
+import re
 import sys
+import threading
+import time
 from typing import Any
 
 from moto.moto_server.werkzeug_app import (
@@ -35,6 +38,48 @@ from rtp_cli.local.http11 import Http11Server, Request, Response
 # moto's largest bodies locally are S3 objects (a batch's raw records): far below this.
 MAX_AWS_BODY = 5 * 1024 * 1024 * 1024
 IDLE_SECONDS = 120.0  # botocore keeps idle pooled connections; a closed one is retried transparently
+
+
+_SCOPE_SERVICE = re.compile(r"Credential=[^/,]*/[^/,]*/[^/,]*/([^/,]+)/")
+MAX_OPERATIONS = 512  # distinct operation names kept in CallStats (names come from clients)
+
+
+def operation_name(request: Request) -> str:
+    """`service:Action` for a request: the service from the signature's credential scope, the action from
+    `X-Amz-Target` (JSON protocols) or, for REST APIs (S3), the method."""
+    scope = _SCOPE_SERVICE.search(request.headers.get("authorization") or "")
+    service = scope.group(1) if scope else "unsigned"
+    target = request.headers.get("x-amz-target")
+    return f"{service}:{target.rsplit('.', 1)[-1] if target else request.method}"
+
+
+class CallStats:
+    """Per AWS operation: calls, CPU seconds the emulation spent answering them (the answering thread's
+    CPU time: no waiting counted) and request bytes. `rtp deploy --env local` serves it at
+    `/_rtp/aws-calls`; bench/local_end_to_end.py prints it per record, so that a change to the handlers'
+    call pattern or to the emulation shows where the local CPU goes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[str, list[float]] = {}
+
+    def add(self, operation: str, cpu_seconds: float, request_bytes: int) -> None:
+        with self._lock:
+            entry = self._calls.get(operation)
+            if entry is None:
+                if len(self._calls) >= MAX_OPERATIONS:
+                    operation = "(other)"
+                entry = self._calls.setdefault(operation, [0, 0.0, 0])
+            entry[0] += 1
+            entry[1] += cpu_seconds
+            entry[2] += request_bytes
+
+    def snapshot(self) -> dict[str, dict[str, float]]:
+        with self._lock:
+            return {
+                operation: {"calls": calls, "cpu_seconds": round(cpu, 6), "request_bytes": size}
+                for operation, (calls, cpu, size) in sorted(self._calls.items())
+            }
 
 
 class _Dispatcher(DomainDispatcherApplication):
@@ -111,6 +156,7 @@ class MotoHttpServer:
             server_name="amazon.com",
         )
         self._address = (ip_address, self._http.port)
+        self.calls = CallStats()
 
     def start(self) -> None:
         self._http.start()
@@ -122,6 +168,13 @@ class MotoHttpServer:
         self._http.stop()
 
     def _handle(self, request: Request) -> Response:
+        started = time.thread_time()
+        try:
+            return self._answer(request)
+        finally:
+            self.calls.add(operation_name(request), time.thread_time() - started, len(request.body))
+
+    def _answer(self, request: Request) -> Response:
         environ = wsgi_environ(request, self._address)
         answer: dict[str, Any] = {}
 

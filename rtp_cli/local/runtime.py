@@ -111,7 +111,9 @@ class LocalEnvironment:
             return make(service, endpoint_url=endpoint, config=config)
 
         physical = provision(template, client)
-        self._shipper = LogShipper(client("logs"), echo=opts.echo_logs)
+        from rtp_cli.local.emulation import InProcessLogs  # moto runs in this process (start_emulation)
+
+        self._shipper = LogShipper(InProcessLogs(client("logs")), echo=opts.echo_logs)
         base_env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": os.environ.get("HOME", "/tmp"),  # noqa: S108 - only a fallback for HOME
@@ -218,6 +220,8 @@ class LocalEnvironment:
             return queue_ages(self.options.region)
         if name == "invoke":
             return self.invoke(body)
+        if name == "aws-calls":  # per AWS operation: calls and the emulation's CPU (awsserver.CallStats)
+            return self._moto.calls.snapshot()
         if name == "watch":
             return self._watcher.status() if self._watcher is not None else {"watching": False}
         return None

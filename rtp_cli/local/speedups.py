@@ -12,12 +12,25 @@
   ten lookups. `_FastJSONParser` resolves handlers once per shape type and, for a structure value with a
   single key, looks that key up directly: the same parsed parameters, in the same member order.
 
+- Every request: moto's `BaseResponse.call_action` lists the handler class's methods with
+  `inspect.getmembers` (`method_names_from_class`) to see whether the action is one of them: the same
+  list each time for a class. Here it is listed once per class (a copy is handed out).
+- Every UpdateItem parses its update expression twice (the handler, to list its clauses, then the
+  backend) and its condition expression twice, and most of the condition parse is lexing the string
+  (regular expressions tried one token at a time). The pipeline sends the same few expressions again and
+  again. Here an update expression's syntax tree is parsed once per expression string and shared (moto
+  never changes it: its validator works on a deep copy), and a condition expression's tokens are lexed
+  once per string and handed out as new nodes (the same nodes moto's lexer makes); what follows the lexing
+  (names, values, the tree) is moto's own, every time.
+
 tests/test_moto_guards.py fails by name if a moto upgrade changes what these rely on, and checks that
-both give exactly moto's results (hypothesis, on DynamoDB and SQS requests and on items around the limit).
+each gives exactly moto's results (hypothesis, on DynamoDB and SQS requests, on items around the limit
+and on update and condition expressions).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 _PLAN = "_rtp_structure_plan"
@@ -96,13 +109,70 @@ def fast_json_parser(base: type) -> type:
     return _FastJSONParser
 
 
+CACHED_EXPRESSIONS = 1024  # per cache: expressions come from clients; the pipeline uses a handful
+_moto_method_names: Any = None  # moto's own method_names_from_class, once patched
+_moto_lex: Any = None  # moto's own ConditionExpressionParser._lex_condition_expression, once patched
+_moto_update_make: Any = None  # moto's own UpdateExpressionParser.make (the function), once patched
+_method_names: dict[Any, list[str]] = {}
+_lexed: dict[str, tuple[tuple[Any, Any, Any, Any], ...]] = {}
+_update_trees: dict[str, Any] = {}
+
+
+def _method_names_once(clazz: Any) -> list[str]:
+    names = _method_names.get(clazz)
+    if names is None:
+        names = _method_names[clazz] = _moto_method_names(clazz)
+    return list(names)
+
+
+def _lex_once(self: Any) -> deque[Any]:
+    """ConditionExpressionParser._lex_condition_expression, lexing each expression string once."""
+    expression = self.condition_expression
+    tokens = _lexed.get(expression)
+    if tokens is None:
+        nodes = _moto_lex(self)  # raises for an expression it cannot lex, every time: never cached
+        tokens = tuple((n.nonterminal, n.kind, n.text, n.value) for n in nodes)
+        if any(n.children for n in nodes):  # moto's lexer makes leaves: anything else is not cached
+            return nodes
+        if len(_lexed) < CACHED_EXPRESSIONS:
+            _lexed[expression] = tokens
+    node = self.Node
+    return deque(node(nonterminal, kind, text, value, []) for nonterminal, kind, text, value in tokens)
+
+
+def _update_tree_once(cls: Any, expression_str: Any) -> Any:
+    """UpdateExpressionParser.make, parsing each expression string once (see above)."""
+    if type(expression_str) is not str:
+        return _moto_update_make(cls, expression_str)
+    tree = _update_trees.get(expression_str)
+    if tree is None:
+        tree = _moto_update_make(cls, expression_str)  # a syntax error raises, every time
+        if len(_update_trees) < CACHED_EXPRESSIONS:
+            _update_trees[expression_str] = tree
+    return tree
+
+
 def patch_moto_speedups() -> None:
     """Install both (idempotent, process-wide: the served runtime's process)."""
     import moto.core.parse as parse
     import moto.core.responses as responses
     from moto.dynamodb.models.dynamo_type import Item
 
-    global _moto_item_init
+    global _moto_item_init, _moto_method_names, _moto_lex, _moto_update_make
+    import moto.dynamodb.parsing.expressions as expressions
+    from moto.dynamodb.comparisons import ConditionExpressionParser
+
+    update_parser: Any = expressions.UpdateExpressionParser  # type: ignore[attr-defined]
+
+    if responses.method_names_from_class is not _method_names_once:
+        _moto_method_names = responses.method_names_from_class
+        responses.method_names_from_class = _method_names_once
+    if ConditionExpressionParser._lex_condition_expression is not _lex_once:
+        _moto_lex = ConditionExpressionParser._lex_condition_expression
+        ConditionExpressionParser._lex_condition_expression = _lex_once  # type: ignore[method-assign]
+    if update_parser.make.__func__ is not _update_tree_once:
+        _moto_update_make = update_parser.make.__func__
+        update_parser.make = classmethod(_update_tree_once)
     if Item.__init__ is not _item_init:
         _moto_item_init = Item.__init__
         Item.__init__ = _item_init  # type: ignore[method-assign]

@@ -206,3 +206,61 @@ def test_schema_errors_like_api_gateway(cached_templates: Any) -> None:
     errors = _schema_errors(schema, json.dumps({"records": [{"type": "t"}]}).encode())
     assert errors == ["instance failed to match exactly one schema (matched 0 out of 2)"]
     assert _schema_errors(schema, b"{not json")[0].startswith("Invalid JSON")
+
+
+# ---- the emulation's per-operation CPU accounting (awsserver.CallStats, bench local_end_to_end) --------
+def _aws_request(headers: list[tuple[str, str]], method: str = "POST") -> Any:
+    from rtp_cli.local.http11 import Headers, Request
+
+    return Request(method, "/", "1.1", Headers(headers), b"{}", ("127.0.0.1", 1))
+
+
+def test_an_aws_request_is_named_by_its_signing_service_and_action() -> None:
+    from rtp_cli.local.awsserver import operation_name
+
+    scope = "AWS4-HMAC-SHA256 Credential=AKIAX/20261129/us-east-1/{}/aws4_request, SignedHeaders=host, Sig=0"
+    target = ("X-Amz-Target", "DynamoDB_20120810.BatchWriteItem")
+    assert operation_name(_aws_request([("Authorization", scope.format("dynamodb")), target])) == (
+        "dynamodb:BatchWriteItem"
+    )
+    assert operation_name(_aws_request([("authorization", scope.format("s3"))], "PUT")) == "s3:PUT"
+    assert operation_name(_aws_request([target])) == "unsigned:BatchWriteItem"
+
+
+def test_call_stats_add_up_across_threads_and_keep_a_bounded_number_of_names() -> None:
+    import threading
+
+    from rtp_cli.local.awsserver import MAX_OPERATIONS, CallStats
+
+    stats = CallStats()
+
+    def add_500() -> None:
+        for _ in range(500):
+            stats.add("dynamodb:GetItem", 0.001, 10)
+
+    threads = [threading.Thread(target=add_500) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert stats.snapshot()["dynamodb:GetItem"] == {"calls": 2000, "cpu_seconds": 2.0, "request_bytes": 20000}
+    for n in range(MAX_OPERATIONS + 10):
+        stats.add(f"made-up:{n}", 0.0, 0)
+    snapshot = stats.snapshot()
+    assert len(snapshot) == MAX_OPERATIONS + 1 and snapshot["(other)"]["calls"] == 11
+
+
+def test_the_benchmark_reports_cpu_per_record_from_the_calls_made_during_the_send() -> None:
+    from bench.local_end_to_end import cpu_report
+
+    before = {"dynamodb:CreateTable": {"calls": 1, "cpu_seconds": 0.05}}
+    after = {
+        **before,
+        "dynamodb:BatchWriteItem": {"calls": 40, "cpu_seconds": 0.24},
+        "sqs:ReceiveMessage": {"calls": 4, "cpu_seconds": 0.01},
+    }
+    line = cpu_report(1000, 0.5, before, after)
+    assert line.startswith("runtime process CPU 0.500 ms/record, of it AWS emulation 0.250: ")
+    assert "dynamodb:BatchWriteItem 0.240 (40/1k records, 6.0 ms each); sqs:ReceiveMessage 0.010" in line
+    assert "CreateTable" not in line  # made before the send: not the records' cost
+    assert cpu_report(1000, None, before, after) == "runtime CPU not measured"

@@ -391,3 +391,23 @@ def test_function_timeout_is_enforced(tuned_env: LocalInstance) -> None:
     from tests.fixtures.faulty_transform import attempts
 
     assert attempts(record_id) >= 2  # the timed-out attempt, then the redelivery that succeeded
+
+
+def test_the_runtime_reports_the_emulation_s_cpu_per_aws_operation(local_env: LocalInstance) -> None:
+    """`/_rtp/aws-calls` (what bench/local_end_to_end.py prints per record): every call the pipeline made,
+    with the emulation's CPU answering it; signed like the API."""
+    from bench.local_end_to_end import aws_calls
+
+    before = aws_calls(local_env.state_dir)
+    assert before["dynamodb:CreateTable"]["calls"] >= 1  # provisioning went through the same endpoint
+    accepted = local_env.post_records([{"type": "t", "data": {"n": n}} for n in range(3)]).json()
+    local_env.wait_for(
+        lambda: local_env.request("GET", f"batches/{accepted['batchId']}").json()["status"] == "COMPLETE"
+    )
+    after = aws_calls(local_env.state_dir)
+    grew = {name for name, entry in after.items() if entry["calls"] > before.get(name, {}).get("calls", 0)}
+    assert {"s3:PUT", "sqs:SendMessage", "sqs:ReceiveMessage"} <= grew  # ingest and the event source mapping
+    assert any(name.startswith("dynamodb:") for name in grew)  # the processor's writes
+    assert all(entry["cpu_seconds"] > 0 and entry["request_bytes"] >= 0 for entry in after.values())
+    base = local_env.url.split("/", 3)
+    assert requests.get(f"{base[0]}//{base[2]}/_rtp/aws-calls", timeout=10).status_code == 403  # unsigned
