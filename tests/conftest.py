@@ -106,12 +106,16 @@ def _moto_as_the_local_runtime_runs_it() -> None:
     handler tests run against the emulation `rtp deploy --env local` serves. It changes what a transaction
     costs, not what it does (tests/test_moto_guards.py); a redelivery test takes ~1 s instead of ~4 s.
     Its KMS keys share one unused private key (patch_moto_kms): ~0.2 s less per stack built in moto; its
-    SQS queues spell attribute names from a cache (patch_moto_sqs)."""
+    SQS queues spell attribute names from a cache (patch_moto_sqs); its DynamoDB items are built and its
+    JSON requests parsed as the served runtime's are (rtp_cli/local/speedups.py: the same answers, checked
+    against moto's own in tests/test_moto_guards.py)."""
     from rtp_cli.local.emulation import patch_moto_dynamodb, patch_moto_kms, patch_moto_sqs
+    from rtp_cli.local.speedups import patch_moto_speedups
 
     patch_moto_dynamodb()
     patch_moto_kms()
     patch_moto_sqs()
+    patch_moto_speedups()
 
 
 @pytest.fixture(scope="session", autouse=True)
