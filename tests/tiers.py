@@ -24,6 +24,7 @@ counts): the `rtp-fast` hypothesis profile (a tenth of hypothesis's 100) for tes
 
 from __future__ import annotations
 
+import gc
 import importlib.abc
 import sys
 import traceback
@@ -147,10 +148,22 @@ def pytest_configure(config: pytest.Config) -> None:
             config.pluginmanager.register(_WorkerVerdicts(config.stash[_WORKER_LOADS_KEY]))
 
 
+@pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
     blocker = config.stash.get(_BLOCKER_KEY, None)
     if blocker is not None and blocker in sys.meta_path:
         sys.meta_path.remove(blocker)
+    if hasattr(config, "workerinput"):
+        _leave_the_garbage_to_the_exit()
+
+
+def _leave_the_garbage_to_the_exit() -> None:
+    """An xdist worker's last act (its reports are sent): the interpreter's shutdown would run a full garbage
+    collection over everything the tests left (moto accounts, clients, hypothesis data) while the controller
+    waits for the process to end: from a worker's atexit to the controller's end 1.3 and 2.2 s measured, 0.2 s
+    with the heap frozen (frozen objects are never collected; the process ends anyway)."""
+    gc.disable()
+    gc.freeze()
 
 
 class _FastTierModule(pytest.Module):
