@@ -30,6 +30,7 @@ from tests.local_environments import (  # noqa: F401 - the end-to-end fixtures, 
 )
 from tests.tiers import (  # the test tiers' hooks (pytest finds hooks by name in a conftest)
     pytest_addoption,
+    pytest_collection_finish,
     pytest_collection_modifyitems,
     pytest_configure,
     pytest_pycollect_makemodule,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "pytest_addoption",
+    "pytest_collection_finish",
     "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_pycollect_makemodule",

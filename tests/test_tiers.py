@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -228,5 +229,20 @@ def test_an_xdist_worker_leaves_its_garbage_to_the_exit_and_the_controller_does_
         pytest_unconfigure(worker)  # type: ignore[arg-type]
         assert not gc.isenabled() and gc.get_freeze_count() > frozen_before
     finally:
-        gc.unfreeze()
-        gc.enable()
+        gc.enable()  # what it froze stays frozen, as the fast tier's collection freezes everything it built
+
+
+def test_the_fast_tier_freezes_what_collection_built_and_the_full_tier_does_not() -> None:
+    import gc
+    from types import SimpleNamespace
+
+    from tests.tiers import pytest_collection_finish
+
+    def session(fast: bool) -> Any:
+        return SimpleNamespace(config=SimpleNamespace(getoption=lambda name, default=None: fast))
+
+    frozen_before = gc.get_freeze_count()
+    pytest_collection_finish(session(fast=False))
+    assert gc.get_freeze_count() == frozen_before
+    pytest_collection_finish(session(fast=True))
+    assert gc.get_freeze_count() > frozen_before

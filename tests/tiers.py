@@ -38,6 +38,7 @@ import pytest
 
 __all__ = [  # the hooks, for a conftest to import
     "pytest_addoption",
+    "pytest_collection_finish",
     "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_pycollect_makemodule",
@@ -200,6 +201,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if len(kept) < len(items):
         config.hook.pytest_deselected(items=[item for item in items if item not in kept])
         items[:] = kept
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """In the fast tier, what collection built (every module imported, the test items) is frozen: it lives to
+    the end, and the collector's full collections no longer walk it again and again (garbage collection took
+    1.8 s of the 16 s of CPU of the processor and replay tests, 1.3 s with this; measured 2026-11-29)."""
+    if fast_tier(session.config):
+        gc.freeze()
 
 
 def cdk_modules_loaded() -> list[str]:
