@@ -246,3 +246,12 @@ def test_the_fast_tier_freezes_what_collection_built_and_the_full_tier_does_not(
     assert gc.get_freeze_count() == frozen_before
     pytest_collection_finish(session(fast=True))
     assert gc.get_freeze_count() > frozen_before
+
+
+def test_the_fast_tier_collects_garbage_less_often_and_the_full_tier_as_python_does() -> None:
+    import gc
+
+    from tests import tiers
+
+    young = gc.get_threshold()[0]
+    assert (young == tiers.FAST_GC_THRESHOLD) == tiers._fast_run, (young, tiers._fast_run)
