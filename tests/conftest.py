@@ -7,6 +7,7 @@ them (`make test-fast`) never loads it; tests/tiers.py marks the tests that use 
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import subprocess
@@ -19,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import hypothesis
 import pytest
 
-from stack.config import available_environments
 from tests.local_environments import (  # noqa: F401 - the end-to-end fixtures, one family for tests/
     incident_stack,
     local_env,
@@ -30,6 +30,7 @@ from tests.local_environments import (  # noqa: F401 - the end-to-end fixtures, 
 )
 from tests.tiers import (  # the test tiers' hooks (pytest finds hooks by name in a conftest)
     pytest_addoption,
+    pytest_collection_finish,
     pytest_collection_modifyitems,
     pytest_configure,
     pytest_pycollect_makemodule,
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "pytest_addoption",
+    "pytest_collection_finish",
     "pytest_collection_modifyitems",
     "pytest_configure",
     "pytest_pycollect_makemodule",
@@ -56,8 +58,22 @@ os.environ.setdefault("JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION", "1")
 # quickly, tests/handlers/test_validation.py).
 hypothesis.settings.register_profile("rtp", deadline=None)
 hypothesis.settings.load_profile("rtp")
-ENVIRONMENTS = available_environments()
 ROOT = Path(__file__).resolve().parent.parent
+
+
+@functools.cache
+def _environments() -> list[str]:
+    """Every config/*.yaml, by name. Read on first use: stack.config loads pydantic, which the xdist
+    controller of `make test-fast` (it imports this module, runs no test) would load for nothing."""
+    from stack.config import available_environments
+
+    return available_environments()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ENVIRONMENTS":  # `from tests.conftest import ENVIRONMENTS`: the synth-tier modules
+        return _environments()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class _LazySynth(Mapping[str, "SynthResult"]):
@@ -70,17 +86,17 @@ class _LazySynth(Mapping[str, "SynthResult"]):
         self._done: dict[str, SynthResult] = {}
 
     def __getitem__(self, env: str) -> SynthResult:
-        if env not in ENVIRONMENTS:
+        if env not in _environments():
             raise KeyError(env)
         if env not in self._done:
             self._done[env] = self._synthesize(env, self._root / env)
         return self._done[env]
 
     def __iter__(self) -> Iterator[str]:
-        return iter(ENVIRONMENTS)
+        return iter(_environments())
 
     def __len__(self) -> int:
-        return len(ENVIRONMENTS)
+        return len(_environments())
 
 
 class _LazyTemplates(Mapping[str, dict[str, Any]]):
@@ -106,12 +122,16 @@ def _moto_as_the_local_runtime_runs_it() -> None:
     handler tests run against the emulation `rtp deploy --env local` serves. It changes what a transaction
     costs, not what it does (tests/test_moto_guards.py); a redelivery test takes ~1 s instead of ~4 s.
     Its KMS keys share one unused private key (patch_moto_kms): ~0.2 s less per stack built in moto; its
-    SQS queues spell attribute names from a cache (patch_moto_sqs)."""
+    SQS queues spell attribute names from a cache (patch_moto_sqs); its DynamoDB items are built and its
+    JSON requests parsed as the served runtime's are (rtp_cli/local/speedups.py: the same answers, checked
+    against moto's own in tests/test_moto_guards.py)."""
     from rtp_cli.local.emulation import patch_moto_dynamodb, patch_moto_kms, patch_moto_sqs
+    from rtp_cli.local.speedups import patch_moto_speedups
 
     patch_moto_dynamodb()
     patch_moto_kms()
     patch_moto_sqs()
+    patch_moto_speedups()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -192,7 +212,7 @@ class _CachedTemplates(Mapping[str, dict[str, Any]]):
         self._loaded: dict[str, dict[str, Any]] = {}
 
     def __getitem__(self, env: str) -> dict[str, Any]:
-        if env not in ENVIRONMENTS:
+        if env not in _environments():
             raise KeyError(env)
         if env not in self._loaded:
             from rtp_cli.synthcache import CACHE_ROOT, cached_template
@@ -225,10 +245,10 @@ class _CachedTemplates(Mapping[str, dict[str, Any]]):
         return path
 
     def __iter__(self) -> Iterator[str]:
-        return iter(ENVIRONMENTS)
+        return iter(_environments())
 
     def __len__(self) -> int:
-        return len(ENVIRONMENTS)
+        return len(_environments())
 
 
 @pytest.fixture(scope="session")

@@ -20,18 +20,12 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from rtp_cli.local.testing import (
-    LocalInstance,
-    run_rtp,
-    start_local,
-    stop_local,
-    tweak_template,
-    tweaked_assembly,
-)
+if TYPE_CHECKING:
+    from rtp_cli.local.testing import LocalInstance
 
 FAULTY_TRANSFORM = "tests.fixtures.faulty_transform:transform"
 SWITCH_TRANSFORM = "tests.operate.e2e_transform:transform"
@@ -40,6 +34,10 @@ SWITCH_TRANSFORM = "tests.operate.e2e_transform:transform"
 def _started(
     tmp_path_factory: pytest.TempPathFactory, name: str, base: LocalInstance | None = None, **changes: Any
 ) -> Iterator[LocalInstance]:
+    # Imported here, not with this module: tests/conftest.py registers these fixtures in every pytest process,
+    # the fast tier's too (the xdist controller included), and none of those starts an environment.
+    from rtp_cli.local.testing import start_local, stop_local, tweak_template, tweaked_assembly
+
     transform = changes.pop("transform", None)
     template = None
     if base is not None:
@@ -105,6 +103,8 @@ def stopped_stack(
 @pytest.fixture
 def rtp() -> Callable[..., subprocess.CompletedProcess[str]]:
     """Run the real `rtp` CLI in a subprocess against an instance: rtp(stack, "send", "--file", ...)."""
+
+    from rtp_cli.local.testing import run_rtp
 
     def run(stack: LocalInstance, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return run_rtp(list(args), stack.state_dir, check=False, timeout=timeout)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -210,3 +211,47 @@ def test_fast_tier_tests_scale_their_example_counts() -> None:
         if fixed.search(line)
     ]
     assert offenders == [], "use max_examples=examples(n) (tests/tiers.py): " + ", ".join(offenders)
+
+
+def test_an_xdist_worker_leaves_its_garbage_to_the_exit_and_the_controller_does_not() -> None:
+    """The worker's unconfigure freezes the heap and stops the collector (tests/tiers.py: the final collection
+    of a worker's heap was 1-2 s of `make test-fast`'s wall time); any other process keeps collecting."""
+    import gc
+    from types import SimpleNamespace
+
+    from tests.tiers import pytest_unconfigure
+
+    frozen_before = gc.get_freeze_count()
+    try:
+        pytest_unconfigure(SimpleNamespace(stash=pytest.Stash()))  # type: ignore[arg-type]  # a controller
+        assert gc.isenabled() and gc.get_freeze_count() == frozen_before
+        worker = SimpleNamespace(stash=pytest.Stash(), workerinput={"workerid": "gw0"})
+        pytest_unconfigure(worker)  # type: ignore[arg-type]
+        assert not gc.isenabled() and gc.get_freeze_count() > frozen_before
+    finally:
+        gc.enable()  # what it froze stays frozen, as the fast tier's collection freezes everything it built
+
+
+def test_the_fast_tier_freezes_what_collection_built_and_the_full_tier_does_not() -> None:
+    import gc
+    from types import SimpleNamespace
+
+    from tests.tiers import pytest_collection_finish
+
+    def session(fast: bool) -> Any:
+        return SimpleNamespace(config=SimpleNamespace(getoption=lambda name, default=None: fast))
+
+    frozen_before = gc.get_freeze_count()
+    pytest_collection_finish(session(fast=False))
+    assert gc.get_freeze_count() == frozen_before
+    pytest_collection_finish(session(fast=True))
+    assert gc.get_freeze_count() > frozen_before
+
+
+def test_the_fast_tier_collects_garbage_less_often_and_the_full_tier_as_python_does() -> None:
+    import gc
+
+    from tests import tiers
+
+    young = gc.get_threshold()[0]
+    assert (young == tiers.FAST_GC_THRESHOLD) == tiers._fast_run, (young, tiers._fast_run)

@@ -10,6 +10,7 @@ and --wait on the batch items' `rc` set. The rate limit runs on an injected cloc
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from datetime import datetime, timedelta
@@ -542,6 +543,9 @@ def test_the_command_renders_the_plan_sends_and_exits_1_when_wait_times_out(
     monkeypatch.setenv("RTP_STATE_DIR", str(tmp_path))
     monkeypatch.setattr(target_module, "resolve_target", lambda env, profile=None: object())
     monkeypatch.setattr(replay_module, "sources_for", lambda target: sources_of(pipeline))
+    clock = FakeClock()  # --wait polls on it: the time-out without a real second of sleep
+    waiting = functools.partial(replay_module.wait_for_replay, clock=clock, sleep=clock.sleep)
+    monkeypatch.setattr(replay_module, "wait_for_replay", waiting)
     runner = CliRunner()
 
     dry = runner.invoke(cli.app, ["replay", "--since", "1h", "--dry-run"])
@@ -557,6 +561,7 @@ def test_the_command_renders_the_plan_sends_and_exits_1_when_wait_times_out(
     text = " ".join(run.output.split())
     assert run.exit_code == 1, run.output
     assert "sent 2 request(s), 153 record(s)" in text and "2 batch(es) pending" in text
+    assert clock.now >= 1  # the second --timeout allows passed on the fake clock
     assert sorted(c.batch_id for c in replay_messages(pipeline)) == sorted(
         [first["batchId"], second["batchId"]]
     )
