@@ -323,6 +323,8 @@ def summary_rows(model: cost_service.Model) -> list[dict[str, Any]]:
         # At volume the mapping delivers full batches: invocations and its calls per record follow the
         # template's batch size, not how many messages one bench run happened to leave for the last poll.
         invocations_per_record = per.messages / scenario["esm_batch_size"]
+        # The run without an Idempotency-Key: measured beside a keyed one, or this run if it had no key.
+        plain = scenario.get("without_key") or (None if scenario.get("idempotency_key", True) else scenario)
         rows.append(
             {
                 "records_per_request": b,
@@ -344,25 +346,11 @@ def summary_rows(model: cost_service.Model) -> list[dict[str, Any]]:
                 "usd_per_million_with_key": (
                     scenario.get("usd_per_million") if scenario.get("idempotency_key", True) else None
                 ),
-                "naive_usd_per_million_without_key": (
-                    scenario["without_key"].get("naive_usd_per_million")
-                    if "without_key" in scenario
-                    else None
-                    if scenario.get("idempotency_key", True)
-                    else scenario.get("naive_usd_per_million")
-                ),
-                "usd_per_million_without_key": (
-                    scenario["without_key"].get("usd_per_million")
-                    if "without_key" in scenario
-                    else None
-                    if scenario.get("idempotency_key", True)
-                    else scenario.get("usd_per_million")
-                ),
-                "wru_without_key": (
-                    model.scenario_per_record(scenario["without_key"]).write_units
-                    if "without_key" in scenario
-                    else None
-                ),
+                "naive_usd_per_million_without_key": None
+                if plain is None
+                else plain.get("naive_usd_per_million"),
+                "usd_per_million_without_key": None if plain is None else plain.get("usd_per_million"),
+                "wru_without_key": None if plain is None else model.scenario_per_record(plain).write_units,
             }
         )
     return rows
