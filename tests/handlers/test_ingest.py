@@ -492,3 +492,44 @@ def test_an_old_claim_check_never_counts_into_the_batch_that_reused_its_key(pipe
     assert (view["status"], view["accepted"], view["processed"]) == ("COMPLETE", 3, 3)
     assert (pipeline.item(batch_pk(y.body["batchId"])) or {})["cc"] == [0]
     assert pipeline.queued(pipeline.dlq_url) == 1  # X's claim check: nothing to count it on
+
+
+def test_any_idempotency_key_names_one_batch_whose_records_are_stored_and_readable(
+    pipeline: Pipeline,
+) -> None:
+    """Generated keys (any text a header can carry up to 255 characters: unicode, surrogates, punctuation,
+    the keyed batch id's own alphabet): each names one 27-character batch, a retry with it is answered with
+    that batch, and what was accepted is stored once and readable through the API."""
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+    from rtp_pipeline.storage import KEYED_BATCH_ID
+
+    from tests.tiers import examples
+
+    used: set[str] = set()
+    checked: list[str] = []
+
+    @settings(max_examples=examples(60), deadline=None, database=None)
+    @given(key=st.text(min_size=1, max_size=255).filter(lambda k: k == k.strip()), count=st.integers(1, 3))
+    def check(key: str, count: int) -> None:
+        if key in used:  # a key already used answers from its batch: tested above
+            return
+        used.add(key)
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+        payload = {"records": [{**ORDER, "data": {"n": n}} for n in range(count)]}
+        first = pipeline.post_records(payload, headers=headers)
+        assert first.status == 202, first.body
+        batch_id = first.body["batchId"]
+        assert KEYED_BATCH_ID.fullmatch(batch_id)
+        again = pipeline.post_records(payload, headers=headers)
+        assert again.body == first.body and again.headers.get("idempotent-replayed") == "true"
+        pipeline.drain()
+        view = pipeline.get_batch(batch_id).body
+        assert (view["status"], view["processed"]) == ("COMPLETE", count)
+        for n, record_id in enumerate(first.body["ids"]):
+            assert pipeline.get_record(record_id).body["batchId"] == batch_id
+            assert pipeline.get_record(record_id).body["result"]["data"]["n"] == n
+        checked.append(key)
+
+    check()
+    assert len(checked) >= examples(60) // 2  # hypothesis really ran them
