@@ -20,6 +20,7 @@ import json
 import os
 import random
 import re
+import resource
 import signal
 import statistics
 import subprocess
@@ -79,6 +80,37 @@ def process_cpu_seconds(pid: int) -> float | None:
         return None
 
 
+def tree_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU so far of a process and its live descendants (the runtime and its Lambda
+    workers; Linux /proc, None elsewhere)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, of in parents.items() if of == parent and child not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    total = 0.0
+    for member in tree:
+        seconds = process_cpu_seconds(member)
+        if seconds is None and member == pid:
+            return None
+        total += seconds or 0.0
+    return total
+
+
+def _children_cpu_seconds() -> float:
+    """User + system CPU of this process's finished (waited for) children: the `rtp send` client."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def aws_calls(state_dir: Path) -> dict[str, dict[str, float]]:
     """The running local environment's per-operation AWS call statistics ({} if it has none: an older
     checkout)."""
@@ -136,6 +168,7 @@ def measured_run(records: int, named: bool, seed: int, project: Path = PROJECT_R
         try:
             env = {**os.environ, "RTP_STATE_DIR": str(root / "state"), "NO_COLOR": "1", "COLUMNS": "200"}
             calls_before, cpu_before = aws_calls(root / "state"), process_cpu_seconds(local.pid)
+            tree_before, client_before = tree_cpu_seconds(local.pid), _children_cpu_seconds()
             started = time.monotonic()
             done = subprocess.run(
                 [*RTP, "send", "--env", "local", "--file", str(data), "--wait", "--timeout", "1800"],
@@ -146,9 +179,16 @@ def measured_run(records: int, named: bool, seed: int, project: Path = PROJECT_R
                 check=False,
             )
             elapsed = time.monotonic() - started
-            cpu_after = process_cpu_seconds(local.pid)
+            cpu_after, tree_after = process_cpu_seconds(local.pid), tree_cpu_seconds(local.pid)
+            client = _children_cpu_seconds() - client_before
             cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
             report = cpu_report(records, cpu, calls_before, aws_calls(root / "state"))
+            if tree_before is not None and tree_after is not None:
+                report = (
+                    f"all processes CPU {(tree_after - tree_before + client) / records * 1000:.3f} ms/record "
+                    f"(Lambda workers {(tree_after - tree_before - (cpu or 0.0)) / records * 1000:.3f}, "
+                    f"rtp send {client / records * 1000:.3f}); " + report
+                )
         finally:
             local.send_signal(signal.SIGINT)
             local.wait(timeout=60)
