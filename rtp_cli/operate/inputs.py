@@ -57,16 +57,23 @@ class Batch:
     index: int
     lines: list[int] = field(default_factory=list)
     encoded: list[bytes] = field(default_factory=list)
+    encoded_bytes: int = 0  # sum(len(e) for e in encoded), kept as records are added (`add`)
 
     @property
     def count(self) -> int:
         return len(self.lines)
 
+    def add(self, line: int, encoded: bytes) -> None:
+        self.lines.append(line)
+        self.encoded.append(encoded)
+        self.encoded_bytes += len(encoded)
+
     def body(self) -> bytes:
         return b'{"records":[' + b",".join(self.encoded) + b"]}"
 
     def size_with(self, encoded: bytes) -> int:
-        return ENVELOPE_OVERHEAD + sum(len(e) for e in self.encoded) + len(self.encoded) + len(encoded)
+        """The body's size with one more record: the records, a comma between each two, the envelope."""
+        return ENVELOPE_OVERHEAD + self.encoded_bytes + len(self.encoded) + len(encoded)
 
 
 @dataclass(frozen=True)
@@ -138,7 +145,8 @@ def parse_line(raw: bytes) -> Any:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise LineError(f"not valid UTF-8: {error}") from None
-    depth = json_depth(text)
+    # Nesting needs an opening bracket per level: a line with few (strings included) needs no scan.
+    depth = json_depth(text) if text.count("[") + text.count("{") > MAX_JSON_DEPTH else 0
     if depth > MAX_JSON_DEPTH:
         raise LineError(
             f"arrays and objects nested {depth} levels deep; at most {MAX_JSON_DEPTH} levels are accepted"
@@ -289,8 +297,7 @@ def batches(
         if current.count and (current.count >= max_records or current.size_with(item.encoded) > max_bytes):
             yield current
             current = Batch(current.index + 1)
-        current.lines.append(item.line)
-        current.encoded.append(item.encoded)
+        current.add(item.line, item.encoded)
     if current.count:
         yield current
 

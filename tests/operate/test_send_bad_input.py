@@ -29,6 +29,7 @@ from rtp_cli.operate.inputs import (
     Item,
     LineError,
     batches,
+    json_depth,
     parse_line,
     read_items,
 )
@@ -313,3 +314,32 @@ def test_an_undecodable_csv_row_costs_only_itself() -> None:
     invalid = [(item.line, item.reason) for item in items if isinstance(item, InvalidLine)]
     assert invalid == [(5002, "not valid UTF-8"), (5013, "not valid UTF-8")]
     assert sum(isinstance(item, Item) for item in items) == 5010
+
+
+# ---- the depth scan is skipped only where it cannot refuse ----------------------------------------------
+BRACKETY = st.lists(
+    st.sampled_from(['"[', '{"', "[", "]", "{", "}", '"', ",", "1", '"k":', "\\", "x"]), max_size=200
+).map("".join)
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(levels=st.integers(0, 80), noise=BRACKETY)
+def test_a_line_is_refused_for_depth_exactly_when_nested_past_the_limit(
+    levels: int, noise: str
+) -> None:
+    line = '{"type": "t", "data": {"d": ' + "[" * levels + noise + "]" * levels + "}}"
+    refused_for_depth = True
+    try:
+        parse_line(line.encode())
+        refused_for_depth = False
+    except LineError as error:
+        refused_for_depth = "levels deep" in str(error)
+    assert refused_for_depth == (json_depth(line) > MAX_JSON_DEPTH)
+
+
+def test_brackets_inside_strings_past_the_limit_do_not_refuse_a_shallow_line() -> None:
+    line = '{"type": "t", "data": {"s": "' + "[{" * 100 + '"}}'
+    assert parse_line(line.encode())["data"]["s"] == "[{" * 100
+    deep = '{"type": "t", "data": {"d": ' + "[" * 70 + "]" * 70 + "}}"
+    with pytest.raises(LineError, match="nested 72 levels deep"):
+        parse_line(deep.encode())

@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 from botocore.credentials import ReadOnlyCredentials
+from hypothesis import given
+from hypothesis import strategies as st
 
 from rtp_cli.operate.api_client import ApiClient, ApiResponse
-from rtp_cli.operate.inputs import InputOptions, InvalidLine, batches, line_ranges, read_items
+from rtp_cli.operate.inputs import Batch, InputOptions, InvalidLine, batches, line_ranges, read_items
 from rtp_cli.operate.journal import Journal, JournalError
 from rtp_cli.operate.send import (
     BulkOptions,
@@ -372,3 +374,15 @@ def test_the_last_round_polls_every_batch_left_so_completed_ones_behind_a_stuck_
     batches.done = 5  # all done but the first, which never completes
     report = wait_for_batches(batches, batches.ids, timeout=0)  # type: ignore[arg-type]
     assert report.complete == 4 and report.pending_batches == ["b000"]
+
+
+@given(st.lists(st.binary(max_size=40), max_size=30), st.binary(max_size=40))
+def test_a_batch_knows_its_body_size_with_one_more_record(encoded: list[bytes], more: bytes) -> None:
+    batch = Batch(0)
+    for line, record in enumerate(encoded, start=1):
+        batch.add(line, record)
+    grown = Batch(0)
+    for line, record in enumerate([*encoded, more], start=1):
+        grown.add(line, record)
+    assert batch.size_with(more) == len(grown.body())
+    assert batch.count == len(encoded) and batch.encoded == encoded
