@@ -15,7 +15,7 @@ from typing import Any
 
 import boto3
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from moto import mock_aws
 
@@ -589,6 +589,53 @@ def test_items_are_built_exactly_as_moto_builds_them_around_the_size_limit(
     ):
         attrs = {**item, "big": {"S": "x" * max(0, total - sum(len(k.encode()) for k in item) - 3)}}
         assert _built(speedups._item_init, attrs) == _built(original, attrs)
+
+
+_parsed_values = st.one_of(  # as moto's parser hands them to Item: binary values as bytes
+    _values,
+    st.builds(lambda b: {"B": b}, st.binary(max_size=40)),
+    st.builds(lambda n: {"N": n}, st.from_regex(r"-?[0-9]{1,30}(\.[0-9]{1,8})?", fullmatch=True)),
+)
+
+
+@settings(max_examples=examples(80), deadline=None)
+@given(value=st.one_of(_parsed_values, st.builds(lambda s: {"N": s}, st.text())))
+@example(value={"S": "é\U0001f600"})  # UTF-8 bytes, not characters
+@example(value={"B": b"\x00\xff"})
+@example(value={"N": "-1.5E+3"})
+def test_an_attribute_s_size_is_moto_s(value: dict[str, Any]) -> None:
+    """If this fails, moto's DynamoType.size changed (speedups.attribute_size stands in for it when building
+    an item): align attribute_size with it, or drop the patch."""
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    from rtp_cli.local.speedups import attribute_size
+
+    typed = DynamoType(value)
+    assert attribute_size(typed) == typed.size()
+
+
+@settings(max_examples=examples(20), deadline=None)
+@given(item=st.dictionaries(_names, _parsed_values, max_size=6))
+def test_an_item_exactly_at_the_size_limit_is_built_and_one_byte_over_is_refused(
+    item: dict[str, Any],
+) -> None:
+    """If this fails, speedups._item_init no longer refuses exactly the items moto refuses."""
+    from moto.dynamodb.models.dynamo_type import DynamoType, Item
+    from moto.dynamodb.models.utilities import bytesize
+
+    from rtp_cli.local import speedups
+
+    original = getattr(speedups, "_moto_item_init", None) or Item.__init__
+    item.pop("big", None)
+    others = sum(bytesize(name) + DynamoType(value).size() for name, value in item.items())
+    fill = speedups.ITEM_SIZE_LIMIT - others - bytesize("big") - 2  # "é" is two bytes, one character
+    if fill < 0:
+        return
+    for extra in (0, 1):
+        attrs = {**item, "big": {"S": "é" + "x" * (fill + extra)}}
+        built, expected = _built(speedups._item_init, attrs), _built(original, attrs)
+        assert built == expected
+        assert (built == "ItemSizeTooLarge") == (extra == 1)
 
 
 def test_the_served_emulation_parses_and_builds_items_through_the_speed_ups(

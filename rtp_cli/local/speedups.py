@@ -5,7 +5,8 @@
   item over the size limit: quadratic in the number of attributes, with a UTF-8 encoding of every value
   each time. Here the same prefix sums are kept as a running total: the same check at the same attribute,
   the same `ItemSizeTooLarge`, the same item. Later `__setitem__` calls (update expressions) still run
-  moto's own check.
+  moto's own check. A string's, binary's or number's size is taken directly (`attribute_size`: the same
+  number `DynamoType.size` gives, without its chain of type tests per attribute).
 - moto's JSON-protocol request parser (`PROTOCOL_PARSERS["json"]`: DynamoDB, SQS, CloudWatch Logs, KMS)
   walks every value of a request against its botocore shape, looking its handler up by name per value and
   trying every member of a structure per value: a DynamoDB attribute value (one member set of ten) cost
@@ -49,10 +50,24 @@ def _item_init(self: Any, hash_key: Any, range_key: Any, attrs: dict[str, Any]) 
     total = 0
     for key, value in attrs.items():
         typed = DynamoType(value)
-        total += bytesize(key) + typed.size()  # the keys of a dict are distinct: nothing is replaced
+        total += bytesize(key) + attribute_size(typed)  # the keys of a dict are distinct: nothing is replaced
         if total > ITEM_SIZE_LIMIT:
             raise ItemSizeTooLarge
         dict.__setitem__(stored, key, typed)
+
+
+def attribute_size(typed: Any) -> int:
+    """`DynamoType.size()`: for a string, binary or number, without its chain of type tests (bytesize of
+    the string or bytes, len(str()) of the number's text); anything else by moto's own method."""
+    kind, leaf = typed.type, typed.value
+    if kind == "S" and type(leaf) is str:
+        return len(leaf.encode("utf-8"))
+    if kind == "N" and type(leaf) is str:
+        return len(leaf)
+    if kind == "B" and type(leaf) is bytes:
+        return len(leaf)
+    size: int = typed.size()
+    return size
 
 
 ITEM_SIZE_LIMIT = 405000  # LimitedSizeDict's own constant (guarded: test_moto_guards)
