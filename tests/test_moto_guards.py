@@ -927,3 +927,99 @@ def test_moto_never_changes_a_shared_update_expression_tree(expression_speedups:
     for expression, *_ in UPDATES:
         assert _tree(speedups._update_trees[expression]) == before[expression]  # used twice, unchanged
     assert item["a"] == {"N": "5"} and item["n"] == {"N": "2"} and item["l"] == {"L": [{"S": "x"}] * 2}
+
+
+# ---- BatchWriteItem (speedups._batch_write_item, any_same_json) ------------------------------------------
+def test_moto_s_batch_write_item_is_the_one_speedups_copies() -> None:
+    """If this fails, moto changed DynamoHandler.batch_write_item: speedups._batch_write_item is a copy of
+    it (with any_same_json and one backend lookup). Copy the new one, re-apply both, then update the hash."""
+    import hashlib
+    import inspect
+
+    from moto.dynamodb.responses import DynamoHandler
+
+    from rtp_cli.local import speedups
+
+    original = speedups._moto_batch_write_item or DynamoHandler.batch_write_item
+    assert original is not speedups._batch_write_item
+    source = inspect.getsource(original).encode()
+    assert hashlib.sha256(source).hexdigest()[:16] == speedups.MOTO_BATCH_WRITE_ITEM_SHA256
+    assert hasattr(DynamoHandler, "_contains_duplicates")  # what any_same_json stands in for
+
+
+_SAME_VALUES = [
+    {"S": "a"},
+    {"S": "b"},
+    {"B": b"\x00"},
+    {"B": b"\x00\x01"},
+    {"N": "1"},
+    {"M": {"k": {"S": "a"}}},
+    {"L": [{"B": b"\x00"}]},
+]
+# Few distinct first attributes and values: duplicates and near-duplicates.
+_write_items: st.SearchStrategy[list[Any]] = st.lists(
+    st.one_of(
+        st.dictionaries(st.sampled_from(["pk", "sk", "v"]), st.sampled_from(_SAME_VALUES), max_size=3),
+        st.sampled_from([[], "text", None]),
+    ),
+    max_size=8,
+)
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(items=_write_items)
+def test_any_same_json_finds_exactly_moto_s_duplicates(items: list[Any]) -> None:
+    """If this fails, speedups.any_same_json no longer answers as moto's duplicate test."""
+    from moto.dynamodb.models.utilities import dynamo_json_dump
+    from moto.dynamodb.responses import DynamoHandler
+
+    from rtp_cli.local.speedups import any_same_json
+
+    moto_s = DynamoHandler._contains_duplicates(None, [dynamo_json_dump(item) for item in items])  # type: ignore[arg-type]
+    assert any_same_json(items) == moto_s
+
+
+def test_any_same_json_tells_items_apart_that_differ_after_their_first_attribute() -> None:
+    from rtp_cli.local.speedups import any_same_json
+
+    first = {"pk": {"S": "a"}, "v": {"B": b"\x00"}}
+    assert any_same_json([first, {"pk": {"S": "a"}, "v": {"B": b"\x00"}}])
+    assert not any_same_json([first, {"pk": {"S": "a"}, "v": {"B": b"\x01"}}])
+    assert not any_same_json([first, {"v": {"B": b"\x00"}, "pk": {"S": "a"}}])  # JSON keeps the order
+    assert any_same_json([[], []]) and not any_same_json([first])
+
+
+def test_the_served_batch_write_item_refuses_duplicates_and_writes_as_moto_s(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """If this fails, the patched BatchWriteItem answers differently from moto's own (or is not installed)."""
+    from moto.dynamodb.responses import DynamoHandler
+
+    from rtp_cli.local import speedups
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setattr(DynamoHandler, "batch_write_item", DynamoHandler.batch_write_item)
+    answers = []
+    for patched in (False, True):
+        if patched:
+            speedups.patch_moto_speedups()
+            assert DynamoHandler.batch_write_item is speedups._batch_write_item
+        with mock_aws():
+            ddb: Any = boto3.client("dynamodb", region_name=REGION)
+            _table(ddb, "bw", range_key=False, items=0)
+            item = {"pk": {"S": "x"}, "blob": {"B": b"\x01\x02"}}
+            refused: list[str | None] = []
+            for puts in ([item, item], [item, {**item, "blob": {"B": b"\x03"}}], [item, {"pk": {"S": "y"}}]):
+                try:
+                    ddb.batch_write_item(RequestItems={"bw": [{"PutRequest": {"Item": i}} for i in puts]})
+                    refused.append(None)
+                except ddb.exceptions.ClientError as error:
+                    refused.append(error.response["Error"]["Message"])
+            deletes = [{"DeleteRequest": {"Key": {"pk": {"S": "y"}}}}] * 2
+            with pytest.raises(ddb.exceptions.ClientError, match="contains duplicates"):
+                ddb.batch_write_item(RequestItems={"bw": deletes})
+            stored = sorted(str(i) for i in ddb.scan(TableName="bw")["Items"])
+        answers.append((refused, stored))
+    assert answers[0] == answers[1]
+    assert answers[1][0][0] == "Provided list of item keys contains duplicates"

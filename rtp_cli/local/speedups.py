@@ -24,6 +24,14 @@
   once per string and handed out as new nodes (the same nodes moto's lexer makes); what follows the lexing
   (names, values, the tree) is moto's own, every time.
 
+- Every BatchWriteItem: moto refuses a request whose put (or delete) requests hold two items with the same
+  JSON (`dynamo_json_dump`, base64 of every binary value included) and finds them by JSON-encoding every
+  item and comparing each with all before it. Two items can only have the same JSON if their first
+  attributes (name and value) have the same JSON, so here only items that share their first attribute are
+  encoded whole: the same refusal for the same requests (`any_same_json`). The backend is looked up once
+  per request instead of once per item (moto's `dynamodb_backend` property: the same backend).
+  `batch_write_item` is moto's own otherwise (a copy; the guard fails when moto's changes).
+
 tests/test_moto_guards.py fails by name if a moto upgrade changes what these rely on, and checks that
 each gives exactly moto's results (hypothesis, on DynamoDB and SQS requests, on items around the limit
 and on update and condition expressions).
@@ -167,6 +175,85 @@ def _update_tree_once(cls: Any, expression_str: Any) -> Any:
     return tree
 
 
+# sha256 of moto's DynamoHandler.batch_write_item source, which `_batch_write_item` copies (guarded).
+MOTO_BATCH_WRITE_ITEM_SHA256 = "26221a09e2b2b1fd"
+
+
+def any_same_json(items: list[Any]) -> bool:
+    """Whether two of `items` have the same `dynamo_json_dump` (moto's duplicate test), encoding whole only
+    the items that share their first attribute's name and JSON (equal JSON texts of two objects begin with
+    the same first member)."""
+    from moto.dynamodb.models.utilities import dynamo_json_dump
+
+    if len(items) < 2:
+        return False
+    groups: dict[str, list[Any]] = {}
+    for item in items:
+        first = next(iter(item.items()), None) if isinstance(item, dict) else None
+        key = "" if first is None else dynamo_json_dump(list(first))
+        if first is None:  # not a map, or an empty one: compared whole, as moto does
+            key = "\x00whole"
+        groups.setdefault(key, []).append(item)
+    for group in groups.values():
+        if len(group) > 1:
+            texts = [dynamo_json_dump(item) for item in group]
+            if len(set(texts)) < len(texts):
+                return True
+    return False
+
+
+def _batch_write_item(self: Any) -> Any:
+    """moto's DynamoHandler.batch_write_item with `any_same_json` and one backend lookup (see above)."""
+    from moto.core.responses import ActionResult
+    from moto.dynamodb.exceptions import MockValidationException
+    from moto.dynamodb.responses import validate_put_has_empty_keys
+
+    table_batches = self.body["RequestItems"]
+    put_requests = []
+    delete_requests = []
+    backend = self.dynamodb_backend
+    for table_name, table_requests in table_batches.items():
+        table = backend.get_table(table_name)
+        for table_request in table_requests:
+            request_type = list(table_request.keys())[0]  # noqa: RUF015 - moto's code, kept as it is
+            request = list(table_request.values())[0]  # noqa: RUF015 - moto's code, kept as it is
+            if request_type == "PutRequest":
+                item = request["Item"]
+                validate_put_has_empty_keys(
+                    item,
+                    table,
+                    custom_error_msg="One or more parameter values are not valid. The AttributeValue for a key attribute cannot contain an empty string value. Key: {}",  # noqa: E501
+                )
+                put_requests.append((table_name, item))
+            elif request_type == "DeleteRequest":
+                keys = request["Key"]
+                delete_requests.append((table_name, keys))
+    if any_same_json([k[1] for k in delete_requests]) or any_same_json([k[1] for k in put_requests]):
+        raise MockValidationException("Provided list of item keys contains duplicates")
+    for table_name, item in put_requests:
+        backend.put_item(table_name, item)
+    for table_name, keys in delete_requests:
+        backend.delete_item(table_name, keys)
+
+    response = {
+        "ConsumedCapacity": [
+            {
+                "TableName": table_name,
+                "CapacityUnits": 1.0,
+                "Table": {"CapacityUnits": 1.0},
+            }
+            for table_name, table_requests in table_batches.items()
+        ],
+        "ItemCollectionMetrics": {},
+        "UnprocessedItems": {},
+    }
+
+    return ActionResult(response)
+
+
+_moto_batch_write_item: Any = None  # moto's own DynamoHandler.batch_write_item, once patched
+
+
 def patch_moto_speedups() -> None:
     """Install both (idempotent, process-wide: the served runtime's process)."""
     import moto.core.parse as parse
@@ -188,6 +275,12 @@ def patch_moto_speedups() -> None:
     if update_parser.make.__func__ is not _update_tree_once:
         _moto_update_make = update_parser.make.__func__
         update_parser.make = classmethod(_update_tree_once)
+    from moto.dynamodb.responses import DynamoHandler
+
+    global _moto_batch_write_item
+    if DynamoHandler.batch_write_item is not _batch_write_item:
+        _moto_batch_write_item = DynamoHandler.batch_write_item
+        DynamoHandler.batch_write_item = _batch_write_item  # type: ignore[method-assign]
     if Item.__init__ is not _item_init:
         _moto_item_init = Item.__init__
         Item.__init__ = _item_init  # type: ignore[method-assign]
