@@ -324,9 +324,7 @@ BRACKETY = st.lists(
 
 @settings(max_examples=examples(300), deadline=None)
 @given(levels=st.integers(0, 80), noise=BRACKETY)
-def test_a_line_is_refused_for_depth_exactly_when_nested_past_the_limit(
-    levels: int, noise: str
-) -> None:
+def test_a_line_is_refused_for_depth_exactly_when_nested_past_the_limit(levels: int, noise: str) -> None:
     line = '{"type": "t", "data": {"d": ' + "[" * levels + noise + "]" * levels + "}}"
     refused_for_depth = True
     try:
