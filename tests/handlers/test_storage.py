@@ -29,6 +29,7 @@ from rtp_pipeline.storage import (
 
 from rtp_cli.local.partiql import parse_insert
 from tests.handlers.harness import REGION
+from tests.tiers import examples
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -555,7 +556,7 @@ _json_values = st.recursive(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(text=st.one_of(st.binary(max_size=70_000), _json_values.map(lambda v: json.dumps(v).encode())))
 def test_deflate_is_zlib_compress_with_a_window_fitted_to_the_text(text: bytes) -> None:
     packed = deflate(text)
