@@ -1244,23 +1244,8 @@ def compress_result(result: dict[str, Any]) -> bytes | None:
         return None
     if len(text) < COMPRESS_MIN_BYTES:
         return None
-    packed = deflate(text)
+    packed = zlib.compress(text)
     return packed if len(packed) < len(text) else None
-
-
-# deflate keeps this much of the window free for lookahead (zlib's MIN_LOOKAHEAD): a match reaches back at
-# most the window size minus this.
-_DEFLATE_LOOKAHEAD = 262
-
-
-def deflate(text: bytes) -> bytes:
-    """What `zlib.compress(text)` gives (level 6), with a window just large enough for the text: the same
-    compressed data, byte for byte, under a header naming the smaller window (which `zlib.decompress` reads
-    like any other). zlib.compress sets up a 32 KB window and its hash chains for every call, which was
-    most of the time it took on a 1 KB result (about 3x the compressing itself)."""
-    wbits = min(zlib.MAX_WBITS, max(9, (len(text) + _DEFLATE_LOOKAHEAD - 1).bit_length()))
-    compressor = zlib.compressobj(6, zlib.DEFLATED, wbits)
-    return compressor.compress(text) + compressor.flush()
 
 
 def decompress_result(packed: bytes) -> dict[str, Any]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import zlib
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -12,8 +10,6 @@ from typing import Any
 import boto3
 import pytest
 from botocore.exceptions import ClientError, ParamValidationError
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from moto import mock_aws
 from rtp_pipeline.storage import (
     BATCH_WRITE_ATTEMPTS,
@@ -23,13 +19,11 @@ from rtp_pipeline.storage import (
     Outcome,
     PipelineTable,
     Stored,
-    deflate,
     deserialize,
 )
 
 from rtp_cli.local.partiql import parse_insert
 from tests.handlers.harness import REGION
-from tests.tiers import examples
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 
@@ -546,30 +540,3 @@ def test_a_duplicate_answered_without_the_stored_item_is_settled_by_a_conditiona
     assert bare.puts == 2 + 3  # the two duplicates; then on redelivery all three ids are stored already
     assert counters(pipeline, "b2") == {"processed": 1, "rejected": 0, "duplicates": 2}
     assert pipeline.get_record("a")["batchId"] == "b1" and pipeline.get_record("new")["batchId"] == "b2"
-
-
-# The JSON a result may hold; long strings and repeats reach past small windows.
-_json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.text(max_size=3000),
-    lambda inner: st.lists(inner, max_size=8) | st.dictionaries(st.text(max_size=12), inner, max_size=8),
-    max_leaves=60,
-)
-
-
-@settings(max_examples=examples(150), deadline=None)
-@given(text=st.one_of(st.binary(max_size=70_000), _json_values.map(lambda v: json.dumps(v).encode())))
-def test_deflate_is_zlib_compress_with_a_window_fitted_to_the_text(text: bytes) -> None:
-    packed = deflate(text)
-    reference = zlib.compress(text)
-    assert packed[2:] == reference[2:]  # the compressed data and its checksum: identical
-    assert zlib.decompress(packed) == text  # the header names a window zlib reads
-
-
-def test_deflate_with_too_small_a_window_would_not_be_zlib_compress() -> None:
-    """The negative: a window the lookahead does not fit in loses matches (what the sizing prevents)."""
-    text = (b"0123456789abcdef" * 8 + bytes(range(256)) * 2) * 3  # repeats 640 bytes apart
-    too_small = zlib.compressobj(6, zlib.DEFLATED, 10)  # 1 KB: 640 + 262 lookahead fits; 9 (512) does not
-    assert (too_small.compress(text) + too_small.flush())[2:] == zlib.compress(text)[2:]
-    tiny = zlib.compressobj(6, zlib.DEFLATED, 9)
-    assert (tiny.compress(text) + tiny.flush())[2:] != zlib.compress(text)[2:]
-    assert deflate(text)[2:] == zlib.compress(text)[2:]
