@@ -105,6 +105,22 @@ def tree_cpu_seconds(pid: int) -> float | None:
     return total
 
 
+def machine_ticks() -> tuple[int, int] | None:
+    """(busy, total) CPU ticks of the whole machine so far, every process's (Linux /proc/stat)."""
+    try:
+        ticks = [int(field) for field in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)  # idle and iowait are not busy
+
+
+def busy_cores(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """Cores the whole machine kept busy on average between two `machine_ticks`."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return (after[0] - before[0]) / (after[1] - before[1]) * (os.cpu_count() or 1)
+
+
 def _children_cpu_seconds() -> float:
     """User + system CPU of this process's finished (waited for) children: the `rtp send` client."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -169,6 +185,7 @@ def measured_run(records: int, named: bool, seed: int, project: Path = PROJECT_R
             env = {**os.environ, "RTP_STATE_DIR": str(root / "state"), "NO_COLOR": "1", "COLUMNS": "200"}
             calls_before, cpu_before = aws_calls(root / "state"), process_cpu_seconds(local.pid)
             tree_before, client_before = tree_cpu_seconds(local.pid), _children_cpu_seconds()
+            machine_before = machine_ticks()
             started = time.monotonic()
             done = subprocess.run(
                 [*RTP, "send", "--env", "local", "--file", str(data), "--wait", "--timeout", "1800"],
@@ -181,6 +198,7 @@ def measured_run(records: int, named: bool, seed: int, project: Path = PROJECT_R
             elapsed = time.monotonic() - started
             cpu_after, tree_after = process_cpu_seconds(local.pid), tree_cpu_seconds(local.pid)
             client = _children_cpu_seconds() - client_before
+            busy = busy_cores(machine_before, machine_ticks())
             cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
             report = cpu_report(records, cpu, calls_before, aws_calls(root / "state"))
             if tree_before is not None and tree_after is not None:
@@ -189,6 +207,8 @@ def measured_run(records: int, named: bool, seed: int, project: Path = PROJECT_R
                     f"(Lambda workers {(tree_after - tree_before - (cpu or 0.0)) / records * 1000:.3f}, "
                     f"rtp send {client / records * 1000:.3f}); " + report
                 )
+            if busy is not None:  # more than this run's processes used: other work shared the machine
+                report = f"machine busy {busy:.2f} of {os.cpu_count()} cores; " + report
         finally:
             local.send_signal(signal.SIGINT)
             local.wait(timeout=60)

@@ -264,3 +264,33 @@ def test_the_benchmark_reports_cpu_per_record_from_the_calls_made_during_the_sen
     assert "dynamodb:BatchWriteItem 0.240 (40/1k records, 6.0 ms each); sqs:ReceiveMessage 0.010" in line
     assert "CreateTable" not in line  # made before the send: not the records' cost
     assert cpu_report(1000, None, before, after) == "runtime CPU not measured"
+
+
+def test_the_bench_counts_the_cpu_of_live_child_processes_and_the_machine_s_busy_cores() -> None:
+    import os
+    import subprocess
+    import sys
+
+    from bench.local_end_to_end import busy_cores, process_cpu_seconds, tree_cpu_seconds
+
+    burn = "\n".join(
+        [
+            "import time",
+            "end = time.process_time() + 0.3",
+            "while time.process_time() < end: pass",
+            "time.sleep(30)",
+        ]
+    )
+    child = subprocess.Popen([sys.executable, "-c", burn])
+    try:
+        deadline = time.monotonic() + 20
+        while (process_cpu_seconds(child.pid) or 0.0) < 0.3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        own, tree = process_cpu_seconds(os.getpid()), tree_cpu_seconds(os.getpid())
+        assert own is not None and tree is not None
+        assert tree - own >= 0.3  # the child's, still running (not yet in this process's RUSAGE_CHILDREN)
+    finally:
+        child.kill()
+        child.wait()
+    assert busy_cores((100, 1000), (300, 1400)) == pytest.approx(0.5 * (os.cpu_count() or 1))
+    assert busy_cores(None, (1, 2)) is None and busy_cores((5, 10), (5, 10)) is None
