@@ -31,8 +31,10 @@ from rtp_pipeline.storage import (
     CHUNK_RECORDS,
     KEY_LIMITS,
     LEASED_WRITE_MIN,
+    MAX_RUN_CHUNKS,
     PROCESSED,
     REJECTED,
+    ChunkWrite,
     ClaimCheck,
     Outcome,
     PipelineTable,
@@ -255,8 +257,18 @@ class Processor:
                     claim.batch_id, 0, 0, len(records), 0, 0.0, note="batch item gone (TTL): not replayed"
                 )
             counted, replayed = progress
+        run: list[tuple[int, range]] = []  # a first delivery's chunks leased together (`_process_run`)
         for chunk, start in enumerate(range(0, len(records), CHUNK_RECORDS)):
             indexes = range(start, min(start + CHUNK_RECORDS, len(records)))
+            if replay is None and not redelivered and self._leases(job, indexes):
+                run.append((chunk, indexes))
+                if len(run) == MAX_RUN_CHUNKS:
+                    self._process_run(job, run, tally)
+                    run = []
+                continue
+            if run:
+                self._process_run(job, run, tally)
+                run = []
             if replay is not None and replay_tag(replay.replay_id, chunk) in replayed:
                 tally.skipped += len(indexes)
             elif chunk not in counted:
@@ -268,6 +280,8 @@ class Processor:
                 tally.skipped += len(indexes)
             else:
                 self._replay_chunk(job, chunk, indexes, replay, tally)
+        if run:
+            self._process_run(job, run, tally)
 
         if tally.not_done:
             record_id, first = tally.not_done[0]
@@ -297,7 +311,7 @@ class Processor:
             tally.out_of_time(ids[index] for index in indexes)
             return False
         lease: int | None = None
-        if sum(owned_by(ids[index], batch_id) for index in indexes) >= LEASED_WRITE_MIN:
+        if self._leases(job, indexes):
             held = self.table.lease_chunk(batch_id, chunk, *job.deadline.lease_window())
             if held == "counted":
                 tally.skipped += len(indexes)
@@ -309,44 +323,109 @@ class Processor:
             lease = int(held)
         counted_now = False
         try:
-            known = self.table.stored_records([ids[index] for index in indexes]) if redelivered else {}
-            settled: dict[str, Stored] = {}
-            outcomes: list[Outcome] = []
-            complete = True
-            for index in indexes:
-                record_id = ids[index]
-                existing = known.get(record_id)
-                if existing is not None:
-                    settled[record_id] = existing
-                    if existing.batch_id == batch_id:
-                        tally.skipped += 1
-                    continue
-                outcome = self._attempt(job, index, tally)
-                if outcome is None:
-                    complete = False
-                else:
-                    outcomes.append(outcome)
-            # What succeeded is stored even if a neighbour failed: the redelivery will skip it. The chunk
-            # is counted once all its records are settled, by this delivery or a later one.
-            written = self.table.store_chunk(
-                batch_id,
-                chunk,
-                outcomes,
-                settled,
-                complete,
-                job.expires,
-                job.started,
-                lease,
-                not job.by_record,
-            )
+            complete, written = self._store_chunk(job, chunk, indexes, redelivered, tally, lease, count=True)
             counted_now = complete
         finally:
             if lease is not None and not counted_now:
                 # Given back now, so that the redelivery need not wait for the lease to run out.
                 self.table.release_chunk(batch_id, chunk, lease)
-        tally.stored.extend(written.stored)
-        tally.duplicates += sum(1 for held in written.settled.values() if held.batch_id != batch_id)
+        self._tally_written(job, written, tally)
         return counted_now
+
+    def _process_run(self, job: _Job, run: list[tuple[int, range]], tally: _Tally) -> None:
+        """A first delivery's consecutive chunks that each take a lease (`_leases`): leased together and
+        counted together, two UpdateItems for the run instead of two per chunk. A chunk that is not settled
+        (a record failed, or no time was left) stays uncounted and its lease is given back with the count.
+        If any chunk of the run is counted or held already (another delivery of the message is at work),
+        the chunks go one at a time (`_process_chunk`), which tells counted from busy."""
+        batch_id = job.claim.batch_id
+        if len(run) == 1 or job.deadline.passed():
+            for chunk, indexes in run:
+                self._process_chunk(job, chunk, indexes, False, tally)
+            return
+        chunks = [chunk for chunk, _ in run]
+        lease = self.table.lease_chunks(batch_id, chunks, *job.deadline.lease_window())
+        if lease is None:
+            for chunk, indexes in run:
+                self._process_chunk(job, chunk, indexes, False, tally)
+            return
+        counted = False
+        writes: list[ChunkWrite] = []
+        try:
+            settled: dict[int, Iterable[Stored]] = {}
+            for chunk, indexes in run:
+                if job.deadline.passed():
+                    tally.out_of_time(job.ids[index] for index in indexes)
+                    continue
+                complete, written = self._store_chunk(job, chunk, indexes, False, tally, lease, count=False)
+                writes.append(written)
+                if complete:
+                    settled[chunk] = written.settled.values()
+            if settled:
+                self.table.count_chunks(batch_id, settled, lease, chunks)
+                counted = True
+        finally:
+            if not counted:
+                for chunk in chunks:
+                    self.table.release_chunk(batch_id, chunk, lease)
+        for written in writes:
+            self._tally_written(job, written, tally)
+
+    @staticmethod
+    def _leases(job: _Job, indexes: range) -> bool:
+        """Whether a chunk writes under a lease: enough of its records are ids only this batch can write."""
+        batch_id, ids = job.claim.batch_id, job.ids
+        return sum(owned_by(ids[index], batch_id) for index in indexes) >= LEASED_WRITE_MIN
+
+    def _store_chunk(
+        self,
+        job: _Job,
+        chunk: int,
+        indexes: range,
+        redelivered: bool,
+        tally: _Tally,
+        lease: int | None,
+        count: bool,
+    ) -> tuple[bool, ChunkWrite]:
+        """Transform and store a chunk's records not stored yet (a redelivery reads which are); counts the
+        chunk when `count` and every record is settled. (complete, what was written and found.)"""
+        batch_id, ids = job.claim.batch_id, job.ids
+        known = self.table.stored_records([ids[index] for index in indexes]) if redelivered else {}
+        settled: dict[str, Stored] = {}
+        outcomes: list[Outcome] = []
+        complete = True
+        for index in indexes:
+            record_id = ids[index]
+            existing = known.get(record_id)
+            if existing is not None:
+                settled[record_id] = existing
+                if existing.batch_id == batch_id:
+                    tally.skipped += 1
+                continue
+            outcome = self._attempt(job, index, tally)
+            if outcome is None:
+                complete = False
+            else:
+                outcomes.append(outcome)
+        # What succeeded is stored even if a neighbour failed: the redelivery will skip it. The chunk is
+        # counted once all its records are settled, by this delivery or a later one.
+        written = self.table.store_chunk(
+            batch_id,
+            chunk,
+            outcomes,
+            settled,
+            complete,
+            job.expires,
+            job.started,
+            lease,
+            count and not job.by_record,
+        )
+        return complete, written
+
+    @staticmethod
+    def _tally_written(job: _Job, written: ChunkWrite, tally: _Tally) -> None:
+        tally.stored.extend(written.stored)
+        tally.duplicates += sum(1 for held in written.settled.values() if held.batch_id != job.claim.batch_id)
 
     def _replay_chunk(
         self, job: _Job, chunk: int, indexes: range, replay: ReplayRequest, tally: _Tally

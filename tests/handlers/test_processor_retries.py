@@ -196,13 +196,18 @@ def test_without_in_invocation_retries_or_skipping_the_same_load_dead_letters(
     assert load.dead_lettered >= 1, json.dumps(load.__dict__)
 
 
-@pytest.mark.parametrize("leased", [True, False], ids=["leased", "negative-without-lease"])
+@pytest.mark.parametrize(
+    ("leased", "first_receive"),
+    [(True, 1), (True, 2), (False, 1), (False, 2)],
+    ids=["run-leased", "chunk-leased", "negative-run-without-lease", "negative-chunk-without-lease"],
+)
 def test_two_deliveries_at_once_never_mix_their_outcomes_even_with_a_fickle_transform(
-    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, leased: bool
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, leased: bool, first_receive: int
 ) -> None:
     """SQS may hand the same message to two invocations at once. With a transform that decides differently
     each call, the chunk lease keeps each chunk's items and counts from one delivery: the batch's counters
-    always equal what its items say. (Negative: with a lease that excludes no one, they do not.)"""
+    always equal what its items say. A first delivery leases all its chunks in one update (`lease_chunks`),
+    a redelivery one chunk at a time. (Negative: with a lease that excludes no one, they do not.)"""
     from rtp_pipeline.aws import client
     from rtp_pipeline.processing import Processor, RecordsNotDoneError
     from rtp_pipeline.settings import Settings
@@ -221,9 +226,15 @@ def test_two_deliveries_at_once_never_mix_their_outcomes_even_with_a_fickle_tran
     if not leased:
         count = PipelineTable.count_chunk
         monkeypatch.setattr(PipelineTable, "lease_chunk", lambda *_: 1)
+        monkeypatch.setattr(PipelineTable, "lease_chunks", lambda *_: 1)
         monkeypatch.setattr(PipelineTable, "release_chunk", lambda *_: None)
         monkeypatch.setattr(
             PipelineTable, "count_chunk", lambda self, b, c, s, lease=None: count(self, b, c, s)
+        )
+        monkeypatch.setattr(
+            PipelineTable,
+            "count_chunks",
+            lambda self, b, settled, lease, leased: [count(self, b, c, s) for c, s in settled.items()],
         )
 
     def fickle(record: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -240,7 +251,7 @@ def test_two_deliveries_at_once_never_mix_their_outcomes_even_with_a_fickle_tran
             raise reject("changed its mind")
         return {"type": "t", "call": calls["all"]}
 
-    Processor(settings, raw, table, fickle).process(claim, receive_count=1)
+    Processor(settings, raw, table, fickle).process(claim, receive_count=first_receive)
 
     items = [pipeline.item(f"REC#{record_id}") for record_id in accepted["ids"]]
     statuses = Counter(item["s"] for item in items if item)
@@ -250,10 +261,16 @@ def test_two_deliveries_at_once_never_mix_their_outcomes_even_with_a_fickle_tran
     if not leased:
         assert other == [] and counts != ("COMPLETE", statuses["P"], statuses["R"])
         return
-    # The duplicate found chunk 1 held and gave up on it; it did chunk 2 (no one held it yet); chunk 0
-    # was counted before it ran.
-    assert len(other) == 1 and "holds chunk 1" in str(other[0]) and "100 of 250" in str(other[0])
-    assert counts == ("COMPLETE", statuses["P"], statuses["R"])
+    assert len(other) == 1 and counts == ("COMPLETE", statuses["P"], statuses["R"])
+    if first_receive == 1:
+        # The first delivery leased all three chunks at once and counts them at its end: the duplicate
+        # found the first chunk held and gave up on every chunk.
+        assert "holds chunk 0" in str(other[0]) and "250 of 250" in str(other[0])
+        assert statuses == Counter({"P": 250})
+    else:
+        # One chunk at a time: the duplicate found chunk 1 held and gave up on it; it did chunk 2 (no one
+        # held it yet); chunk 0 was counted before it ran.
+        assert "holds chunk 1" in str(other[0]) and "100 of 250" in str(other[0])
 
 
 def test_a_message_that_only_ran_out_of_time_is_handed_back_at_once(
@@ -309,3 +326,133 @@ def test_a_transform_that_times_out_keeps_the_visibility_backoff(
         for call in pipeline.recorder.since(start)
         if call.actor == "processor" and call.operation == "ChangeMessageVisibility"
     ]
+
+
+def _batch_item(pipeline: Pipeline, batch_id: str) -> dict[str, Any]:
+    from rtp_pipeline.storage import batch_pk
+
+    item = pipeline.item(batch_pk(batch_id))
+    assert item is not None
+    return item
+
+
+def _processor_updates(pipeline: Pipeline, start: int) -> list[Any]:
+    """The processor's lease and count updates since call number `start` (not its lastError notes)."""
+    return [
+        call
+        for call in pipeline.recorder.since(start)
+        if call.actor == "processor"
+        and call.operation == "UpdateItem"
+        and "cc" in call.params.get("ExpressionAttributeNames", {}).values()
+    ]
+
+
+def test_a_first_delivery_leases_its_chunks_in_one_update_and_counts_them_in_another(
+    pipeline: Pipeline,
+) -> None:
+    """500 records, five chunks: one UpdateItem leases them all, one counts them all and gives the leases
+    back (one at a time it was ten). The batch item ends as the chunk-by-chunk path leaves it."""
+    accepted = accept(pipeline, [{"type": "t", "data": {"n": n}} for n in range(500)])
+    start = len(pipeline.recorder.calls)
+    delivery = pipeline.deliver()
+    assert delivery.failures == []
+    assert len(_processor_updates(pipeline, start)) == 2
+    item = _batch_item(pipeline, accepted["batchId"])
+    assert set(item["cc"]) == {0, 1, 2, 3, 4} and not [name for name in item if name.startswith("l")]
+    assert (item["processed"], item["rejected"], item["duplicates"]) == (500, 0, 0)
+    assert pipeline.get_batch(accepted["batchId"]).body["status"] == "COMPLETE"
+
+
+def test_a_chunk_of_a_run_left_unsettled_is_given_back_uncounted_and_the_redelivery_finishes_it(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One record of the middle chunk keeps failing: the run counts the two settled chunks and gives the
+    third's lease back in the same update; the redelivery transforms only the failed record and counts its
+    chunk once."""
+    accepted = accept(pipeline, [{"type": "t", "data": {"n": n}} for n in range(300)])
+    ids = accepted["ids"]
+    counting_transform(pipeline, monkeypatch, {ids[150]: -1})
+    start = len(pipeline.recorder.calls)
+    first = pipeline.deliver()
+    assert first.failures == first.message_ids
+    assert len(_processor_updates(pipeline, start)) == 2
+    item = _batch_item(pipeline, accepted["batchId"])
+    assert set(item["cc"]) == {0, 2} and "l1" not in item and item["processed"] == 200
+    monkeypatch.undo()
+    calls = counting_transform(pipeline, monkeypatch, {})
+    [redelivery] = pipeline.drain()
+    assert redelivery.failures == []
+    assert calls == Counter({ids[150]: 1})
+    view = pipeline.get_batch(accepted["batchId"]).body
+    assert (view["status"], view["processed"], view["rejected"], view["duplicates"]) == (
+        "COMPLETE",
+        300,
+        0,
+        0,
+    )
+
+
+def test_a_run_with_a_chunk_another_delivery_holds_goes_one_chunk_at_a_time(pipeline: Pipeline) -> None:
+    """Chunk 1 is leased by another (live) delivery: the run's lease is refused as a whole, and the chunks
+    go one at a time: 0 and 2 are stored and counted, 1 is left to its holder; once that lease is given
+    back, the redelivery finishes it."""
+    from datetime import UTC, datetime, timedelta
+
+    from rtp_pipeline.storage import PipelineTable
+
+    accepted = accept(pipeline, [{"type": "t", "data": {"n": n}} for n in range(300)])
+    table = PipelineTable(pipeline.dynamodb, pipeline.table_name)
+    now = datetime.now(UTC)
+    held = table.lease_chunk(accepted["batchId"], 1, now, now + timedelta(minutes=5))
+    assert isinstance(held, int)
+    first = pipeline.deliver()
+    assert first.failures == first.message_ids
+    item = _batch_item(pipeline, accepted["batchId"])
+    assert set(item["cc"]) == {0, 2} and item["l1"] == held and item["processed"] == 200
+    table.release_chunk(accepted["batchId"], 1, held)
+    [redelivery] = pipeline.drain()
+    assert redelivery.failures == []
+    view = pipeline.get_batch(accepted["batchId"]).body
+    assert (view["status"], view["processed"]) == ("COMPLETE", 300)
+
+
+def _operators(expression: str) -> int:
+    """Operators and functions in a DynamoDB expression, as the 300 limit counts them: comparators,
+    AND/OR/NOT, functions, and each SET/ADD/REMOVE action."""
+    import re
+
+    words = re.findall(r"\b(?:AND|OR|NOT|BETWEEN|IN)\b|<>|<=|>=|=|<|>|\b\w+\(", expression)
+    clauses = re.findall(r"\b(?:SET|ADD|REMOVE|DELETE)\b", expression)
+    actions = expression.count(",") + len(clauses) if clauses else 0  # an update's actions
+    return len(words) + actions
+
+
+def test_a_run_s_lease_and_count_stay_within_dynamodb_s_expression_limits() -> None:
+    """The longest run (`MAX_RUN_CHUNKS` chunks, large chunk numbers) makes expressions of at most 4 KB
+    and 300 operators or functions:
+    https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Constraints.html#limits-expression-parameters
+    https://docs.aws.amazon.com/code-library/latest/ug/dynamodb_example_dynamodb_Scenario_ExpressionOperatorCounting_section.html
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from rtp_pipeline.storage import MAX_RUN_CHUNKS, PROCESSED, PipelineTable, Stored
+
+    sent: list[dict[str, Any]] = []
+
+    class Recording:
+        def update_item(self, **params: Any) -> dict[str, Any]:
+            sent.append(params)
+            return {}
+
+    table = PipelineTable(Recording(), "table")
+    batch_id, now = "0" * 26, datetime.now(UTC)
+    chunks = list(range(10_000, 10_000 + MAX_RUN_CHUNKS))
+    table.lease_chunks(batch_id, chunks, now, now + timedelta(minutes=15))
+    table.count_chunks(batch_id, {chunk: [Stored(batch_id, PROCESSED)] for chunk in chunks}, 1, chunks)
+    assert len(sent) == 2
+    for params in sent:
+        for name in ("UpdateExpression", "ConditionExpression"):
+            assert len(params[name].encode()) <= 4096, (name, len(params[name]))
+            assert _operators(params[name]) <= 300, (name, _operators(params[name]))
+    assert _operators("a = :b AND NOT contains(c, :d)") == 4  # the counter itself
+    assert _operators("SET a = :b, c = :d REMOVE e") == 2 + 3
