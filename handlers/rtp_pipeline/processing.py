@@ -339,15 +339,16 @@ class Processor:
         If any chunk of the run is counted or held already (another delivery of the message is at work),
         the chunks go one at a time (`_process_chunk`), which tells counted from busy."""
         batch_id = job.claim.batch_id
-        if len(run) == 1 or job.deadline.passed():
+        if len(run) == 1 or job.by_record or job.deadline.passed():
             for chunk, indexes in run:
                 self._process_chunk(job, chunk, indexes, False, tally)
             return
         chunks = [chunk for chunk, _ in run]
         lease = self.table.lease_chunks(batch_id, chunks, *job.deadline.lease_window())
         if lease is None:
+            # Another delivery of this message is, or was, at work: read what it stored, as a redelivery.
             for chunk, indexes in run:
-                self._process_chunk(job, chunk, indexes, False, tally)
+                self._process_chunk(job, chunk, indexes, True, tally)
             return
         counted = False
         writes: list[ChunkWrite] = []
@@ -366,8 +367,7 @@ class Processor:
                 counted = True
         finally:
             if not counted:
-                for chunk in chunks:
-                    self.table.release_chunk(batch_id, chunk, lease)
+                self.table.release_chunks(batch_id, chunks, lease)
         for written in writes:
             self._tally_written(job, written, tally)
 

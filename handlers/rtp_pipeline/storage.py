@@ -75,7 +75,7 @@ from decimal import Decimal
 from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
-from botocore.exceptions import ClientError, ParamValidationError
+from botocore.exceptions import BotoCoreError, ClientError, ParamValidationError
 
 PROCESSED = "PROCESSED"
 REJECTED = "REJECTED"
@@ -536,7 +536,9 @@ class PipelineTable:
         """`lease_chunk` for a run of chunks at once (a first delivery's: one UpdateItem instead of one per
         chunk): every one of them gets the same token if none is counted or held by a live lease; None if
         any is (the caller then leases them one at a time, which tells counted from busy)."""
-        token = int(until.timestamp() * 1_000_000) + random.randrange(1000)
+        # The token's random tail makes it this call's own: an SDK retry of an update that succeeded (its
+        # answer lost) finds every lease holding it, and is a success, not a run locked against itself.
+        token = int(until.timestamp() * 1_000_000) + random.randrange(1_000_000)
         names, values = {"#c": "cc"}, {":token": {"N": str(token)}, ":now": {"N": _micros(now)}}
         values[":batch"] = {"S": batch_id}
         free = []
@@ -551,12 +553,36 @@ class PipelineTable:
                 ConditionExpression=" AND ".join([_THIS_BATCH, _lacks_all(len(chunks)), *free]),
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as error:
             if not is_condition_failure(error):
                 raise
-            return None
+            old = _item_returned(error)
+            held = [old.get(f"l{chunk}", {}).get("N") for chunk in chunks]
+            return token if _names_batch(old, batch_id) and held == [str(token)] * len(chunks) else None
         return token
+
+    def release_chunks(self, batch_id: str, chunks: Sequence[int], lease: int) -> None:
+        """Best effort: give a run's leases back in one update (one at a time if some lease is not this
+        token's any more). Never raises: the leases run out on their own, and the caller's error is the one
+        to report."""
+        names = {f"#l{n}": f"l{chunk}" for n, chunk in enumerate(chunks)}
+        try:
+            self.db.update_item(
+                TableName=self.name,
+                Key={"pk": {"S": batch_pk(batch_id)}},
+                UpdateExpression="REMOVE " + ", ".join(names),
+                ConditionExpression=" AND ".join(f"{name} = :token" for name in names),
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues={":token": {"N": str(lease)}},
+            )
+        except ClientError:
+            for chunk in chunks:
+                with contextlib.suppress(ClientError, BotoCoreError):
+                    self.release_chunk(batch_id, chunk, lease)
+        except BotoCoreError:
+            return
 
     def _lease(
         self, batch_id: str, lease: str, done: str, member: dict[str, str], now: datetime, until: datetime
@@ -1371,6 +1397,7 @@ _LACKS = "(attribute_not_exists(#c) OR NOT contains(#c, :m))"
 
 def _lacks_all(members: int) -> str:
     """`_LACKS` for the members `:m0`..: the set `#c` holds none of them."""
+    assert members > 0, "no members: an empty condition"
     lacking = " AND ".join(f"NOT contains(#c, :m{n})" for n in range(members))
     return f"(attribute_not_exists(#c) OR ({lacking}))"
 

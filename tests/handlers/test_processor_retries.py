@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bench._flaky_load import run_flaky_load
-from tests.handlers.harness import Pipeline
+from tests.handlers.harness import Pipeline, fail_calls
 
 
 def accept(pipeline: Pipeline, records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -337,14 +337,20 @@ def _batch_item(pipeline: Pipeline, batch_id: str) -> dict[str, Any]:
 
 
 def _processor_updates(pipeline: Pipeline, start: int) -> list[Any]:
-    """The processor's lease and count updates since call number `start` (not its lastError notes)."""
+    """The processor's lease, count and release updates since call number `start` (not lastError notes)."""
     return [
         call
         for call in pipeline.recorder.since(start)
         if call.actor == "processor"
         and call.operation == "UpdateItem"
-        and "cc" in call.params.get("ExpressionAttributeNames", {}).values()
+        and "lastError" not in call.params.get("UpdateExpression", "")
     ]
+
+
+def _leases_left(item: dict[str, Any]) -> list[str]:
+    import re
+
+    return [name for name in item if re.fullmatch(r"r?l\d+", name)]
 
 
 def test_a_first_delivery_leases_its_chunks_in_one_update_and_counts_them_in_another(
@@ -358,7 +364,7 @@ def test_a_first_delivery_leases_its_chunks_in_one_update_and_counts_them_in_ano
     assert delivery.failures == []
     assert len(_processor_updates(pipeline, start)) == 2
     item = _batch_item(pipeline, accepted["batchId"])
-    assert set(item["cc"]) == {0, 1, 2, 3, 4} and not [name for name in item if name.startswith("l")]
+    assert set(item["cc"]) == {0, 1, 2, 3, 4} and not _leases_left(item)
     assert (item["processed"], item["rejected"], item["duplicates"]) == (500, 0, 0)
     assert pipeline.get_batch(accepted["batchId"]).body["status"] == "COMPLETE"
 
@@ -456,3 +462,121 @@ def test_a_run_s_lease_and_count_stay_within_dynamodb_s_expression_limits() -> N
             assert _operators(params[name]) <= 300, (name, _operators(params[name]))
     assert _operators("a = :b AND NOT contains(c, :d)") == 4  # the counter itself
     assert _operators("SET a = :b, c = :d REMOVE e") == 2 + 3
+
+
+def test_a_second_first_delivery_never_leases_chunks_already_counted(pipeline: Pipeline) -> None:
+    """SQS hands the same message out twice, both with receive count 1, one after the other: the second's
+    run lease is refused (chunks 0 and 1 are counted), and it stores and counts only what is left."""
+    from rtp_pipeline.aws import client
+    from rtp_pipeline.processing import Processor, RecordsNotDoneError, RetryPolicy
+    from rtp_pipeline.settings import Settings
+    from rtp_pipeline.storage import ClaimCheck, PipelineTable, RawStore
+
+    accepted = accept(pipeline, [{"type": "t", "data": {"n": n}} for n in range(300)])
+    [message] = pipeline.peek()
+    claim = ClaimCheck.from_json(message["Body"])
+    with pipeline.environment_of("processor"):
+        settings = Settings.from_environment()
+    raw = RawStore(client("s3"), settings.bucket_name, settings.raw_prefix)
+    table = PipelineTable(client("dynamodb"), settings.table_name)
+    failing = accepted["ids"][250]
+
+    def flaky(record: dict[str, Any], context: Any) -> dict[str, Any]:
+        if context.record_id == failing:
+            raise ConnectionError("downstream down")
+        return {"type": "t", "first": True}
+
+    once = RetryPolicy(attempts=1)
+    with pytest.raises(RecordsNotDoneError):
+        Processor(settings, raw, table, flaky, retry=once).process(claim, receive_count=1)
+    assert set(_batch_item(pipeline, accepted["batchId"])["cc"]) == {0, 1}
+    calls: Counter[str] = Counter()
+
+    def second(record: dict[str, Any], context: Any) -> dict[str, Any]:
+        calls[context.record_id] += 1
+        return {"type": "t", "first": False}
+
+    Processor(settings, raw, table, second, retry=once).process(claim, receive_count=1)
+    assert calls == Counter({failing: 1})  # chunk 2 read back as a redelivery reads it; 0 and 1 skipped
+    view = pipeline.get_batch(accepted["batchId"]).body
+    assert (view["status"], view["processed"], view["rejected"]) == ("COMPLETE", 300, 0)
+    assert not _leases_left(_batch_item(pipeline, accepted["batchId"]))
+
+
+def test_a_run_whose_lease_ran_out_and_was_partly_counted_by_another_raises_and_counts_nothing(
+    pipeline: Pipeline,
+) -> None:
+    """count_chunks: when another delivery counted some of the run's chunks (this one's lease having run
+    out), the count is refused whole and raises, so the message is redelivered; counters stay as they were;
+    when it counted all of them, the count is refused quietly (False)."""
+    from datetime import UTC, datetime, timedelta
+
+    from rtp_pipeline.storage import PROCESSED, PipelineTable, Stored
+
+    accepted = accept(pipeline, [{"type": "t", "data": {"n": n}} for n in range(300)])
+    batch_id = accepted["batchId"]
+    table = PipelineTable(pipeline.dynamodb, pipeline.table_name)
+    now = datetime.now(UTC)
+    ours = table.lease_chunks(batch_id, [0, 1], now - timedelta(minutes=20), now - timedelta(minutes=10))
+    assert ours is not None
+    theirs = table.lease_chunk(batch_id, 0, now, now + timedelta(minutes=5))  # ours ran out: taken over
+    assert isinstance(theirs, int)
+    settled = [Stored(batch_id, PROCESSED)] * 100
+    assert table.count_chunk(batch_id, 0, settled, theirs)
+    with pytest.raises(RuntimeError, match="ran out"):
+        table.count_chunks(batch_id, {0: settled, 1: settled}, ours, [0, 1])
+    item = _batch_item(pipeline, batch_id)
+    assert set(item["cc"]) == {0} and item["processed"] == 100
+    theirs = table.lease_chunk(batch_id, 1, now, now + timedelta(minutes=5))
+    assert isinstance(theirs, int) and table.count_chunk(batch_id, 1, settled, theirs)
+    assert table.count_chunks(batch_id, {0: settled, 1: settled}, ours, [0, 1]) is False
+    assert _batch_item(pipeline, batch_id)["processed"] == 200
+
+
+def test_a_run_that_fails_before_its_count_gives_every_lease_back(pipeline: Pipeline) -> None:
+    """DynamoDB fails the run's writes (after the SDK's retries): the delivery fails and every lease of the
+    run is given back at once, so the redelivery need not wait for them to run out."""
+    from rtp_pipeline.aws import client
+
+    accepted = accept(pipeline, [{"type": "t", "data": {"n": n}} for n in range(300)])
+    failed = fail_calls(client("dynamodb"), "BatchWriteItem", lambda params: True, "InternalServerError", 500)
+    first = pipeline.deliver()
+    assert first.failures == first.message_ids and failed
+    item = _batch_item(pipeline, accepted["batchId"])
+    assert not _leases_left(item) and "cc" not in item
+
+
+def test_a_lease_whose_answer_was_lost_is_found_held_by_its_own_token(
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An SDK retry of a run lease that succeeded (its answer lost) is refused by the leases it set; the
+    refusal returns the item, whose leases all hold this call's token: the lease is held."""
+    import random as stdlib_random
+    from datetime import UTC, datetime, timedelta
+
+    from rtp_pipeline.storage import PipelineTable
+
+    accepted = accept(pipeline, [{"type": "t", "data": {"n": n}} for n in range(300)])
+    table = PipelineTable(pipeline.dynamodb, pipeline.table_name)
+    now = datetime.now(UTC)
+    until = now + timedelta(minutes=5)
+    monkeypatch.setattr(stdlib_random, "randrange", lambda *_: 4242)
+    first = table.lease_chunks(accepted["batchId"], [0, 1, 2], now, until)
+    assert first is not None and table.lease_chunks(accepted["batchId"], [0, 1, 2], now, until) == first
+    monkeypatch.setattr(stdlib_random, "randrange", lambda *_: 4243)  # another delivery's token
+    assert table.lease_chunks(accepted["batchId"], [0, 1, 2], now, until) is None
+
+
+def test_runs_are_cut_at_max_run_chunks(pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With runs of at most 2 chunks, 500 records (5 chunks) take runs [0, 1], [2, 3] and chunk 4 alone:
+    2 + 2 + 2 updates, every chunk counted once."""
+    import rtp_pipeline.processing as processing
+
+    monkeypatch.setattr(processing, "MAX_RUN_CHUNKS", 2)
+    accepted = accept(pipeline, [{"type": "t", "data": {"n": n}} for n in range(500)])
+    start = len(pipeline.recorder.calls)
+    assert pipeline.deliver().failures == []
+    updates = _processor_updates(pipeline, start)
+    assert len(updates) == 6
+    item = _batch_item(pipeline, accepted["batchId"])
+    assert set(item["cc"]) == {0, 1, 2, 3, 4} and item["processed"] == 500 and not _leases_left(item)
