@@ -11,7 +11,7 @@ import copy
 import io
 import json
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any, cast
+from typing import Any
 
 import boto3
 import pytest
@@ -67,7 +67,7 @@ class _HarnessClients:
     """The session as the harness's own provisioning and inspection see it: one client per service for the
     whole run (a botocore client costs ~15 ms to make, and the harness made seven per test). moto answers
     a client made before its `mock_aws()` too, with the fresh account of the test running. The functions'
-    clients (`boto3.client()` in rtp_pipeline.aws) are `_FunctionClients`': tests inject faults into those."""
+    clients (`boto3.client()` in rtp_pipeline.aws) stay fresh per test: tests inject faults into those."""
 
     def __init__(self, session: boto3.Session) -> None:
         self._session = session
@@ -85,81 +85,6 @@ class _HarnessClients:
 @pytest.fixture(scope="session")
 def harness_session(aws_session: boto3.Session) -> Any:
     return _HarnessClients(aws_session)
-
-
-_LAZY_CLIENT_ATTRIBUTES = {"_exceptions"}  # botocore sets it on a client's first use of `client.exceptions`
-
-
-class _FunctionClients:
-    """The session the functions' `boto3.client()` calls reach (rtp_pipeline.aws.client, cleared for every
-    test by `moto_session`): a client a test left as it was made is handed to the next test instead of a new
-    one (~5 ms each to make, and a new client starts with cold caches: event names, handler lookups,
-    operation models). A client is left as made unless the test registered or removed an event handler on
-    it (fault injection: harness.fail_calls, a Stubber), set an attribute on it, or it retried a request
-    (its standard-mode retry quota may then differ from a new client's); such a client is dropped. moto
-    answers any client with the account of the test running, as for the harness's own clients."""
-
-    def __init__(self, session: boto3.Session) -> None:
-        self._session = session
-        self._idle: dict[tuple[str, str], list[Any]] = {}
-        self._lent: list[tuple[tuple[str, str], Any, dict[str, Any]]] = []
-        self._changed: set[int] = set()
-
-    def client(self, service: str, *args: Any, **kwargs: Any) -> Any:
-        config = kwargs.get("config")
-        if args or set(kwargs) - {"config"}:  # not the functions' call: made as asked, not shared
-            return self._session.client(service, *args, **kwargs)  # type: ignore[call-overload]
-        idle = self._idle.get(self._key(service, config))
-        made = idle.pop() if idle else self._made(service, config)
-        # botocore rewrites a Config it is given as it makes a client (retries' max_attempts become
-        # total_max_attempts): the key is the config as the next identical call will pass it
-        self._lent.append((self._key(service, config), made, dict(vars(made))))
-        return made
-
-    @staticmethod
-    def _key(service: str, config: Any) -> tuple[str, str]:
-        return service, repr(vars(config)) if config is not None else ""
-
-    def _made(self, service: str, config: Any) -> Any:
-        made = self._session.client(service, config=config)  # type: ignore[call-overload]
-        events = made.meta.events
-        for name in ("register", "register_first", "register_last", "unregister"):
-            setattr(events, name, self._noting(made, getattr(events, name)))
-
-        def retried(attempts: int, **_: Any) -> None:
-            if attempts > 1:
-                self._changed.add(id(made))
-
-        made.meta.events.register("needs-retry", retried)  # through the wrapper: undone below
-        self._changed.discard(id(made))
-        return made
-
-    def _noting(self, made: Any, method: Callable[..., Any]) -> Callable[..., Any]:
-        def noted(*args: Any, **kwargs: Any) -> Any:
-            self._changed.add(id(made))
-            return method(*args, **kwargs)
-
-        return noted
-
-    def give_back(self) -> None:
-        """After a test: its clients that are as they were made wait for the next test."""
-        for key, made, attributes in self._lent:
-            now = {name: value for name, value in vars(made).items() if name not in _LAZY_CLIENT_ATTRIBUTES}
-            same = now.keys() == attributes.keys() - _LAZY_CLIENT_ATTRIBUTES and all(
-                value is attributes[name] for name, value in now.items()
-            )
-            if same and id(made) not in self._changed:
-                self._idle.setdefault(key, []).append(made)
-            self._changed.discard(id(made))
-        self._lent.clear()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._session, name)
-
-
-@pytest.fixture(scope="session")
-def function_clients(aws_session: boto3.Session) -> _FunctionClients:
-    return _FunctionClients(aws_session)
 
 
 @pytest.fixture(scope="session")
@@ -183,7 +108,7 @@ def backoff_sleeps() -> list[float]:
 def pipeline(
     provisioned_account: tuple[Resolver, MotoState],
     recorder: CallRecorder,
-    function_clients: _FunctionClients,
+    aws_session: boto3.Session,
     harness_session: Any,
     backoff_sleeps: list[float],
 ) -> Iterator[Pipeline]:
@@ -201,8 +126,7 @@ def pipeline(
     provisioned, state = provisioned_account
     resolver = copy.copy(provisioned)  # the names it resolves to are the account's; a test may add its own
     resolver.refs, resolver.attrs = dict(provisioned.refs), dict(provisioned.attrs)
-    # the session `boto3.client()` uses (duck-typed: boto3 asks it only for clients)
-    with mock_aws(), moto_session(cast(boto3.Session, function_clients)):
+    with mock_aws(), moto_session(aws_session):  # the session `boto3.client()` uses, fresh clients
         state.restore()
         start = len(recorder.calls)
         built = Pipeline(resolver, harness_session, recorder)
@@ -212,7 +136,6 @@ def pipeline(
             yield built
         finally:
             handler.backoff_sleep = sleep
-            function_clients.give_back()
     missing = iam.violations(recorder.since(start), built.resolve, built.functions)
     if missing:
         pytest.fail("calls not allowed by the function's IAM policy in the template:\n" + iam.report(missing))
