@@ -3,6 +3,8 @@ redelivered message only redoes the records not stored yet (rtp_pipeline.process
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import transform
@@ -33,6 +35,9 @@ batch = BatchProcessor(event_type=EventType.SQS)
 replay_batch = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 # Written on every record item: which transform produced its outcome (`rtp replay` after a fix shows it).
 TRANSFORM_VERSION = transform_version(transform)
+# The wait between a record's attempts (rtp_pipeline.processing.RetryPolicy's backoff): time.sleep. The
+# in-process tests put one here that notes the delay and returns at once (tests/handlers/conftest.py).
+backoff_sleep: Callable[[float], None] = time.sleep
 
 
 def _processor() -> Processor:
@@ -47,6 +52,7 @@ def _processor() -> Processor:
             transform_version=TRANSFORM_VERSION,
         ),
         transform.transform,
+        sleep=backoff_sleep,
     )
 
 

@@ -124,14 +124,18 @@ def _moto_as_the_local_runtime_runs_it() -> None:
     Its KMS keys share one unused private key (patch_moto_kms): ~0.2 s less per stack built in moto; its
     SQS queues spell attribute names from a cache (patch_moto_sqs); its DynamoDB items are built and its
     JSON requests parsed as the served runtime's are (rtp_cli/local/speedups.py: the same answers, checked
-    against moto's own in tests/test_moto_guards.py)."""
+    against moto's own in tests/test_moto_guards.py); its responses are serialized with a plain dict's
+    member names looked up once per shape (rtp_cli/local/serializer.py: moto's own bytes, checked in
+    tests/test_moto_serializer.py)."""
     from rtp_cli.local.emulation import patch_moto_dynamodb, patch_moto_kms, patch_moto_sqs
+    from rtp_cli.local.serializer import patch_moto_serializer
     from rtp_cli.local.speedups import patch_moto_speedups
 
     patch_moto_dynamodb()
     patch_moto_kms()
     patch_moto_sqs()
     patch_moto_speedups()
+    patch_moto_serializer()
 
 
 @pytest.fixture(scope="session", autouse=True)

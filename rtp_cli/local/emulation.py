@@ -272,6 +272,7 @@ def start_emulation(
     """Start moto's server on host:port (0 = any free port) in this process; returns the server. With
     keys, it answers only requests signed with them."""
     from rtp_cli.local.awsserver import MotoHttpServer
+    from rtp_cli.local.serializer import patch_moto_serializer
     from rtp_cli.local.speedups import patch_moto_speedups
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines from the emulation
@@ -279,6 +280,7 @@ def start_emulation(
     patch_moto_kms()
     patch_moto_sqs()
     patch_moto_speedups()
+    patch_moto_serializer()
     if access_key_id and secret_access_key:
         require_credentials(access_key_id, secret_access_key)
     server = MotoHttpServer(host, port)  # moto's application, connections kept alive (awsserver.py)

@@ -99,13 +99,26 @@ def provisioned_account(
 
 
 @pytest.fixture
+def backoff_sleeps() -> list[float]:
+    """The processor's waits between a record's attempts in this test (see `pipeline`), in order."""
+    return []
+
+
+@pytest.fixture
 def pipeline(
     provisioned_account: tuple[Resolver, MotoState],
     recorder: CallRecorder,
     aws_session: boto3.Session,
     harness_session: Any,
+    backoff_sleeps: list[float],
 ) -> Iterator[Pipeline]:
     """A fresh moto account holding the template's key, table, bucket and queues; handlers wired to it.
+
+    The processor's backoff between a transform's attempts is noted in `backoff_sleeps` instead of slept
+    (queue_processor.backoff_sleep): the retries, their number and delays are the same, without the ~3 s
+    of waiting they cost the handler tests. No test's clock depends on it: a test that runs an invocation
+    out of time sets the context's remaining time itself. tests/handlers/test_processor_retries.py checks
+    that the handler sleeps with time.sleep otherwise.
 
     On teardown, every AWS call the test's handlers made is checked against the calling function's IAM
     policy in the template: a call the role does not allow fails the test.
@@ -117,7 +130,12 @@ def pipeline(
         state.restore()
         start = len(recorder.calls)
         built = Pipeline(resolver, harness_session, recorder)
-        yield built
+        handler = built.module("processor")
+        sleep, handler.backoff_sleep = handler.backoff_sleep, backoff_sleeps.append  # not `monkeypatch`: a
+        try:  # test may undo its own patches halfway
+            yield built
+        finally:
+            handler.backoff_sleep = sleep
     missing = iam.violations(recorder.since(start), built.resolve, built.functions)
     if missing:
         pytest.fail("calls not allowed by the function's IAM policy in the template:\n" + iam.report(missing))

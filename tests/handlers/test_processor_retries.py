@@ -47,8 +47,10 @@ def counting_transform(
 
 
 def test_a_transient_fault_is_retried_in_the_same_invocation(
-    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch
+    pipeline: Pipeline, monkeypatch: pytest.MonkeyPatch, backoff_sleeps: list[float]
 ) -> None:
+    from rtp_pipeline.processing import RetryPolicy
+
     calls = counting_transform(pipeline, monkeypatch, {"flaky": 2})
     accepted = accept(pipeline, [{"id": i, "type": "t", "data": {"i": i}} for i in ("a", "flaky", "b")])
 
@@ -56,8 +58,31 @@ def test_a_transient_fault_is_retried_in_the_same_invocation(
 
     assert delivery.failures == []  # no redelivery needed
     assert calls == {"a": 1, "flaky": 3, "b": 1}
+    policy = RetryPolicy()  # the handler backed off before each attempt again, within the policy's bounds
+    assert len(backoff_sleeps) == 2
+    assert all(0 <= delay <= policy.max_delay for delay in backoff_sleeps)
     view = pipeline.get_batch(accepted["batchId"]).body
     assert (view["status"], view["processed"]) == ("COMPLETE", 3)
+
+
+def test_the_handler_backs_off_with_time_sleep_unless_a_test_notes_the_waits(
+    pipeline: Pipeline, backoff_sleeps: list[float]
+) -> None:
+    """The processor handler's backoff is time.sleep (a fresh load of handlers/queue_processor.py); the
+    `pipeline` fixture's stand-in reaches the Processor each invocation builds, and goes with the test."""
+    import importlib.util
+    import time
+
+    handler = pipeline.module("processor")
+    assert handler.backoff_sleep == backoff_sleeps.append
+    with pipeline.environment_of("processor"):
+        assert handler._processor().sleep == backoff_sleeps.append
+        spec = importlib.util.spec_from_file_location("fresh_queue_processor", handler.__file__)
+        assert spec is not None and spec.loader is not None
+        fresh = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(fresh)
+        assert fresh.backoff_sleep is time.sleep
+        assert fresh._processor().sleep is time.sleep
 
 
 def test_a_redelivery_transforms_only_the_records_not_stored(
