@@ -7,7 +7,6 @@ silently reporting wrong queue ages (the SQS message list).
 
 from __future__ import annotations
 
-import base64
 import copy
 import http.client
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from moto import mock_aws
 from rtp_cli.local import emulation
 from rtp_cli.local.runtime import queue_ages
 from rtp_cli.local.template import ACCOUNT_ID
+from tests.attribute_values import attribute_values, names
 from tests.tiers import examples
 
 REGION = "us-east-1"
@@ -464,23 +464,8 @@ def test_the_endpoint_s_dispatcher_remembers_moto_s_answer_per_host() -> None:
 # ---- rtp_cli/local/speedups.py: moto's Item construction and JSON request parser, same results ------------
 
 
-_names = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=12)
-_scalars = st.one_of(
-    st.builds(lambda s: {"S": s}, st.text(max_size=40)),
-    st.builds(lambda n: {"N": str(n)}, st.integers(-(10**12), 10**12)),
-    st.builds(lambda b: {"B": base64.b64encode(b).decode()}, st.binary(max_size=20)),
-    st.builds(lambda v: {"BOOL": v}, st.booleans()),
-    st.just({"NULL": True}),
-    st.builds(lambda s: {"SS": sorted(s)}, st.sets(st.text(min_size=1, max_size=5), min_size=1, max_size=3)),
-)
-_values = st.recursive(
-    _scalars,
-    lambda inner: st.one_of(
-        st.builds(lambda items: {"L": items}, st.lists(inner, max_size=3)),
-        st.builds(lambda m: {"M": m}, st.dictionaries(_names, inner, max_size=3)),
-    ),
-    max_leaves=8,
-)
+_names = names
+_values = attribute_values(binary_as_text=True, number_and_binary_sets=False)
 _items = st.dictionaries(_names, _values, min_size=1, max_size=8)
 
 

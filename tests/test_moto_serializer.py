@@ -17,29 +17,11 @@ from hypothesis import strategies as st
 from moto import mock_aws
 
 from rtp_cli.local import serializer
+from tests.attribute_values import attribute_values, names
 from tests.tiers import examples
 
-_names = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=12)
-_scalars = st.one_of(
-    st.builds(lambda s: {"S": s}, st.text(max_size=40)),
-    st.builds(lambda n: {"N": str(n)}, st.integers(-(10**12), 10**12)),
-    st.builds(lambda b: {"B": b}, st.binary(max_size=20)),
-    st.builds(lambda v: {"BOOL": v}, st.booleans()),
-    st.just({"NULL": True}),
-    st.builds(lambda s: {"SS": sorted(s)}, st.sets(st.text(min_size=1, max_size=5), min_size=1, max_size=3)),
-    st.builds(lambda s: {"NS": sorted(map(str, s))}, st.sets(st.integers(-99, 99), min_size=1, max_size=3)),
-    st.builds(
-        lambda s: {"BS": sorted(s)}, st.sets(st.binary(min_size=1, max_size=4), min_size=1, max_size=3)
-    ),
-)
-_values = st.recursive(
-    _scalars,
-    lambda inner: st.one_of(
-        st.builds(lambda items: {"L": items}, st.lists(inner, max_size=3)),
-        st.builds(lambda m: {"M": m}, st.dictionaries(_names, inner, max_size=3)),
-    ),
-    max_leaves=8,
-)
+_names = names
+_values = attribute_values(binary_as_text=False, number_and_binary_sets=True)
 _items = st.dictionaries(_names.filter(lambda name: name != "pk"), _values, max_size=8)
 
 

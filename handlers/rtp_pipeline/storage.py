@@ -925,26 +925,15 @@ class PipelineTable:
         held = " AND ".join(f"#l{n} = :token" for n in range(len(leased)))
         adds = ", ".join([*(f"#n{n} :n{n}" for n in range(len(counts))), "#c :c"])
         removes = ", ".join(f"#l{n}" for n in range(len(leased)))
-        try:
-            self.db.update_item(
-                TableName=self.name,
-                Key={"pk": {"S": batch_pk(batch_id)}},
-                UpdateExpression=f"ADD {adds} REMOVE {removes}",
-                ConditionExpression=f"{_THIS_BATCH} AND {_lacks_all(len(settled))} AND {held}",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
-            )
-            return True
-        except ClientError as error:
-            if not is_condition_failure(error):
-                raise
-            old = _item_returned(error)
-            if not _names_batch(old, batch_id):
-                raise RuntimeError(f"batch {batch_id} has no batch item to count its records on") from error
-            if not all(_set_holds(old.get("cc", {}), {"N": str(chunk)}) for chunk in settled):
-                raise RuntimeError(f"batch {batch_id}: the lease of chunks {list(leased)} ran out") from error
-            return False
+        return self._conditional_count(
+            batch_id,
+            f"ADD {adds} REMOVE {removes}",
+            f"{_THIS_BATCH} AND {_lacks_all(len(settled))} AND {held}",
+            names,
+            values,
+            lambda old: all(_set_holds(old.get("cc", {}), {"N": str(chunk)}) for chunk in settled),
+            f"batch {batch_id}: the lease of chunks {list(leased)} ran out",
+        )
 
     # --- replay (`rtp replay`: records run again through the current transform) ----------------------
     def batch_progress(self, batch_id: str, now: datetime) -> tuple[set[int], set[str]] | None:
@@ -1085,6 +1074,30 @@ class PipelineTable:
         if lease is not None:
             names["#l"], values[":token"] = lease_name, {"N": str(lease)}
             update, condition = update + " REMOVE #l", condition + " AND #l = :token"
+        return self._conditional_count(
+            batch_id,
+            update,
+            condition,
+            names,
+            values,
+            None if lease is None else (lambda old: _set_holds(old.get(done, {}), member)),
+            f"batch {batch_id}: the lease {lease_name} ran out before counting",
+        )
+
+    def _conditional_count(
+        self,
+        batch_id: str,
+        update: str,
+        condition: str,
+        names: Mapping[str, str],
+        values: Mapping[str, Any],
+        counted_before: Callable[[Mapping[str, Any]], bool] | None,
+        lost: str,
+    ) -> bool:
+        """One counting UpdateItem on the batch item. True if it counted; False if its condition found the
+        count made already; raises when the batch item is gone (or another batch's), or when
+        `counted_before` (given for a count under a lease) says the refused item does not hold the count:
+        the lease ran out (`lost`), and the message must be redelivered."""
         try:
             self.db.update_item(
                 TableName=self.name,
@@ -1102,10 +1115,8 @@ class PipelineTable:
             old = _item_returned(error)
             if not _names_batch(old, batch_id):
                 raise RuntimeError(f"batch {batch_id} has no batch item to count its records on") from error
-            if lease is not None and not _set_holds(old.get(done, {}), member):
-                raise RuntimeError(
-                    f"batch {batch_id}: the lease {lease_name} ran out before counting"
-                ) from error
+            if counted_before is not None and not counted_before(old):
+                raise RuntimeError(lost) from error
             return False
 
     @staticmethod

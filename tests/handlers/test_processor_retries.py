@@ -221,6 +221,21 @@ def test_without_in_invocation_retries_or_skipping_the_same_load_dead_letters(
     assert load.dead_lettered >= 1, json.dumps(load.__dict__)
 
 
+def _processor_parts(pipeline: Pipeline) -> tuple[Any, Any, Any, Any]:
+    """The one queued message's claim check and what a Processor is built from (the function's settings,
+    its raw store and table), to run deliveries by hand."""
+    from rtp_pipeline.aws import client
+    from rtp_pipeline.settings import Settings
+    from rtp_pipeline.storage import ClaimCheck, PipelineTable, RawStore
+
+    [message] = pipeline.peek()
+    claim = ClaimCheck.from_json(message["Body"])
+    with pipeline.environment_of("processor"):
+        settings = Settings.from_environment()
+    raw = RawStore(client("s3"), settings.bucket_name, settings.raw_prefix)
+    return claim, settings, raw, PipelineTable(client("dynamodb"), settings.table_name)
+
+
 @pytest.mark.parametrize(
     ("leased", "first_receive"),
     [(True, 1), (True, 2), (False, 1), (False, 2)],
@@ -233,18 +248,11 @@ def test_two_deliveries_at_once_never_mix_their_outcomes_even_with_a_fickle_tran
     each call, the chunk lease keeps each chunk's items and counts from one delivery: the batch's counters
     always equal what its items say. A first delivery leases all its chunks in one update (`lease_chunks`),
     a redelivery one chunk at a time. (Negative: with a lease that excludes no one, they do not.)"""
-    from rtp_pipeline.aws import client
     from rtp_pipeline.processing import Processor, RecordsNotDoneError
-    from rtp_pipeline.settings import Settings
-    from rtp_pipeline.storage import ClaimCheck, PipelineTable, RawStore
+    from rtp_pipeline.storage import PipelineTable
 
     accepted = accept(pipeline, [{"type": "t", "data": {"n": n}} for n in range(250)])
-    [message] = pipeline.peek()
-    claim = ClaimCheck.from_json(message["Body"])
-    with pipeline.environment_of("processor"):
-        settings = Settings.from_environment()
-    raw = RawStore(client("s3"), settings.bucket_name, settings.raw_prefix)
-    table = PipelineTable(client("dynamodb"), settings.table_name)
+    claim, settings, raw, table = _processor_parts(pipeline)
     calls: Counter[str] = Counter()
     other: list[BaseException] = []
     reject = pipeline.module("processor").transform.RejectRecord
@@ -492,18 +500,10 @@ def test_a_run_s_lease_and_count_stay_within_dynamodb_s_expression_limits() -> N
 def test_a_second_first_delivery_never_leases_chunks_already_counted(pipeline: Pipeline) -> None:
     """SQS hands the same message out twice, both with receive count 1, one after the other: the second's
     run lease is refused (chunks 0 and 1 are counted), and it stores and counts only what is left."""
-    from rtp_pipeline.aws import client
     from rtp_pipeline.processing import Processor, RecordsNotDoneError, RetryPolicy
-    from rtp_pipeline.settings import Settings
-    from rtp_pipeline.storage import ClaimCheck, PipelineTable, RawStore
 
     accepted = accept(pipeline, [{"type": "t", "data": {"n": n}} for n in range(300)])
-    [message] = pipeline.peek()
-    claim = ClaimCheck.from_json(message["Body"])
-    with pipeline.environment_of("processor"):
-        settings = Settings.from_environment()
-    raw = RawStore(client("s3"), settings.bucket_name, settings.raw_prefix)
-    table = PipelineTable(client("dynamodb"), settings.table_name)
+    claim, settings, raw, table = _processor_parts(pipeline)
     failing = accepted["ids"][250]
 
     def flaky(record: dict[str, Any], context: Any) -> dict[str, Any]:
