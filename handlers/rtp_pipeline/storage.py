@@ -62,6 +62,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import json
 import random
 import re
@@ -537,7 +538,9 @@ class PipelineTable:
         chunk): every one of them gets the same token if none is counted or held by a live lease; None if
         any is (the caller then leases them one at a time, which tells counted from busy)."""
         # The token's random tail makes it this call's own: an SDK retry of an update that succeeded (its
-        # answer lost) finds every lease holding it, and is a success, not a run locked against itself.
+        # answer lost) finds every lease holding it in the item its refusal returns (ALL_OLD:
+        # https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_UpdateItem.html), and is a
+        # success, not a run locked against itself.
         token = int(until.timestamp() * 1_000_000) + random.randrange(1_000_000)
         names, values = {"#c": "cc"}, {":token": {"N": str(token)}, ":now": {"N": _micros(now)}}
         values[":batch"] = {"S": batch_id}
@@ -602,7 +605,7 @@ class PipelineTable:
                 ExpressionAttributeValues={
                     ":token": {"N": str(token)},
                     ":m": member,
-                    ":now": {"N": str(int(now.timestamp() * 1_000_000))},
+                    ":now": {"N": _micros(now)},
                     ":batch": {"S": batch_id},
                 },
                 # The item as updated comes back with the write, no read units; a failed condition returns the
@@ -910,10 +913,7 @@ class PipelineTable:
         """`count_chunk` for the settled chunks of a run leased with `lease_chunks`, in one UpdateItem that
         also gives back the run's other leases (`leased`: the chunks not settled stay uncounted). False if
         another delivery counted them all (after this one's lease ran out); raises if the lease was lost."""
-        counts = {"processed": 0, "rejected": 0, "duplicates": 0}
-        for records in settled.values():
-            for name, value in _chunk_counts(batch_id, records).items():
-                counts[name] += value
+        counts = _chunk_counts(batch_id, itertools.chain.from_iterable(settled.values()))
         names = {f"#n{n}": name for n, name in enumerate(counts)}
         values: dict[str, Any] = {f":n{n}": {"N": str(value)} for n, value in enumerate(counts.values())}
         names["#c"], values[":c"] = "cc", {"NS": [str(chunk) for chunk in settled]}
