@@ -1195,33 +1195,9 @@ class PipelineTable:
 
     # --- queries --------------------------------------------------------------------------------
     def get_record(self, record_id: str) -> dict[str, Any] | None:
-        """The record with its long attribute names: recordId, batchId, status, type, processedAt,
-        expiresAt, and result or reason."""
+        """The record with its long attribute names (`record_view`)."""
         item = self._get(f"REC#{record_id}")
-        if item is None:
-            return None
-        if "b" not in item:  # written by the layout before this one: already long names
-            return {key: value for key, value in item.items() if key not in {"gsi1pk", "gsi1sk"}}
-        view: dict[str, Any] = {
-            "recordId": record_id,
-            "batchId": item["b"],
-            "status": _STATUS_NAMES.get(item["s"], item["s"]),
-            "type": item.get("t", ""),
-            "processedAt": item.get("at"),
-            "expiresAt": item.get("expiresAt"),
-        }
-        if "z" in item:
-            view["result"] = decompress_result(item["z"])
-        elif "r" in item:
-            view["result"] = item["r"]
-        if "e" in item:
-            view["reason"] = item["e"]
-        for name, long_name in (("v", "transformVersion"), ("ra", "replayedAt"), ("rp", "replayId")):
-            if name in item:
-                view[long_name] = item[name]
-        if "ps" in item:
-            view["previousStatus"] = _STATUS_NAMES.get(item["ps"], item["ps"])
-        return view
+        return None if item is None else record_view(record_id, item)
 
     def get_batch(self, batch_id: str, consistent: bool = False) -> dict[str, Any] | None:
         """The batch item, with `ids`: the clients' (IDS item) or the derived ones. The counters of a batch
@@ -1274,6 +1250,33 @@ class PipelineTable:
     def _get(self, pk: str, consistent: bool = False) -> dict[str, Any] | None:
         found = self.db.get_item(TableName=self.name, Key={"pk": {"S": pk}}, ConsistentRead=consistent)
         return deserialize(found["Item"]) if "Item" in found else None
+
+
+def record_view(record_id: str, item: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored record item with its long attribute names: recordId, batchId, status, type, processedAt,
+    expiresAt, and result or reason (what GET /records/{id} answers)."""
+    if "b" not in item:  # written by the layout before this one: already long names
+        return {key: value for key, value in item.items() if key not in {"gsi1pk", "gsi1sk"}}
+    view: dict[str, Any] = {
+        "recordId": record_id,
+        "batchId": item["b"],
+        "status": _STATUS_NAMES.get(item["s"], item["s"]),
+        "type": item.get("t", ""),
+        "processedAt": item.get("at"),
+        "expiresAt": item.get("expiresAt"),
+    }
+    if "z" in item:
+        view["result"] = decompress_result(item["z"])
+    elif "r" in item:
+        view["result"] = item["r"]
+    if "e" in item:
+        view["reason"] = item["e"]
+    for name, long_name in (("v", "transformVersion"), ("ra", "replayedAt"), ("rp", "replayId")):
+        if name in item:
+            view[long_name] = item[name]
+    if "ps" in item:
+        view["previousStatus"] = _STATUS_NAMES.get(item["ps"], item["ps"])
+    return view
 
 
 # The sparse index of REJECTED records (`rejected`: partition key `rk`, sort key `rs`; PROCESSED items

@@ -26,7 +26,7 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -420,6 +420,29 @@ class Pipeline:
 
         found = self.dynamodb.get_item(TableName=self.table_name, Key={"pk": {"S": pk}}, ConsistentRead=True)
         return deserialize(found["Item"]) if "Item" in found else None
+
+    def items(self, pks: Iterable[str]) -> dict[str, dict[str, Any] | None]:
+        """`item` for many keys: BatchGetItem, 100 keys a request (its limit), consistent reads; a key
+        DynamoDB leaves unprocessed is asked again. Every key maps to its item or None.
+        https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html"""
+        from rtp_pipeline.storage import deserialize
+
+        wanted = list(dict.fromkeys(pks))
+        found: dict[str, dict[str, Any] | None] = dict.fromkeys(wanted)
+        for start in range(0, len(wanted), 100):
+            request = {
+                self.table_name: {
+                    "Keys": [{"pk": {"S": pk}} for pk in wanted[start : start + 100]],
+                    "ConsistentRead": True,
+                }
+            }
+            while request:
+                answer = self.dynamodb.batch_get_item(RequestItems=request)
+                for raw in answer["Responses"].get(self.table_name, []):
+                    item = deserialize(raw)
+                    found[item["pk"]] = item
+                request = answer.get("UnprocessedKeys") or {}
+        return found
 
     def send_replay(self, batch_id: str, replay_id: str, **filters: str) -> str:
         """Put a replay message for one accepted batch on the replay queue (what `rtp replay` sends):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,6 +37,19 @@ def record(pipeline: Pipeline, record_id: str) -> dict[str, Any]:
     item = PipelineTable(pipeline.dynamodb, pipeline.table_name).get_record(record_id)  # GetItem REC#id
     assert item is not None, f"record {record_id} was not stored"
     return item
+
+
+def records(pipeline: Pipeline, record_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """`record` for many ids, read in bulk (BatchGetItem) and shown as the query path shows them."""
+    from rtp_pipeline.storage import record_view
+
+    found = pipeline.items(f"REC#{record_id}" for record_id in record_ids)
+    missing = [pk for pk, item in found.items() if item is None]
+    assert not missing, f"records not stored: {missing}"
+    return {
+        pk.removeprefix("REC#"): record_view(pk.removeprefix("REC#"), item or {})
+        for pk, item in found.items()
+    }
 
 
 def iso(moment: datetime) -> str:
@@ -86,6 +99,22 @@ def test_every_record_is_processed_with_the_default_enrichment(pipeline: Pipelin
     view = batch(pipeline, accepted["batchId"])
     assert (view["status"], view["processed"], view["rejected"], view["pending"]) == ("COMPLETE", 2, 0, 0)
     assert pipeline.queued() == 0 and pipeline.queued(pipeline.dlq_url) == 0
+
+
+def test_the_tests_bulk_reads_answer_as_one_read_per_key_does(pipeline: Pipeline) -> None:
+    """`Pipeline.items` and `records` (what the assertions here read) against GetItem and the query path,
+    across the 100-key cut of BatchGetItem, with a key that is not stored and one asked twice."""
+    accepted = accept(pipeline, [{"type": "t", "data": {"n": n}} for n in range(150)])
+    pipeline.drain()
+    pks = [f"REC#{record_id}" for record_id in accepted["ids"]] + [
+        "REC#never-stored",
+        f"BATCH#{accepted['batchId']}",
+    ]
+    assert pipeline.items(pks + pks[:3]) == {pk: pipeline.item(pk) for pk in pks}
+    assert pipeline.items(["REC#never-stored"]) == {"REC#never-stored": None}
+    assert records(pipeline, accepted["ids"]) == {rid: record(pipeline, rid) for rid in accepted["ids"]}
+    with pytest.raises(AssertionError, match="never-stored"):
+        records(pipeline, ["never-stored"])
 
 
 def test_rejected_records_keep_their_reason_and_are_not_retried(pipeline: Pipeline) -> None:
@@ -249,7 +278,8 @@ def test_a_crash_between_the_record_puts_and_the_counter_update_loses_and_double
     )
     first = pipeline.deliver()
     assert first.failures == first.message_ids and len(failed) == 1
-    assert all(pipeline.item(f"REC#{record_id}") for record_id in accepted["ids"][:100])  # stored, uncounted
+    assert all(pipeline.items(f"REC#{record_id}" for record_id in accepted["ids"][:100]).values())  # stored,
+    # uncounted
     assert batch(pipeline, accepted["batchId"])["status"] == "IN_PROGRESS"
     [redelivery] = pipeline.drain()
     assert redelivery.failures == []

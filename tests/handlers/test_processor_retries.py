@@ -286,7 +286,7 @@ def test_two_deliveries_at_once_never_mix_their_outcomes_even_with_a_fickle_tran
 
     Processor(settings, raw, table, fickle).process(claim, receive_count=first_receive)
 
-    items = [pipeline.item(f"REC#{record_id}") for record_id in accepted["ids"]]
+    items = pipeline.items(f"REC#{record_id}" for record_id in accepted["ids"]).values()
     statuses = Counter(item["s"] for item in items if item)
     assert sum(statuses.values()) == 250
     view = pipeline.get_batch(accepted["batchId"]).body

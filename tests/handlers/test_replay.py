@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.handlers.harness import Pipeline, fail_calls
-from tests.handlers.test_processor import accept, batch, record
+from tests.handlers.test_processor import accept, batch, record, records
 from tests.tiers import examples
 
 
@@ -56,7 +56,7 @@ def counts(pipeline: Pipeline, batch_id: str) -> tuple[int, int, int]:
 
 
 def statuses(pipeline: Pipeline, ids: list[str]) -> Counter[str]:
-    return Counter(record(pipeline, record_id)["status"] for record_id in ids)
+    return Counter(view["status"] for view in records(pipeline, ids).values())
 
 
 def mixed(count: int, every: int = 3) -> list[dict[str, Any]]:
@@ -74,9 +74,7 @@ def test_a_replay_of_rejected_records_after_a_fix_processes_them_and_touches_not
     ids = accepted["ids"]
     bad = [record_id for n, record_id in enumerate(ids) if n % 3 == 0]
     assert counts(pipeline, accepted["batchId"]) == (210 - len(bad), len(bad), 0)
-    untouched = {
-        record_id: pipeline.item(f"REC#{record_id}") for record_id in ids if record_id not in set(bad)
-    }
+    untouched = pipeline.items(f"REC#{record_id}" for record_id in ids if record_id not in set(bad))
 
     use(pipeline, monkeypatch, fixed, "v2")
     pipeline.send_replay(accepted["batchId"], "replay-1", status="REJECTED")
@@ -85,8 +83,7 @@ def test_a_replay_of_rejected_records_after_a_fix_processes_them_and_touches_not
     assert delivery.failures == []
     assert counts(pipeline, accepted["batchId"]) == (210, 0, 0)
     assert statuses(pipeline, ids) == Counter({"PROCESSED": 210})
-    for record_id in bad:
-        view = record(pipeline, record_id)
+    for record_id, view in records(pipeline, bad).items():
         assert view["result"] == {"kind": "bad", "n": ids.index(record_id), "fixed": True}
         assert (view["transformVersion"], view["replayId"], view["previousStatus"]) == (
             "v2",
@@ -96,7 +93,7 @@ def test_a_replay_of_rejected_records_after_a_fix_processes_them_and_touches_not
         assert view["replayedAt"] == view["processedAt"]
         assert "reason" not in view
     # Nothing else touched: the records that were PROCESSED keep their items byte for byte.
-    assert {record_id: pipeline.item(f"REC#{record_id}") for record_id in untouched} == untouched
+    assert pipeline.items(untouched) == untouched
     assert all(item and item["v"] == "v1" for item in untouched.values())
     assert batch(pipeline, accepted["batchId"])["status"] == "COMPLETE"
     assert sorted((pipeline.item(f"BATCH#{accepted['batchId']}") or {})["rc"]) == [
@@ -116,7 +113,7 @@ def test_a_resent_or_redelivered_replay_message_replays_and_counts_nothing_twice
     use(pipeline, monkeypatch, fixed, "v2")
     pipeline.send_replay(accepted["batchId"], "replay-1", status="REJECTED")
     pipeline.drain(replay=True)
-    after_first = {record_id: pipeline.item(f"REC#{record_id}") for record_id in accepted["ids"]}
+    after_first = pipeline.items(f"REC#{record_id}" for record_id in accepted["ids"])
     capsys.readouterr()
 
     calls: list[str] = []
@@ -127,7 +124,7 @@ def test_a_resent_or_redelivered_replay_message_replays_and_counts_nothing_twice
 
     assert calls == []  # every chunk of replay-1 is settled: nothing transformed again
     assert counts(pipeline, accepted["batchId"]) == (120, 0, 0)
-    assert {record_id: pipeline.item(f"REC#{record_id}") for record_id in accepted["ids"]} == after_first
+    assert pipeline.items(f"REC#{record_id}" for record_id in accepted["ids"]) == after_first
     # A replay's records are old: no ingest-to-processed latency from it, only what it replayed.
     emitted = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     assert emitted and all("IngestToProcessedLatency" not in doc for doc in emitted)
@@ -155,7 +152,8 @@ def test_a_crash_between_the_replaced_items_and_the_counter_update_loses_and_dou
     pipeline.send_replay(accepted["batchId"], "replay-1", status="REJECTED")
     first = pipeline.deliver(replay=True)
     assert first.failures == first.message_ids and len(failed) == 1
-    marked = [r for r in accepted["ids"][:100] if (pipeline.item(f"REC#{r}") or {}).get("rp") == "replay-1"]
+    chunk = pipeline.items(f"REC#{r}" for r in accepted["ids"][:100])
+    marked = [pk.removeprefix("REC#") for pk, item in chunk.items() if (item or {}).get("rp") == "replay-1"]
     assert len(marked) == 34  # chunk 0's rejected records: replaced, not counted yet
     assert counts(pipeline, accepted["batchId"]) == (100, 50, 0)
 
@@ -228,7 +226,7 @@ def test_a_replay_finishes_a_batch_that_never_completed(
     [delivery] = pipeline.drain(replay=True)
     assert delivery.failures == []
     assert counts(pipeline, accepted["batchId"]) == (2, 0, 0)
-    assert {record(pipeline, r)["transformVersion"] for r in accepted["ids"]} == {"v2"}
+    assert {view["transformVersion"] for view in records(pipeline, accepted["ids"]).values()} == {"v2"}
 
 
 def test_a_replay_message_that_ran_out_of_time_goes_back_to_the_replay_queue(
