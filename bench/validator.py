@@ -8,7 +8,8 @@ of a dozen fields), and invalid ones (three broken fields each).
 What is measured, per validator:
 - `hand-written`: `rtp_pipeline.validation.validate_record`, every violation of the record, plus what the
   schema cannot say (real timestamps, valid Unicode, DynamoDB's rules for `data`: it walks all of `data`);
-- `hand-written (schema only)`: its schema interpreter alone (`_check`), the rules the others check;
+- `hand-written (schema only)`: the schema compiled into closures alone (`_record_check`), the rules the
+  others check;
 - `jsonschema (all errors)`: `Draft4Validator.iter_errors`, every violation, the schema's rules only;
 - `jsonschema (is_valid)`: stops at the first violation;
 - `fastjsonschema`: the schema compiled to Python code; raises at the first violation.

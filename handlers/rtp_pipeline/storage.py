@@ -1195,9 +1195,9 @@ class PipelineTable:
 
     # --- queries --------------------------------------------------------------------------------
     def get_record(self, record_id: str) -> dict[str, Any] | None:
-        """The record with its long attribute names (`record_view`)."""
+        """The record with its long attribute names (`long_named_record`)."""
         item = self._get(f"REC#{record_id}")
-        return None if item is None else record_view(record_id, item)
+        return None if item is None else long_named_record(record_id, item)
 
     def get_batch(self, batch_id: str, consistent: bool = False) -> dict[str, Any] | None:
         """The batch item, with `ids`: the clients' (IDS item) or the derived ones. The counters of a batch
@@ -1252,7 +1252,7 @@ class PipelineTable:
         return deserialize(found["Item"]) if "Item" in found else None
 
 
-def record_view(record_id: str, item: Mapping[str, Any]) -> dict[str, Any]:
+def long_named_record(record_id: str, item: Mapping[str, Any]) -> dict[str, Any]:
     """A stored record item with its long attribute names: recordId, batchId, status, type, processedAt,
     expiresAt, and result or reason (what GET /records/{id} answers)."""
     if "b" not in item:  # written by the layout before this one: already long names

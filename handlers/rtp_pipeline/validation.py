@@ -406,8 +406,9 @@ def storable_problems(value: Any, path: str, level: int = 1) -> tuple[list[tuple
     is level 1), exactly as the processor writes it (`storage.to_dynamo`), and read it back unchanged.
 
     Returns ((field, message) problems, at most MAX_PROBLEMS_PER_RECORD; the value's size in bytes as
-    DynamoDB counts it, without its attribute name). Iterative, so any depth is safe to check; a field's
-    path is only spelled out when it has a problem."""
+    DynamoDB counts it, without its attribute name; a lower bound once MAX_PROBLEMS_PER_RECORD problems
+    stop the walk). Iterative, so any depth is safe to check; a field's path is only spelled out when it
+    has a problem."""
     problems: list[tuple[str, str]] = []
     size = 0
     # (value, where, depth): `where` is a path string, or (parent where, key or index) built lazily.

@@ -22,10 +22,10 @@ from rtp_cli.local.emulation import MotoState
 from rtp_cli.local.inprocess import (
     ELSEWHERE,
     LAMBDA_ENVIRONMENT,
-    REGION,
     CallRecorder,
     Pipeline,
     Resolver,
+    lambda_session,
     moto_session,
     provision_template,
 )
@@ -57,8 +57,9 @@ def recorder() -> CallRecorder:
 
 @pytest.fixture(scope="session")
 def aws_session(recorder: CallRecorder) -> boto3.Session:
-    """One boto3 session for the whole run (its loaded service models make new clients cheap)."""
-    session = boto3.Session(region_name=REGION)
+    """One boto3 session for the whole run (its loaded service models make new clients cheap), made where
+    the developer's AWS config cannot reach it (`lambda_session`)."""
+    session = lambda_session()
     recorder.attach(session)
     return session
 

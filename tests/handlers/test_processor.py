@@ -41,13 +41,13 @@ def record(pipeline: Pipeline, record_id: str) -> dict[str, Any]:
 
 def records(pipeline: Pipeline, record_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
     """`record` for many ids, read in bulk (BatchGetItem) and shown as the query path shows them."""
-    from rtp_pipeline.storage import record_view
+    from rtp_pipeline.storage import long_named_record
 
     found = pipeline.items(f"REC#{record_id}" for record_id in record_ids)
     missing = [pk for pk, item in found.items() if item is None]
     assert not missing, f"records not stored: {missing}"
     return {
-        pk.removeprefix("REC#"): record_view(pk.removeprefix("REC#"), item or {})
+        pk.removeprefix("REC#"): long_named_record(pk.removeprefix("REC#"), item or {})
         for pk, item in found.items()
     }
 

@@ -21,11 +21,11 @@ from rtp_cli.local.emulation import MotoState
 from rtp_cli.local.inprocess import (
     ELSEWHERE,
     LAMBDA_ENVIRONMENT,
-    REGION,
     CallRecorder,
     Pipeline,
     Resolver,
     environment_variables,
+    lambda_session,
     moto_session,
     provision_template,
 )
@@ -45,7 +45,7 @@ def operate_session() -> tuple[boto3.Session, CallRecorder]:
     """One boto3 session and call recorder for the run: a session costs ~8 ms to make and each test's own
     clients (`session.client()`, fresh every call) start from its loaded models. No test here reads the
     recorder's calls; the handlers' calls are attributed through it as in `standalone_pipeline`."""
-    session = boto3.Session(region_name=REGION)
+    session = lambda_session()
     recorder = CallRecorder()
     recorder.attach(session)
     return session, recorder
