@@ -127,15 +127,9 @@ def _moto_as_the_local_runtime_runs_it() -> None:
     against moto's own in tests/test_moto_guards.py); its responses are serialized with a plain dict's
     member names looked up once per shape (rtp_cli/local/serializer.py: moto's own bytes, checked in
     tests/test_moto_serializer.py)."""
-    from rtp_cli.local.emulation import patch_moto_dynamodb, patch_moto_kms, patch_moto_sqs
-    from rtp_cli.local.serializer import patch_moto_serializer
-    from rtp_cli.local.speedups import patch_moto_speedups
+    from rtp_cli.local.emulation import patch_moto
 
-    patch_moto_dynamodb()
-    patch_moto_kms()
-    patch_moto_sqs()
-    patch_moto_speedups()
-    patch_moto_serializer()
+    patch_moto()  # the set the served runtime installs (start_emulation)
 
 
 @pytest.fixture(scope="session", autouse=True)

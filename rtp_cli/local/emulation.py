@@ -266,21 +266,28 @@ class InProcessLogs:
             raise self.exceptions.from_code(error.error_type)(response, operation) from None
 
 
+def patch_moto() -> None:
+    """Every change this module, speedups.py and serializer.py make to moto, as the served runtime runs it
+    (idempotent; the in-process tests install the same set: tests/conftest.py)."""
+    from rtp_cli.local.serializer import patch_moto_serializer
+    from rtp_cli.local.speedups import patch_moto_speedups
+
+    patch_moto_dynamodb()
+    patch_moto_kms()
+    patch_moto_sqs()
+    patch_moto_speedups()
+    patch_moto_serializer()
+
+
 def start_emulation(
     host: str, port: int, access_key_id: str | None = None, secret_access_key: str | None = None
 ) -> Any:
     """Start moto's server on host:port (0 = any free port) in this process; returns the server. With
     keys, it answers only requests signed with them."""
     from rtp_cli.local.awsserver import MotoHttpServer
-    from rtp_cli.local.serializer import patch_moto_serializer
-    from rtp_cli.local.speedups import patch_moto_speedups
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no per-request lines from the emulation
-    patch_moto_dynamodb()
-    patch_moto_kms()
-    patch_moto_sqs()
-    patch_moto_speedups()
-    patch_moto_serializer()
+    patch_moto()
     if access_key_id and secret_access_key:
         require_credentials(access_key_id, secret_access_key)
     server = MotoHttpServer(host, port)  # moto's application, connections kept alive (awsserver.py)

@@ -277,8 +277,7 @@ def test_the_bench_counts_the_cpu_of_live_child_processes_and_the_machine_s_busy
         [
             "import time",
             # More than the 0.3 s looked for: /proc counts CPU in scheduler ticks, which can fall short of
-            # the child's own clock (this failed once under load
-            # with the child burning exactly 0.3 s).
+            # the child's own clock (this failed once under load with the child burning exactly 0.3 s).
             "end = time.process_time() + 0.6",
             "while time.process_time() < end: pass",
             "time.sleep(30)",
